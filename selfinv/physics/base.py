@@ -1,0 +1,223 @@
+"""The operator abstraction: ``y = N(A(x))``.
+
+A ``Physics`` is a small ``nn.Module`` holding
+
+* the forward map ``A`` (and, for ``LinearPhysics``, ``A_adjoint`` and ``A_dagger``),
+* a noise model ``noise`` (``selfinv.physics.noise``),
+* its *per-sample parameters* (masks, kernels, angles...), each a tensor whose
+  leading dimension is the batch (or 1 when shared by the whole batch).
+
+Per-sample parameters are never mutated in place: ``with_params(**p)`` returns a
+new physics sharing everything else, ``sample_params(B, generator)`` draws fresh
+ones from the operator's own distribution (e.g. a new Bernoulli mask per
+sample), and ``resample`` combines both. This is what data sets store next to
+``y``, what MOI draws ``A'`` from and what DDP ranks draw independently.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from selfinv.physics.noise import NoiseModel, NoNoise
+
+
+class Physics(nn.Module):
+    """A (possibly non-linear) measurement process ``y = noise(A(x))``."""
+
+    #: names of the per-sample parameters (tensors with a leading batch dimension)
+    param_names: tuple[str, ...] = ()
+
+    def __init__(self, noise: NoiseModel | None = None):
+        super().__init__()
+        self.noise = noise if noise is not None else NoNoise()
+
+    # -- the maps -----------------------------------------------------------------
+    def A(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def A_dagger(self, y: Tensor) -> Tensor:
+        """An (approximate) inverse; linear operators give the pseudo-inverse."""
+        raise NotImplementedError(f"{type(self).__name__} has no A_dagger")
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Simulate a measurement ``y = noise(A(x))``."""
+        return self.noise(self.A(x), generator=generator)
+
+    # -- per-sample parameters -----------------------------------------------------
+    def params(self) -> dict[str, Tensor]:
+        """The current per-sample parameters, by name."""
+        return {n: getattr(self, n) for n in self.param_names}
+
+    def with_params(self, **params: Tensor) -> "Physics":
+        """A copy of this physics with some per-sample parameters replaced.
+
+        Only names in ``param_names`` are accepted; anything else is an error
+        (nothing is silently ignored).
+        """
+        unknown = set(params) - set(self.param_names)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}.with_params got unknown parameter(s) {sorted(unknown)}; "
+                f"expected a subset of {list(self.param_names)}"
+            )
+        new = self._shallow_copy()
+        for name, value in params.items():
+            new._set_param(name, value)
+        return new
+
+    def with_noise(self, noise: NoiseModel) -> "Physics":
+        """A copy with another noise model (same operator and parameters)."""
+        new = self._shallow_copy()
+        new.noise = noise
+        return new
+
+    def sample_params(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> dict[str, Tensor]:
+        """Draw fresh per-sample parameters for ``batch_size`` samples.
+
+        Deterministic operators return ``{}``.
+        """
+        return {}
+
+    def resample(self, batch_size: int, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> "Physics":
+        """A copy with freshly drawn per-sample parameters (a new operator ``A'``)."""
+        return self.with_params(**self.sample_params(batch_size, generator, device))
+
+    @property
+    def is_random(self) -> bool:
+        """Whether ``sample_params`` draws anything."""
+        return len(self.param_names) > 0
+
+    # -- helpers for subclasses ----------------------------------------------------
+    def _set_param(self, name: str, value: Tensor) -> None:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"parameter '{name}' must be a tensor, got {type(value).__name__}")
+        self.register_buffer(name, value, persistent=False)
+
+    def _shallow_copy(self) -> "Physics":
+        new = copy.copy(self)
+        new._buffers = dict(self._buffers)
+        new._modules = dict(self._modules)
+        new._parameters = dict(self._parameters)
+        return new
+
+    @staticmethod
+    def _check_image(x: Tensor, who: str, channels: int | None = None,
+                     size: tuple[int, int] | None = None) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{who} expects a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"{who} expects a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{who} expects a floating-point tensor, got dtype {x.dtype}")
+        if channels is not None and x.shape[1] != channels:
+            raise ValueError(f"{who} expects {channels} channel(s), got shape {tuple(x.shape)}")
+        if size is not None and tuple(x.shape[-2:]) != tuple(size):
+            raise ValueError(f"{who} expects images of size {tuple(size)}, got shape {tuple(x.shape)}")
+
+
+class LinearPhysics(Physics):
+    """A linear operator ``A`` with adjoint ``A_adjoint`` and pseudo-inverse ``A_dagger``.
+
+    ``A_dagger`` defaults to the minimum-norm least-squares solution by conjugate
+    gradient on the normal equations ``Aᵀ A x = Aᵀ y`` started at 0 (CGLS
+    iterates stay in the row space, so the limit is ``A⁺ y``). Subclasses with a
+    closed form override it.
+    """
+
+    #: conjugate-gradient settings used by the default ``A_dagger``
+    cg_max_iter: int = 100
+    cg_tol: float = 1e-6
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def A_adjoint_A(self, x: Tensor) -> Tensor:
+        """The normal operator ``Aᵀ A``."""
+        return self.A_adjoint(self.A(x))
+
+    def A_dagger(self, y: Tensor) -> Tensor:
+        return conjugate_gradient(self.A_adjoint_A, self.A_adjoint(y),
+                                  max_iter=self.cg_max_iter, tol=self.cg_tol)
+
+    def adjointness_error(self, x: Tensor, y: Tensor) -> float:
+        """Relative error ``|<A x, y> - <x, Aᵀ y>| / (|A x| |y|)``; 0 for an exact adjoint."""
+        ax = self.A(x)
+        aty = self.A_adjoint(y)
+        lhs = (ax * y).sum()
+        rhs = (x * aty).sum()
+        scale = ax.norm() * y.norm() + torch.finfo(x.dtype).tiny
+        return float((lhs - rhs).abs() / scale)
+
+    def norm(self, x_shape: tuple[int, ...], n_iter: int = 50, generator: torch.Generator | None = None,
+             device=None, dtype=torch.float32) -> float:
+        """Spectral norm ``||A||_2`` by power iteration on ``Aᵀ A``."""
+        x = torch.randn(x_shape, generator=generator, device=device, dtype=dtype)
+        x = x / x.norm()
+        lam = torch.zeros(())
+        for _ in range(n_iter):
+            z = self.A_adjoint_A(x)
+            lam = (x * z).sum()
+            x = z / (z.norm() + 1e-30)
+        return float(lam.abs().sqrt())
+
+
+def _bdot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample inner products, shape (B, 1, ..., 1)."""
+    return (a * b).flatten(1).sum(1).reshape((-1,) + (1,) * (a.ndim - 1))
+
+
+def conjugate_gradient(
+    apply_op: Callable[[Tensor], Tensor],
+    b: Tensor,
+    x0: Tensor | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+) -> Tensor:
+    """Solve ``M x = b`` for a symmetric positive semi-definite ``M`` (per sample).
+
+    Each sample of the batch has its own step sizes, so per-sample operators
+    converge independently. Stops when every residual ``||r|| <= tol ||b||``.
+    Hestenes & Stiefel (1952).
+    """
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - apply_op(x) if x0 is not None else b.clone()
+    p = r.clone()
+    rs = _bdot(r, r)
+    bnorm2 = _bdot(b, b).clamp_min(torch.finfo(b.dtype).tiny)
+    for _ in range(max_iter):
+        if bool(torch.all(rs <= (tol**2) * bnorm2)):
+            break
+        mp = apply_op(p)
+        denom = _bdot(p, mp)
+        alpha = torch.where(denom.abs() > 0, rs / torch.where(denom == 0, torch.ones_like(denom), denom),
+                            torch.zeros_like(denom))
+        x = x + alpha * p
+        r = r - alpha * mp
+        rs_new = _bdot(r, r)
+        beta = torch.where(rs > 0, rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
+        p = r + beta * p
+        rs = rs_new
+    return x
+
+
+class Denoising(LinearPhysics):
+    """``A = I``: ``y = noise(x)``."""
+
+    def A(self, x: Tensor) -> Tensor:
+        return x
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        return y
+
+    def A_dagger(self, y: Tensor) -> Tensor:
+        return y

@@ -1,0 +1,194 @@
+"""Noise models ``y ~ p(y | z)`` with ``z = A x`` the noiseless measurement.
+
+Each model samples with an explicit ``torch.Generator`` and exposes the facts the
+self-supervised losses need (``sigma``, ``gain``, ``shape``). Parameters are
+scalars or per-sample tensors of shape ``(B,)``.
+
+| model | sampling | mean | variance |
+|---|---|---|---|
+| ``GaussianNoise(sigma)`` | ``y = z + sigma * n`` | z | sigma^2 |
+| ``ColoredGaussianNoise(sigma, kernel)`` | ``y = z + sigma * (k * n)`` (circular) | z | sigma^2 * (k * k~) |
+| ``PoissonNoise(gain)`` | ``y = gain * Poisson(z / gain)`` | z | gain * z |
+| ``PoissonGaussianNoise(gain, sigma)`` | ``y = gain * Poisson(z / gain) + sigma * n`` | z | gain z + sigma^2 |
+| ``GammaNoise(shape)`` | ``y ~ Gamma(shape, rate = shape / z)`` | z | z^2 / shape |
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from selfinv.utils import rng
+
+
+def _check_param(name: str, value, *, strictly_positive: bool) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64)
+    if not torch.all(torch.isfinite(t)):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if strictly_positive and torch.any(t <= 0):
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if not strictly_positive and torch.any(t < 0):
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    if t.ndim > 1:
+        raise ValueError(f"{name} must be a scalar or a per-sample 1-D tensor, got shape {tuple(t.shape)}")
+    return t
+
+
+class NoiseModel(nn.Module):
+    """Base class: ``noise(z, generator)`` draws ``y ~ p(y | z)``."""
+
+    def __init__(self):
+        super().__init__()
+        # The facts a loss may ask for; None when the model has no such part:
+        # ``sigma`` (Gaussian std), ``gain`` (Poisson gamma), ``shape`` (Gamma ell).
+        for name in ("sigma", "gain", "shape"):
+            self.register_buffer(name, None, persistent=False)
+
+    def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.sample(z, generator)
+
+    def variance(self, z: Tensor) -> Tensor:
+        """Per-entry variance of ``y`` given ``z`` (used by tests and estimators)."""
+        raise NotImplementedError
+
+
+class NoNoise(NoiseModel):
+    """Noiseless measurements ``y = z``."""
+
+    def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return z
+
+    def variance(self, z: Tensor) -> Tensor:
+        return torch.zeros_like(z)
+
+
+class GaussianNoise(NoiseModel):
+    """``y = z + sigma * n``, ``n ~ N(0, I)``; ``sigma`` scalar or per-sample ``(B,)``."""
+
+    def __init__(self, sigma: float | Tensor):
+        super().__init__()
+        self.sigma = _check_param("sigma", sigma, strictly_positive=False).float()
+
+    def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        s = rng.as_per_sample(self.sigma, z, "sigma")
+        return z + s * rng.randn_like(z, generator)
+
+    def variance(self, z: Tensor) -> Tensor:
+        return (rng.as_per_sample(self.sigma, z, "sigma") ** 2).expand_as(z).clone()
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma.tolist()}"
+
+
+class ColoredGaussianNoise(NoiseModel):
+    """Stationary coloured Gaussian noise ``y = z + sigma * (k ⊛ n)`` (circular convolution).
+
+    ``kernel`` is a 2-D tensor (kh, kw), normalised to unit l2 norm so that
+    ``sigma`` is the marginal standard deviation. The covariance is the
+    circulant matrix with first row ``sigma^2 (k ⋆ k)``.
+    """
+
+    def __init__(self, sigma: float | Tensor, kernel: Tensor):
+        super().__init__()
+        kernel = torch.as_tensor(kernel, dtype=torch.float32)
+        if kernel.ndim != 2:
+            raise ValueError(f"kernel must be 2-D (kh, kw), got shape {tuple(kernel.shape)}")
+        if not torch.isfinite(kernel).all() or kernel.norm() == 0:
+            raise ValueError("kernel must be finite and non-zero")
+        self.sigma = _check_param("sigma", sigma, strictly_positive=False).float()
+        self.register_buffer("kernel", kernel / kernel.norm(), persistent=False)
+
+    def _filter(self, n: Tensor) -> Tensor:
+        H, W = n.shape[-2:]
+        k = self.kernel.to(n)
+        kh, kw = k.shape
+        pad = torch.zeros(H, W, dtype=n.dtype, device=n.device)
+        pad[:kh, :kw] = k
+        pad = torch.roll(pad, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
+        return torch.fft.irfft2(torch.fft.rfft2(n) * torch.fft.rfft2(pad), s=(H, W))
+
+    def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        s = rng.as_per_sample(self.sigma, z, "sigma")
+        return z + s * self._filter(rng.randn_like(z, generator))
+
+    def variance(self, z: Tensor) -> Tensor:
+        return (rng.as_per_sample(self.sigma, z, "sigma") ** 2).expand_as(z).clone()
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma.tolist()}, kernel={tuple(self.kernel.shape)}"
+
+
+class PoissonNoise(NoiseModel):
+    """``y = gain * Poisson(z / gain)``: mean ``z``, variance ``gain * z``. Needs ``z >= 0``."""
+
+    def __init__(self, gain: float | Tensor):
+        super().__init__()
+        self.gain = _check_param("gain", gain, strictly_positive=True).float()
+
+    def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_nonnegative(z, type(self).__name__)
+        g = rng.as_per_sample(self.gain, z, "gain")
+        return g * rng.poisson(z / g, generator)
+
+    def variance(self, z: Tensor) -> Tensor:
+        return rng.as_per_sample(self.gain, z, "gain") * z
+
+    def extra_repr(self) -> str:
+        return f"gain={self.gain.tolist()}"
+
+
+class PoissonGaussianNoise(NoiseModel):
+    """``y = gain * Poisson(z / gain) + sigma * n``: variance ``gain z + sigma^2``."""
+
+    def __init__(self, gain: float | Tensor, sigma: float | Tensor):
+        super().__init__()
+        self.gain = _check_param("gain", gain, strictly_positive=True).float()
+        self.sigma = _check_param("sigma", sigma, strictly_positive=False).float()
+
+    def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_nonnegative(z, type(self).__name__)
+        g = rng.as_per_sample(self.gain, z, "gain")
+        s = rng.as_per_sample(self.sigma, z, "sigma")
+        return g * rng.poisson(z / g, generator) + s * rng.randn_like(z, generator)
+
+    def variance(self, z: Tensor) -> Tensor:
+        g = rng.as_per_sample(self.gain, z, "gain")
+        s = rng.as_per_sample(self.sigma, z, "sigma")
+        return g * z + s**2
+
+    def extra_repr(self) -> str:
+        return f"gain={self.gain.tolist()}, sigma={self.sigma.tolist()}"
+
+
+class GammaNoise(NoiseModel):
+    """``y ~ Gamma(shape=ell, rate=ell / z)``: mean ``z``, variance ``z^2 / ell``. Needs ``z > 0``."""
+
+    def __init__(self, shape: float | Tensor):
+        super().__init__()
+        self.shape = _check_param("shape", shape, strictly_positive=True).float()
+
+    def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if torch.any(z <= 0):
+            raise ValueError(
+                f"GammaNoise needs a strictly positive noiseless measurement, got min {z.min().item():g}"
+            )
+        ell = rng.as_per_sample(self.shape, z, "shape")
+        g = rng.standard_gamma(ell.expand_as(z).contiguous(), generator)
+        return g * z / ell
+
+    def variance(self, z: Tensor) -> Tensor:
+        return z**2 / rng.as_per_sample(self.shape, z, "shape")
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape.tolist()}"
+
+
+def _check_nonnegative(z: Tensor, who: str) -> None:
+    if torch.any(z < 0):
+        raise ValueError(
+            f"{who} needs a non-negative noiseless measurement (photon counts), got min "
+            f"{z.min().item():g}; clip or rescale the images to [0, 1] first"
+        )

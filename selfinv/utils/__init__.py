@@ -1,0 +1,1 @@
+"""Small shared helpers (random draws, checks)."""

@@ -1,0 +1,131 @@
+"""Random draws that honour an explicit ``torch.Generator`` on any device.
+
+Every stochastic piece of selfinv (noise, masks, transforms, recorruptions)
+takes ``generator: torch.Generator | None``. ``None`` means the global RNG of
+the tensor's device. A generator created on another device than the tensors is
+an error that names both devices, rather than a silent device copy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    """Raise if ``generator`` lives on another device type than ``device``."""
+    if generator is None:
+        return
+    if torch.device(generator.device).type != torch.device(device).type:
+        raise ValueError(
+            f"generator is on device '{generator.device}' but the tensors are on "
+            f"'{device}'; create it with torch.Generator(device='{torch.device(device).type}')"
+        )
+
+
+def randn(shape, *, generator=None, device=None, dtype=None) -> Tensor:
+    """Standard normal draws of ``shape``."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    check_generator(generator, device)
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
+def rand(shape, *, generator=None, device=None, dtype=None) -> Tensor:
+    """Uniform [0, 1) draws of ``shape``."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    check_generator(generator, device)
+    return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+
+
+def randn_like(x: Tensor, generator=None) -> Tensor:
+    return randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def rand_like(x: Tensor, generator=None) -> Tensor:
+    return rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def randint(low: int, high: int, shape, *, generator=None, device=None) -> Tensor:
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    check_generator(generator, device)
+    return torch.randint(low, high, shape, generator=generator, device=device)
+
+
+def poisson(rate: Tensor, generator=None) -> Tensor:
+    """Poisson draws with the given (non-negative) rate."""
+    check_generator(generator, rate.device)
+    return torch.poisson(rate, generator=generator)
+
+
+def binomial(count: Tensor, prob: Tensor, generator=None) -> Tensor:
+    """Binomial(count, prob) draws (count a non-negative integer-valued tensor)."""
+    check_generator(generator, count.device)
+    prob = torch.as_tensor(prob, dtype=count.dtype, device=count.device).expand_as(count)
+    return torch.binomial(count, prob.contiguous(), generator=generator)
+
+
+def standard_gamma(shape_param: Tensor, generator=None) -> Tensor:
+    """Gamma(k, 1) draws for every entry of ``shape_param`` (k > 0).
+
+    Marsaglia & Tsang (2000), "A simple method for generating gamma variables":
+    for k >= 1, d = k - 1/3, c = 1/sqrt(9d), accept v = (1 + c z)^3 when
+    log u < z^2/2 + d - d v + d log v. For k < 1 draw Gamma(k+1) and multiply by
+    u^(1/k). Written here because ``torch._standard_gamma`` takes no generator.
+    """
+    check_generator(generator, shape_param.device)
+    k = shape_param
+    if torch.any(k <= 0):
+        raise ValueError(f"gamma shape must be > 0, got min {k.min().item():g}")
+    boost = k < 1
+    kk = torch.where(boost, k + 1, k)
+    d = kk - 1.0 / 3.0
+    c = 1.0 / torch.sqrt(9.0 * d)
+    out = torch.empty_like(kk)
+    todo = torch.ones_like(kk, dtype=torch.bool)
+    while bool(todo.any()):
+        idx = todo.nonzero(as_tuple=True)
+        n = idx[0].numel()
+        z = torch.randn(n, generator=generator, device=k.device, dtype=k.dtype)
+        u = torch.rand(n, generator=generator, device=k.device, dtype=k.dtype)
+        dd, cc = d[idx], c[idx]
+        v = (1 + cc * z) ** 3
+        ok = (v > 0) & (torch.log(u.clamp_min(1e-300 if k.dtype == torch.float64 else 1e-38))
+                        < 0.5 * z * z + dd - dd * v + dd * torch.log(v.clamp_min(1e-30)))
+        sel = tuple(i[ok] for i in idx)
+        out[sel] = (dd * v)[ok]
+        todo[sel] = False
+    if bool(boost.any()):
+        u = torch.rand(k.shape, generator=generator, device=k.device, dtype=k.dtype)
+        out = torch.where(boost, out * u.clamp_min(1e-30) ** (1.0 / k), out)
+    return out
+
+
+def beta(a: Tensor, b: Tensor, generator=None) -> Tensor:
+    """Beta(a, b) draws as G_a / (G_a + G_b) with independent gamma draws."""
+    ga = standard_gamma(a, generator)
+    gb = standard_gamma(b, generator)
+    return ga / (ga + gb)
+
+
+def as_per_sample(value, x: Tensor, name: str) -> Tensor:
+    """Broadcast a scalar or per-sample (B,) parameter to (B, 1, ..., 1) for ``x``.
+
+    Raises a ValueError naming ``name`` when a per-sample tensor has the wrong length.
+    """
+    t = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    if t.ndim == 0:
+        return t
+    t = t.reshape(-1)
+    if t.numel() == 1:
+        return t.reshape(())
+    if t.numel() != x.shape[0]:
+        raise ValueError(
+            f"{name} has {t.numel()} per-sample values but the batch has {x.shape[0]} samples"
+        )
+    return t.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def isclose_scalar(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
