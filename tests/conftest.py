@@ -1,0 +1,16 @@
+"""Shared test settings: deterministic, small, CPU-friendly."""
+
+import os
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def gen():
+    """A fresh seeded CPU generator per test."""
+    return torch.Generator().manual_seed(1234)
