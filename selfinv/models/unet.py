@@ -18,6 +18,7 @@ self-supervised imaging benchmarks.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -105,7 +106,7 @@ class UNet(nn.Module):
             skips.append(z)
         skips.pop()  # the coarsest features are z itself
         for up, dec in zip(self.ups, self.decoders):
-            z = dec(torch_cat(skips.pop(), up(z)))
+            z = dec(torch.cat((skips.pop(), up(z)), dim=1))
         z = self.head(z)
         if z.shape[-2:] != (h, w):
             z = z[..., :h, :w]
@@ -116,8 +117,3 @@ class UNet(nn.Module):
                 f"base_channels={self.base_channels}, batch_norm={self.batch_norm}, "
                 f"residual={self.residual}, bias={self.bias}")
 
-
-def torch_cat(skip: Tensor, up: Tensor) -> Tensor:
-    """Concatenate the skip connection and the upsampled features along channels."""
-    import torch
-    return torch.cat((skip, up), dim=1)

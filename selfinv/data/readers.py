@@ -1,0 +1,430 @@
+"""Read a user's own measurements into float32 ``(N, C, H, W)`` tensors.
+
+``read_measurements(path)`` takes a file or a folder; ``read_image(path)`` a single
+file. Both dispatch on the extension and return ``ReadResult(data, metadata)``.
+
+| extension | reader | layout |
+|---|---|---|
+| ``.png .jpg .jpeg .bmp`` | Pillow | ``(H, W)`` -> ``(1, 1, H, W)``; RGB -> ``(1, 3, H, W)`` (alpha dropped) |
+| ``.tif .tiff`` | tifffile | first series; sample/channel axes (``S``, ``C``) -> ``C``, every other non-``YX`` axis -> ``N`` (multi-page stacks) |
+| ``.npy`` | numpy | ``(H, W)``, ``(N, H, W)`` or ``(N, C, H, W)`` |
+| ``.npz`` | numpy | one array, chosen with ``key`` (required if the file holds several) |
+| ``.h5 .hdf5`` | h5py | fastMRI: the ``kspace`` dataset, complex ``(slices, H, W)`` -> ``(slices, 2, H, W)``; or any dataset by ``key`` |
+| ``.mrc .mrcs .map`` | mrcfile | cryo-EM micrograph ``(H, W)`` or stack ``(N, H, W)`` |
+| ``.dcm .dicom`` (or DICOM files without extension) | pydicom | one file, or a folder = a series sorted by slice position (``ImagePositionPatient`` along the slice normal), else ``InstanceNumber``, else file name; ``RescaleSlope``/``RescaleIntercept`` applied |
+
+A folder is read file by file in natural name order (``img2`` before ``img10``)
+and concatenated along ``N``; all files must give the same ``(C, H, W)``.
+Complex arrays become real 2-channel tensors (real, imaginary), the
+convention of ``selfinv.physics.mri``; ``numpy`` files never unpickle
+(``allow_pickle=False``).
+
+**Normalisation** (``normalize=``), one ``offset`` and ``scale`` for the whole
+data set (never per image, so noise statistics stay comparable), recorded in
+``metadata["normalization"]`` and undone by ``denormalize``:
+``x_stored = (x_raw - offset) / scale``.
+
+* ``"dtype"`` (default): integer data divided by the type's maximum (uint8 / 255,
+  uint16 / 65535...); floating/complex data unchanged. DICOM with a rescale
+  (slope/intercept, e.g. CT in Hounsfield units) is floating after rescaling,
+  hence unchanged.
+* ``"none"``: unchanged.
+* ``"max"``: divided by the maximum absolute value.
+* ``"percentile"``: divided by the ``percentile``-th percentile of ``|x|``
+  (default 99.9; not clipped).
+* ``"minmax"``: mapped affinely to ``[0, 1]``. The offset breaks the linear model
+  ``y = A x + n`` for anything but denoising: do not use it on k-space/sinograms.
+
+A Gaussian ``sigma`` (or Poisson ``gain``) in raw units becomes ``sigma / scale``
+(``gain / scale``) after normalisation.
+
+h5py, mrcfile and pydicom are imported only when needed: ``pip install selfinv[formats]``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+HDF5_EXTENSIONS = (".h5", ".hdf5")
+MRC_EXTENSIONS = (".mrc", ".mrcs", ".map")
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+SUPPORTED_EXTENSIONS = (RASTER_EXTENSIONS + TIFF_EXTENSIONS + (".npy", ".npz") + HDF5_EXTENSIONS
+                        + MRC_EXTENSIONS + DICOM_EXTENSIONS)
+NORMALIZATIONS = ("dtype", "none", "max", "percentile", "minmax")
+RGB_TO_GRAY = (0.2125, 0.7154, 0.0721)  # ITU-R BT.709 luma, as skimage.color.rgb2gray
+
+
+class ReadResult(NamedTuple):
+    """``data``: float32 ``(N, C, H, W)``; ``metadata``: JSON-able description of the source."""
+
+    data: Tensor
+    metadata: dict[str, Any]
+
+
+def _lazy(module: str, what: str):
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"reading {what} needs the '{module}' package: pip install selfinv[formats] "
+                          f"(or pip install {module})") from e
+
+
+def _natural_key(path: Path) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+        return len(head) == 132 and head[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _kind(path: Path) -> str | None:
+    ext = path.suffix.lower()
+    for kind, exts in (("raster", RASTER_EXTENSIONS), ("tiff", TIFF_EXTENSIONS), ("npy", (".npy",)),
+                       ("npz", (".npz",)), ("hdf5", HDF5_EXTENSIONS), ("mrc", MRC_EXTENSIONS),
+                       ("dicom", DICOM_EXTENSIONS)):
+        if ext in exts:
+            return kind
+    return "dicom" if _is_dicom(path) else None
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist() if v.size <= 64 else f"array{v.shape}"
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    try:
+        json.dumps(v)
+        return v
+    except TypeError:
+        return str(v)
+
+
+# -- array layout -------------------------------------------------------------------
+def array_to_nchw(a: np.ndarray, source: str = "array") -> np.ndarray:
+    """``(H, W)`` / ``(N, H, W)`` / ``(N, C, H, W)`` -> ``(N, C, H, W)``; complex -> 2 real channels."""
+    a = np.asarray(a)
+    if a.dtype == object:
+        raise TypeError(f"{source}: object arrays are not supported (got dtype object)")
+    if a.ndim == 2:
+        a = a[None, None]
+    elif a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim != 4:
+        raise ValueError(f"{source}: expected an array (H, W), (N, H, W) or (N, C, H, W), got shape {a.shape}")
+    if np.iscomplexobj(a):
+        if a.shape[1] != 1:
+            raise ValueError(
+                f"{source}: complex data of shape {a.shape} has {a.shape[1]} channels/coils; only "
+                "single-coil complex data (N, H, W) is supported (combine coils first)")
+        a = np.concatenate([a.real, a.imag], axis=1)
+    return a
+
+
+def _stats(raw: np.ndarray) -> dict[str, Any]:
+    return {"original_dtype": str(raw.dtype), "original_shape": list(raw.shape),
+            "original_min": _jsonable(np.min(raw.real if np.iscomplexobj(raw) else raw)) if raw.size else None,
+            "original_max": _jsonable(np.max(raw.real if np.iscomplexobj(raw) else raw)) if raw.size else None}
+
+
+# -- per-format readers: return (array in its native layout converted to NCHW, metadata) --
+def _read_raster(path: Path) -> tuple[np.ndarray, dict]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        mode = im.mode
+        if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBA", "RGBX"):
+            im = im.convert("RGB")
+        elif mode in ("1", "LA"):
+            im = im.convert("L")
+        a = np.array(im)
+    meta = {"mode": mode, **_stats(a)}
+    if a.ndim == 3:  # (H, W, C)
+        return a.transpose(2, 0, 1)[None], meta
+    return a[None, None], meta
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, dict]:
+    tifffile = _lazy("tifffile", "TIFF files")
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes = series.axes
+        a = series.asarray()
+        n_series = len(tif.series)
+    meta = {"axes": axes, "n_series": n_series, **_stats(a)}
+    if "Y" not in axes or "X" not in axes:
+        raise ValueError(f"{path}: TIFF series axes '{axes}' have no Y and X")
+    ch = [i for i, c in enumerate(axes) if c in "SC"]
+    if len(ch) > 1:
+        raise ValueError(f"{path}: TIFF axes '{axes}' have several channel axes")
+    other = [i for i, c in enumerate(axes) if c not in "YXSC"]
+    order = other + ch + [axes.index("Y"), axes.index("X")]
+    a = a.transpose(order)
+    H, W = a.shape[-2:]
+    C = a.shape[-3] if ch else 1
+    return array_to_nchw(a.reshape(-1, C, H, W), str(path)), meta
+
+
+def _read_npy(path: Path) -> tuple[np.ndarray, dict]:
+    a = np.load(path, allow_pickle=False)
+    return array_to_nchw(a, str(path)), _stats(a)
+
+
+def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
+    with np.load(path, allow_pickle=False) as z:
+        keys = list(z.files)
+        if key is None:
+            if len(keys) != 1:
+                raise ValueError(f"{path} holds several arrays {keys}; choose one with key=...")
+            key = keys[0]
+        if key not in keys:
+            raise KeyError(f"{path} has no array '{key}'; available: {keys}")
+        a = z[key]
+    return array_to_nchw(a, f"{path}[{key}]"), {"key": key, **_stats(a)}
+
+
+def _read_hdf5(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
+    h5py = _lazy("h5py", "HDF5 files")
+    with h5py.File(path, "r") as f:
+        datasets: list[str] = []
+        f.visititems(lambda k, o: datasets.append(k) if isinstance(o, h5py.Dataset) else None)
+        if key is None:
+            if "kspace" in f:
+                key = "kspace"
+            elif len(datasets) == 1:
+                key = datasets[0]
+            else:
+                raise ValueError(f"{path} has no 'kspace' dataset and several datasets {datasets}; "
+                                 "choose one with key=...")
+        if key not in f or not isinstance(f[key], h5py.Dataset):
+            raise KeyError(f"{path} has no dataset '{key}'; available: {datasets}")
+        a = f[key][()]
+        attrs = {k: _jsonable(v) for k, v in f.attrs.items()}
+    if key == "kspace" and np.iscomplexobj(a) and a.ndim == 4:
+        raise ValueError(f"{path}: 'kspace' has shape {a.shape} (slices, coils, H, W): multi-coil data is "
+                         "not supported; combine the coils or use key='reconstruction_rss'")
+    return array_to_nchw(a, f"{path}[{key}]"), {"key": key, "attrs": attrs, **_stats(a)}
+
+
+def _read_mrc(path: Path) -> tuple[np.ndarray, dict]:
+    mrcfile = _lazy("mrcfile", "MRC files")
+    with mrcfile.open(path, mode="r", permissive=True) as m:
+        if m.data is None:
+            raise ValueError(f"{path}: MRC file has no data")
+        a = np.array(m.data)
+        vs = m.voxel_size
+        voxel = [float(vs.x), float(vs.y), float(vs.z)]
+    return array_to_nchw(a, str(path)), {"voxel_size_angstrom": voxel, **_stats(a)}
+
+
+def _dicom_pixels(ds, path: Path) -> np.ndarray:
+    try:
+        a = ds.pixel_array
+    except Exception as e:  # compressed transfer syntaxes need extra handlers
+        raise ValueError(f"{path}: cannot decode DICOM pixel data ({e}); compressed DICOM may need "
+                         "pylibjpeg or gdcm") from e
+    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    if slope != 1 or intercept != 0:
+        a = a.astype(np.float64) * slope + intercept
+    return a
+
+
+def _dicom_to_nchw(a: np.ndarray, ds, path: Path) -> np.ndarray:
+    spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if spp > 1:  # (..., H, W, C)
+        a = np.moveaxis(a, -1, -3)
+        return a.reshape(-1, spp, *a.shape[-2:])
+    return array_to_nchw(a, str(path))
+
+
+def _read_dicom_files(paths: list[Path]) -> tuple[np.ndarray, dict]:
+    pydicom = _lazy("pydicom", "DICOM files")
+    series = [(p, pydicom.dcmread(p)) for p in paths]
+    order, how = _dicom_order(series)
+    series = [series[i] for i in order]
+    arrays = [_dicom_to_nchw(_dicom_pixels(ds, p), ds, p) for p, ds in series]
+    _check_same_size(arrays, [p for p, _ in series])
+    a = np.concatenate(arrays)
+    ds0 = series[0][1]
+    meta = {"sorted_by": how, "files": [p.name for p, _ in series],
+            "modality": str(getattr(ds0, "Modality", "")),
+            "pixel_spacing": [float(v) for v in getattr(ds0, "PixelSpacing", [])] or None,
+            "rescale": [[float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)]
+                        for _, ds in series],
+            "stored_dtype": str(ds0.pixel_array.dtype), **_stats(a)}
+    return a, meta
+
+
+def _dicom_order(series: list) -> tuple[list[int], str]:
+    """Slice order: position along the slice normal, else InstanceNumber, else file name."""
+    dss = [ds for _, ds in series]
+    if len(dss) > 1 and all(hasattr(d, "ImagePositionPatient") and hasattr(d, "ImageOrientationPatient")
+                            for d in dss):
+        iop = np.array([float(v) for v in dss[0].ImageOrientationPatient])
+        normal = np.cross(iop[:3], iop[3:])
+        pos = [float(np.dot(normal, [float(v) for v in d.ImagePositionPatient])) for d in dss]
+        if len(set(pos)) == len(pos):
+            return sorted(range(len(dss)), key=lambda i: pos[i]), "ImagePositionPatient"
+    inst = [getattr(d, "InstanceNumber", None) for d in dss]
+    if all(v is not None for v in inst) and len(set(int(v) for v in inst)) == len(inst):
+        return sorted(range(len(dss)), key=lambda i: int(inst[i])), "InstanceNumber"
+    return sorted(range(len(dss)), key=lambda i: _natural_key(series[i][0])), "file name"
+
+
+def _check_same_size(arrays: list[np.ndarray], paths: list[Path]) -> None:
+    shapes = [a.shape[1:] for a in arrays]
+    for p, s in zip(paths, shapes):
+        if s != shapes[0]:
+            raise ValueError(f"images have different sizes: {paths[0].name} gives (C, H, W) = {tuple(shapes[0])} "
+                             f"but {p.name} gives {tuple(s)}; crop or resize them to one size first")
+
+
+def _read_file(path: Path, kind: str, key: str | None) -> tuple[np.ndarray, dict]:
+    if kind == "raster":
+        return _read_raster(path)
+    if kind == "tiff":
+        return _read_tiff(path)
+    if kind == "npy":
+        return _read_npy(path)
+    if kind == "npz":
+        return _read_npz(path, key)
+    if kind == "hdf5":
+        return _read_hdf5(path, key)
+    if kind == "mrc":
+        return _read_mrc(path)
+    if kind == "dicom":
+        return _read_dicom_files([path])
+    raise AssertionError(kind)
+
+
+def _unsupported(path: Path) -> ValueError:
+    return ValueError(f"unsupported file '{path.name}' (extension '{path.suffix}'); supported: "
+                      f"{' '.join(SUPPORTED_EXTENSIONS)} or DICOM files without extension")
+
+
+# -- normalisation ------------------------------------------------------------------
+def _normalization(a: np.ndarray, raw_dtype: np.dtype, mode: str, percentile: float) -> dict[str, float]:
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got '{mode}'")
+    offset, scale = 0.0, 1.0
+    if mode == "dtype":
+        if np.issubdtype(raw_dtype, np.integer):
+            scale = float(np.iinfo(raw_dtype).max)
+        elif raw_dtype == np.bool_:
+            scale = 1.0
+    elif mode == "max":
+        scale = float(np.abs(a).max())
+    elif mode == "percentile":
+        scale = float(np.percentile(np.abs(a), percentile))
+    elif mode == "minmax":
+        offset, scale = float(a.min()), float(a.max() - a.min())
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"normalize='{mode}' gives scale {scale} (constant or all-zero data?); "
+                         "use normalize='none'")
+    return {"mode": mode, "offset": offset, "scale": scale}
+
+
+def denormalize(data: Tensor, metadata: dict[str, Any]) -> Tensor:
+    """Undo the reader's normalisation: ``x_raw = x_stored * scale + offset``."""
+    n = metadata.get("normalization", metadata)
+    return data * n["scale"] + n["offset"]
+
+
+def _finish(a: np.ndarray, meta: dict, raw_dtype: np.dtype, normalize: str, percentile: float,
+            as_gray: bool) -> ReadResult:
+    if as_gray and a.shape[1] in (3, 4):
+        w = np.asarray(RGB_TO_GRAY, dtype=np.float64).reshape(1, 3, 1, 1)
+        a = (a[:, :3].astype(np.float64) * w).sum(1, keepdims=True)
+        meta["converted_to_gray"] = True
+    a = a.astype(np.float64)
+    norm = _normalization(a, raw_dtype, normalize, percentile)
+    out = ((a - norm["offset"]) / norm["scale"]).astype(np.float32)
+    meta["normalization"] = norm
+    return ReadResult(torch.from_numpy(np.ascontiguousarray(out)), _jsonable(meta))
+
+
+def read_image(path: str | Path, *, key: str | None = None, normalize: str = "dtype",
+               percentile: float = 99.9, as_gray: bool = False) -> ReadResult:
+    """Read one file (any supported format) as float32 ``(N, C, H, W)`` plus metadata.
+
+    ``key`` picks the array of an ``.npz`` or HDF5 file; ``as_gray`` converts RGB
+    to one channel (BT.709 weights) before normalising. See the module doc.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    kind = _kind(path)
+    if kind is None:
+        raise _unsupported(path)
+    a, meta = _read_file(path, kind, key)
+    meta = {"source": str(path), "format": kind, **meta}
+    return _finish(a, meta, np.dtype(meta["original_dtype"]), normalize, percentile, as_gray)
+
+
+def read_measurements(path: str | Path, *, key: str | None = None, normalize: str = "dtype",
+                      percentile: float = 99.9, as_gray: bool = False) -> ReadResult:
+    """Read a file or a folder of files as float32 ``(N, C, H, W)`` plus metadata.
+
+    A folder holds files of one format (PNG/JPEG and TIFF may be mixed), read in
+    natural name order and concatenated; a folder of DICOM files is one series
+    sorted by slice position. Hidden files are ignored. See the module doc for
+    layouts and ``normalize``.
+    """
+    path = Path(path)
+    if path.is_file():
+        return read_image(path, key=key, normalize=normalize, percentile=percentile, as_gray=as_gray)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=_natural_key)
+    if not files:
+        raise ValueError(f"folder {path} is empty; expected image or measurement files "
+                         f"({' '.join(SUPPORTED_EXTENSIONS)})")
+    kinds = {p: _kind(p) for p in files}
+    unknown = [p for p, k in kinds.items() if k is None]
+    if unknown:
+        raise _unsupported(unknown[0])
+    groups = {"image" if k in ("raster", "tiff") else k for k in kinds.values()}
+    if len(groups) > 1:
+        raise ValueError(f"folder {path} mixes formats {sorted(set(kinds.values()))}; put one kind of file per folder")
+    if groups == {"dicom"}:
+        a, meta = _read_dicom_files(files)
+        meta = {"source": str(path), "format": "dicom", **meta}
+        return _finish(a, meta, np.dtype(meta["original_dtype"]), normalize, percentile, as_gray)
+    arrays, metas = [], []
+    for p in files:
+        a, m = _read_file(p, kinds[p], key)
+        arrays.append(a)
+        metas.append(m)
+    _check_same_size(arrays, files)
+    dtypes = sorted({m["original_dtype"] for m in metas})
+    if len(dtypes) > 1 and normalize == "dtype":
+        raise ValueError(f"folder {path} mixes data types {dtypes}; normalize='dtype' would scale them "
+                         "differently: convert them or choose another normalize mode")
+    a = np.concatenate(arrays)
+    meta = {"source": str(path), "format": sorted(set(kinds.values())), "files": [p.name for p in files],
+            "items_per_file": [int(x.shape[0]) for x in arrays], **_stats(a),
+            "original_dtype": dtypes[0], "per_file": metas}
+    return _finish(a, meta, np.dtype(dtypes[0]), normalize, percentile, as_gray)

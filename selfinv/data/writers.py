@@ -1,0 +1,90 @@
+"""Write reconstructions and measurements to image files.
+
+``write_image(path, array)`` chooses the format from the extension:
+
+* ``.tif``/``.tiff`` (tifffile): values written as float32 unchanged, grayscale
+  pages (``photometric="minisblack"``) with the axes recorded: ``(H, W)`` ->
+  ``YX``, ``(C, H, W)`` -> ``CYX`` (one image of ``C`` channels), ``(N, C, H, W)``
+  -> ``TCYX`` (a stack); ``read_image`` gives back ``(1, 1, H, W)``,
+  ``(1, C, H, W)`` and ``(N, C, H, W)``.
+* ``.npy`` (numpy): the array as given (converted to numpy, dtype kept).
+* ``.png``: 8-bit (default) or 16-bit (``bit_depth=16``). Scaling:
+  ``v = clip((x - lo) / (hi - lo), 0, 1)``, stored as ``round(v * (2**bit_depth - 1))``
+  with ``(lo, hi) = value_range`` (default ``(0, 1)``); read back with
+  ``selfinv.data.read_image(..., normalize="dtype")`` to get ``v`` again (to
+  within ``0.5 / (2**bit_depth - 1)``). One grayscale ``(H, W)`` or RGB
+  ``(3, H, W)`` image per file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+WRITE_EXTENSIONS = (".tif", ".tiff", ".png", ".npy")
+
+
+def _to_numpy(array: Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(array, Tensor):
+        array = array.detach().cpu()
+        if array.dtype in (torch.bfloat16, torch.float16):
+            array = array.float()
+        return array.numpy()
+    return np.asarray(array)
+
+
+def _png_layout(a: np.ndarray) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, 3)`` from ``(H, W)``, ``(1|3, H, W)`` or ``(1, 1|3, H, W)``."""
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    elif a.ndim == 3 and a.shape[0] == 3:
+        a = a.transpose(1, 2, 0)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3):
+        return a
+    raise ValueError(f"PNG holds one grayscale (H, W) or RGB (3, H, W) image, got shape {a.shape}; "
+                     "write stacks to .tif")
+
+
+def write_image(path: str | Path, array: Tensor | np.ndarray, *, bit_depth: int = 8,
+                value_range: tuple[float, float] = (0.0, 1.0)) -> Path:
+    """Write ``array`` to ``path`` (``.tif``, ``.tiff``, ``.png`` or ``.npy``); see the module doc.
+
+    Returns the path written.
+    """
+    path = Path(path)
+    a = _to_numpy(array)
+    ext = path.suffix.lower()
+    if ext in (".tif", ".tiff"):
+        import tifffile
+        if np.iscomplexobj(a):
+            raise TypeError("TIFF output of complex data is not supported; write real/imaginary channels")
+        if a.ndim not in (2, 3, 4):
+            raise ValueError(f"TIFF output expects (H, W), (C, H, W) or (N, C, H, W), got shape {a.shape}")
+        axes = {2: "YX", 3: "CYX", 4: "TCYX"}[a.ndim]
+        tifffile.imwrite(path, a.astype(np.float32, copy=False), photometric="minisblack",
+                         metadata={"axes": axes})
+    elif ext == ".npy":
+        np.save(path, a, allow_pickle=False)
+    elif ext == ".png":
+        from PIL import Image
+        if bit_depth not in (8, 16):
+            raise ValueError(f"PNG bit_depth must be 8 or 16, got {bit_depth}")
+        lo, hi = (float(v) for v in value_range)
+        if not hi > lo:
+            raise ValueError(f"value_range must have hi > lo, got {value_range}")
+        a = _png_layout(a).astype(np.float64)
+        if not np.all(np.isfinite(a)):
+            raise ValueError("cannot write NaN or infinite values to PNG")
+        top = 2**bit_depth - 1
+        q = np.rint(np.clip((a - lo) / (hi - lo), 0.0, 1.0) * top)
+        if bit_depth == 16 and q.ndim == 3:
+            raise ValueError("16-bit PNG is supported for grayscale images only; write RGB as 8-bit or .tif")
+        Image.fromarray(q.astype(np.uint8 if bit_depth == 8 else np.uint16)).save(path)
+    else:
+        raise ValueError(f"cannot write '{path.name}': supported extensions are {' '.join(WRITE_EXTENSIONS)}")
+    return path

@@ -1,0 +1,31 @@
+"""Measurement consistency ``||y - A f(y, A)||² / m``.
+
+Alone it is minimised by any ``f`` with ``A f(y) = y`` (for denoising, the
+identity: the naive loss of the tutorial, Part 2); it is the data-fit term
+combined with equivariance / multi-operator losses for incomplete measurements.
+Works for any ``Physics`` (linear or not): ``A`` is only applied forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from selfinv.losses.base import Loss
+from selfinv.physics.base import Physics
+
+
+def measurement_residual(y: Tensor, physics: Physics, model: nn.Module) -> Tensor:
+    """``mean((y - A f(y, A))²)``, with a shape check naming both shapes."""
+    y_hat = physics.A(model(y, physics))
+    if y_hat.shape != y.shape:
+        raise ValueError(f"A(f(y)) has shape {tuple(y_hat.shape)} but y has shape {tuple(y.shape)}")
+    return ((y - y_hat) ** 2).mean()
+
+
+class MeasurementConsistency(Loss):
+    """``L_MC(y, f) = ||y - A f(y, A)||² / m`` (mean over entries). Any physics."""
+
+    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        return measurement_residual(y, physics, model)

@@ -1,0 +1,259 @@
+"""Stein's Unbiased Risk Estimator (SURE) for Gaussian, Poisson and Poisson–Gaussian noise.
+
+With ``h(y) = A f(y, A)`` the estimate of the noiseless measurement and ``n``
+the number of entries (after an optional border ``margin`` is removed),
+
+``SURE(y) = ( ||y - h(y)||² - Σ_i c_i + 2 Σ_i w_i ∂h_i/∂y_i - 2 Σ_i v_i ∂²h_i/∂y_i² ) / n``
+
+is an (approximately, see below) unbiased estimate of the measurement-domain
+risk ``||h(y) - A x||² / n`` — the image-domain MSE for ``A = I`` or any
+orthogonal ``A``; for other ``A`` it only controls the component of the error
+in the range of ``A`` (used as the data-fit term of SEI deblurring). The
+``- Σ c_i`` constant is included, so ``E[SURE] = E[||h(y) - A x||²] / n``.
+
+| noise | ``c_i`` | ``w_i`` | ``v_i`` | reference |
+|---|---|---|---|---|
+| Gaussian ``N(z, σ²)`` | ``σ²`` | ``σ²`` | 0 | Stein (1981) |
+| Poisson ``γ P(z/γ)`` | ``γ y_i`` | ``γ y_i`` | ``γ² y_i / 2`` | Hudson (1978) |
+| Poisson–Gaussian | ``γ y_i + σ²`` | ``γ y_i + σ²`` | ``γ² y_i / 2 + γ σ²`` | Le Montagner et al. (2014) |
+
+Gaussian SURE is exact. For Poisson(–Gaussian) noise the exact identities of
+Hudson / Luisier et al. (2011) read
+``E[(y-z)ᵀh] = Σ_i E[y_i (h_i(y) - h_i(y - γ e_i)) + σ² ∂_i h_i(y - γ e_i)]``,
+which costs one network evaluation per pixel; as in Le Montagner et al. (2014),
+"An unbiased risk estimator for image denoising in the presence of mixed
+Poisson–Gaussian noise", we replace it by its second-order Taylor expansion in
+``γ`` (exact for affine ``h``; error ``O(γ³ ∂³h)``, and ``O(γ² ∂²h)`` if
+``second_order=False``).
+
+Derivatives are estimated by Monte Carlo (Ramani et al. 2008; Le Montagner et
+al. 2014) with a single probe ``μ`` per sample, ``E[μ_i μ_j] = δ_ij``:
+
+* Gaussian: ``Σ w_i ∂_i h_i ≈ (w∘ω)ᵀ (h(y + τω) - h(y)) / τ`` with
+  ``ω ~ N(0, I)`` (2 evaluations);
+* Poisson(–Gaussian): ``μ`` two-point (``2`` w.p. 0.2, ``-1/2`` w.p. 0.8: mean 0,
+  variance 1, third moment ``κ₃ = 3/2``);
+  ``Σ w_i ∂_i h_i ≈ (w∘μ)ᵀ (h(y+τμ) - h(y-τμ)) / (2τ)`` and
+  ``Σ v_i ∂²_ii h_i ≈ (v∘μ)ᵀ (h(y+τμ) - 2h(y) + h(y-τμ)) / (κ₃ τ²)``
+  (3 evaluations; the skewed probe is what makes the diagonal of the second
+  derivative identifiable: ``E[μ_i μ_j μ_k] = κ₃ δ_ijk``).
+
+``divergence="exact"`` computes the diagonal derivatives by autograd instead
+(one vectorised backward per entry: only for small images). Both modes assume
+the model treats batch samples independently (no batch-norm in training mode).
+Works for any ``Physics`` whose ``A`` maps back to the measurement shape
+(invertible / square operators, blur, denoising).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor, nn
+
+from selfinv.losses.base import Loss, LossConfigError
+from selfinv.physics.base import Physics
+from selfinv.physics.noise import ColoredGaussianNoise, NoiseModel
+from selfinv.utils import rng
+
+NoiseKind = Literal["none", "gaussian", "colored_gaussian", "poisson", "poisson_gaussian", "gamma"]
+
+#: two-point probe used for second-order Monte-Carlo derivatives
+_SKEW_P = 0.2
+_SKEW_HI, _SKEW_LO = 2.0, -0.5  # mean 0, variance 1
+_SKEW_M3 = 1.5  # third moment
+
+
+def noise_kind(noise: NoiseModel) -> NoiseKind:
+    """Which family ``noise`` belongs to, read from its facts (``sigma``, ``gain``, ``shape``)."""
+    if isinstance(noise, ColoredGaussianNoise):
+        return "colored_gaussian"
+    sigma, gain, shape = (getattr(noise, n, None) for n in ("sigma", "gain", "shape"))
+    if shape is not None:
+        return "gamma"
+    if gain is not None:
+        return "poisson_gaussian" if sigma is not None else "poisson"
+    if sigma is not None:
+        return "gaussian"
+    return "none"
+
+
+def skewed_probe(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Two-point probe: ``2`` w.p. 0.2 else ``-1/2`` (mean 0, variance 1, third moment 3/2)."""
+    u = rng.rand_like(like, generator)
+    return torch.where(u < _SKEW_P, torch.full_like(like, _SKEW_HI), torch.full_like(like, _SKEW_LO))
+
+
+def mc_divergence(fn: Callable[[Tensor], Tensor], y: Tensor, tau: float,
+                  generator: torch.Generator | None = None, weight: Tensor | float = 1.0,
+                  fy: Tensor | None = None) -> Tensor:
+    """Per-sample weighted divergence ``Σ_i w_i ∂f_i/∂y_i ≈ (w∘ω)ᵀ (f(y+τω) - f(y)) / τ``, ``ω ~ N(0, I)``.
+
+    Returns a tensor of shape ``(B,)``. Ramani, Blu & Unser (2008).
+    """
+    omega = rng.randn_like(y, generator)
+    fy = fn(y) if fy is None else fy
+    return ((weight * omega) * (fn(y + tau * omega) - fy)).flatten(1).sum(1) / tau
+
+
+def mc_second_order_derivatives(fn: Callable[[Tensor], Tensor], y: Tensor, tau: float,
+                                generator: torch.Generator | None = None, weight1: Tensor | float = 1.0,
+                                weight2: Tensor | float = 1.0, fy: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-sample ``(Σ w_i ∂f_i/∂y_i, Σ v_i ∂²f_i/∂y_i²)`` from one skewed probe ``μ`` (3 evaluations).
+
+    ``(w∘μ)ᵀ (f(y+τμ) - f(y-τμ)) / (2τ)`` and ``(v∘μ)ᵀ (f(y+τμ) - 2f(y) + f(y-τμ)) / (κ₃ τ²)``;
+    unbiased up to ``O(τ²)`` because ``E[μ_i μ_j] = δ_ij`` and ``E[μ_i μ_j μ_k] = κ₃ δ_ijk``
+    (Le Montagner et al. 2014). Shapes ``(B,)``.
+    """
+    mu = skewed_probe(y, generator)
+    fy = fn(y) if fy is None else fy
+    fp, fm = fn(y + tau * mu), fn(y - tau * mu)
+    d1 = ((weight1 * mu) * (fp - fm)).flatten(1).sum(1) / (2 * tau)
+    d2 = ((weight2 * mu) * (fp - 2 * fy + fm)).flatten(1).sum(1) / (_SKEW_M3 * tau**2)
+    return d1, d2
+
+
+def _batched_diag_grad(out: Tensor, inp: Tensor, create_graph: bool) -> Tensor:
+    """``∂out[b, k] / ∂inp[b, k]`` for every entry ``k`` (samples assumed independent)."""
+    n = out[0].numel()
+    if out.shape != inp.shape:
+        raise ValueError(f"diagonal derivatives need output shape == input shape, got "
+                         f"{tuple(out.shape)} and {tuple(inp.shape)}")
+    eye = torch.eye(n, dtype=out.dtype, device=out.device)
+    basis = eye[:, None, :].expand(n, out.shape[0], n).reshape((n,) + tuple(out.shape))
+    (jac,) = torch.autograd.grad(out, inp, grad_outputs=basis, create_graph=create_graph,
+                                 retain_graph=True, is_grads_batched=True)
+    # jac[k, b, ...] = ∂ out[b, k] / ∂ inp[b, ...]; keep entry k
+    jac = jac.reshape(n, out.shape[0], n)
+    return torch.diagonal(jac, dim1=0, dim2=2).reshape(out.shape)
+
+
+def exact_diagonal_derivatives(fn: Callable[[Tensor], Tensor], y: Tensor, second_order: bool = False,
+                               create_graph: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(f(y), ∂f_i/∂y_i, ∂²f_i/∂y_i²)`` by autograd (entry-wise, shape of ``y``); small images only."""
+    y_ = y.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = fn(y_)
+        d1 = _batched_diag_grad(out, y_, create_graph=create_graph or second_order)
+        d2 = _batched_diag_grad(d1, y_, create_graph=create_graph) if second_order else None
+    return out, d1, d2
+
+
+def exact_divergence(fn: Callable[[Tensor], Tensor], y: Tensor, weight: Tensor | float = 1.0,
+                     create_graph: bool = False) -> Tensor:
+    """Per-sample ``Σ_i w_i ∂f_i/∂y_i`` by autograd, shape ``(B,)``."""
+    _, d1, _ = exact_diagonal_derivatives(fn, y, create_graph=create_graph)
+    return (weight * d1).flatten(1).sum(1)
+
+
+def border_mask(y: Tensor, margin: int) -> Tensor:
+    """1 inside, 0 on a border of width ``margin`` of the last two dims (broadcastable to ``y``)."""
+    H, W = y.shape[-2:]
+    if 2 * margin >= min(H, W):
+        raise ValueError(f"margin {margin} leaves no pixel in a {H}x{W} measurement")
+    m = torch.zeros(H, W, dtype=y.dtype, device=y.device)
+    m[margin:H - margin, margin:W - margin] = 1
+    return m
+
+
+class SURE(Loss):
+    """Stein's unbiased risk estimate (see module docstring for the formulas).
+
+    Args:
+        noise: ``"gaussian"``, ``"poisson"`` or ``"poisson_gaussian"``; must match
+            ``physics.noise`` (σ, γ are read from it, scalars or per-sample).
+        tau: finite-difference step of the Monte-Carlo derivatives (data units).
+        divergence: ``"mc"`` (Monte Carlo) or ``"exact"`` (autograd; small images).
+        margin: ignore a border of this width (data fit and divergence), e.g. for
+            circular-boundary mismatch in deblurring.
+        second_order: include the ``γ``-second-order Taylor term (Poisson / PG).
+    """
+
+    def __init__(self, noise: Literal["gaussian", "poisson", "poisson_gaussian"] = "gaussian",
+                 tau: float = 1e-2, divergence: Literal["mc", "exact"] = "mc", margin: int = 0,
+                 second_order: bool = True):
+        super().__init__()
+        if noise not in ("gaussian", "poisson", "poisson_gaussian"):
+            raise LossConfigError(f"SURE noise must be 'gaussian', 'poisson' or 'poisson_gaussian', got {noise!r}")
+        if divergence not in ("mc", "exact"):
+            raise LossConfigError(f"divergence must be 'mc' or 'exact', got {divergence!r}")
+        if tau <= 0:
+            raise LossConfigError(f"tau must be > 0, got {tau}")
+        if margin < 0:
+            raise LossConfigError(f"margin must be >= 0, got {margin}")
+        self.noise = noise
+        self.tau = float(tau)
+        self.divergence = divergence
+        self.margin = int(margin)
+        self.second_order = bool(second_order) and noise != "gaussian"
+
+    @property
+    def evaluations_per_step(self) -> int:  # type: ignore[override]
+        if self.divergence == "exact":
+            return 1
+        return 3 if self.second_order else 2
+
+    def check(self, physics: Physics) -> None:
+        kind = noise_kind(physics.noise)
+        if kind != self.noise:
+            hint = {
+                "none": "the physics has no noise level (sigma/gain); SURE needs the noise parameters — "
+                        "use UNSURE when they are unknown",
+                "colored_gaussian": "coloured Gaussian noise is not supported by SURE; use UNSURE(variant='colored')",
+                "gamma": "Gamma noise is not supported by SURE; use R2R(noise='gamma')",
+            }.get(kind, f"build SURE(noise={kind!r}) instead")
+            raise LossConfigError(f"SURE(noise={self.noise!r}) got {type(physics.noise).__name__} "
+                                  f"({kind}) noise: {hint}")
+
+    def _weights(self, y: Tensor, physics: Physics) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Per-entry ``(c, w, v)`` of the module docstring."""
+        noise = physics.noise
+        zero = torch.zeros((), dtype=y.dtype, device=y.device)
+        s2 = rng.as_per_sample(noise.sigma, y, "sigma") ** 2 if noise.sigma is not None else zero
+        if self.noise == "gaussian":
+            c = s2.expand_as(y)
+            return c, c, None
+        g = rng.as_per_sample(noise.gain, y, "gain")
+        w = g * y + s2
+        v = g * g * y / 2 + g * s2 if self.second_order else None
+        return w, w, v
+
+    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        self.check(physics)
+
+        def h(v: Tensor) -> Tensor:
+            return physics.A(model(v, physics))
+
+        c, w, v = self._weights(y, physics)
+        if self.margin:
+            m = border_mask(y, self.margin)
+            c, w = c * m, w * m
+            v = v * m if v is not None else None
+            count = m.sum() * (y[:, ..., 0, 0].numel())
+        else:
+            m = None
+            count = torch.tensor(float(y.numel()), dtype=y.dtype, device=y.device)
+
+        if self.divergence == "exact":
+            hy, d1, d2 = exact_diagonal_derivatives(h, y, second_order=v is not None,
+                                                    create_graph=torch.is_grad_enabled())
+            div = (w * d1).sum()
+            if v is not None:
+                div = div - (v * d2).sum()
+        elif v is None:
+            hy = h(y)
+            div = mc_divergence(h, y, self.tau, generator, weight=w, fy=hy).sum()
+        else:
+            hy = h(y)
+            d1, d2 = mc_second_order_derivatives(h, y, self.tau, generator, w, v, fy=hy)
+            div = (d1 - d2).sum()
+        res = (y - hy) ** 2
+        if m is not None:
+            res = res * m
+        return (res.sum() - c.sum() + 2 * div) / count
+
+    def extra_repr(self) -> str:
+        return (f"noise={self.noise!r}, tau={self.tau}, divergence={self.divergence!r}, "
+                f"margin={self.margin}, second_order={self.second_order}")

@@ -1,0 +1,101 @@
+"""UNSURE: SURE with an unknown noise level (Tachella et al., ICLR 2025).
+
+``min_f max_η  E ||y - h(y)||²/m + (2/m) Σ_k η_k D_k(h, y)``, ``h = A ∘ f``,
+
+a Lagrangian for the constraint ``E[D_k] = 0`` (the "degrees of freedom" that
+SURE would weight by the unknown noise statistics). Variants:
+
+* ``"gaussian"`` (σ unknown): one multiplier, ``D = Σ_i ∂h_i/∂y_i``;
+* ``"colored"`` (unknown stationary covariance ``Σ_{i,j} = c(j - i)`` supported
+  on offsets ``|d| <= radius``): Stein gives ``E[(y - Ax)ᵀ h] = Σ_d c(d) D_d``
+  with ``D_d = Σ_i ∂h_i/∂y_{i+d}``, one multiplier per offset ``d``
+  (``eta[dy + r, dx + r]``, offsets circular);
+* ``"poisson_gaussian"`` (γ and σ unknown): first-order PG-URE weights
+  ``γ y_i + σ²`` give two multipliers, ``D_y = Σ_i y_i ∂h_i/∂y_i`` and ``D = Σ_i ∂h_i/∂y_i``.
+
+All ``D`` are Monte-Carlo estimated from one probe ``ω ~ N(0, I)``:
+``D_d ≈ (S_d ω)ᵀ (h(y + τω) - h(y)) / τ`` with ``(S_d ω)_i = ω_{i+d}``.
+The multipliers ``eta`` are a persistent buffer (saved in ``state_dict``). When
+the loss module is in training mode each call performs one step of gradient
+*ascent*, ``η ← η + step · 2 D / m`` (the loss uses η before the step), so ``η``
+grows while the network still has positive degrees of freedom. Any physics
+whose ``A`` maps back to the measurement shape.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from selfinv.losses.base import Loss, LossConfigError
+from selfinv.physics.base import Physics
+from selfinv.utils import rng
+
+
+class UNSURE(Loss):
+    """SURE without knowing the noise level: Lagrange multipliers ``eta`` learnt by gradient ascent.
+
+    Args:
+        variant: ``"gaussian"``, ``"colored"`` or ``"poisson_gaussian"``.
+        step: ascent step size of the multipliers.
+        tau: Monte-Carlo finite-difference step.
+        radius: neighbourhood radius of the ``"colored"`` variant (``(2r+1)²`` multipliers).
+        eta_init: initial value of every multiplier.
+    """
+
+    evaluations_per_step = 2
+
+    def __init__(self, variant: Literal["gaussian", "colored", "poisson_gaussian"] = "gaussian",
+                 step: float = 1e-3, tau: float = 1e-2, radius: int = 1, eta_init: float = 0.0):
+        super().__init__()
+        if variant not in ("gaussian", "colored", "poisson_gaussian"):
+            raise LossConfigError(f"UNSURE variant must be 'gaussian', 'colored' or 'poisson_gaussian', "
+                                  f"got {variant!r}")
+        if step <= 0 or tau <= 0:
+            raise LossConfigError(f"step and tau must be > 0, got step={step}, tau={tau}")
+        if radius < 0:
+            raise LossConfigError(f"radius must be >= 0, got {radius}")
+        self.variant, self.step, self.tau, self.radius = variant, float(step), float(tau), int(radius)
+        shape = {"gaussian": (), "colored": (2 * radius + 1, 2 * radius + 1), "poisson_gaussian": (2,)}[variant]
+        self.register_buffer("eta", torch.full(shape, float(eta_init)))
+
+    def constraints(self, y: Tensor, hy: Tensor, h_probe: Tensor, omega: Tensor) -> Tensor:
+        """Monte-Carlo ``D_k`` summed over the batch (same shape as ``eta``)."""
+        diff = (h_probe - hy) / self.tau
+        if self.variant == "gaussian":
+            return (omega * diff).sum()
+        if self.variant == "poisson_gaussian":
+            return torch.stack([(y * omega * diff).sum(), (omega * diff).sum()])
+        r = self.radius
+        if y.ndim < 2 or min(y.shape[-2:]) < 2 * r + 1:
+            raise ValueError(f"UNSURE(colored, radius={r}) needs measurements of at least "
+                             f"{2 * r + 1}x{2 * r + 1}, got shape {tuple(y.shape)}")
+        rows = []
+        for dy in range(-r, r + 1):
+            row = []
+            for dx in range(-r, r + 1):
+                shifted = torch.roll(omega, shifts=(-dy, -dx), dims=(-2, -1))  # (S_d ω)_i = ω_{i+d}
+                row.append((shifted * diff).sum())
+            rows.append(torch.stack(row))
+        return torch.stack(rows)
+
+    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        def h(v: Tensor) -> Tensor:
+            return physics.A(model(v, physics))
+
+        hy = h(y)
+        omega = rng.randn_like(y, generator)
+        d = self.constraints(y, hy, h(y + self.tau * omega), omega)
+        m = y.numel()
+        eta = self.eta.to(dtype=y.dtype)
+        loss = ((y - hy) ** 2).mean() + 2 * (eta * d).sum() / m
+        if self.training:
+            with torch.no_grad():
+                self.eta += self.step * 2 * d.detach().to(self.eta.dtype) / m
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}, step={self.step}, tau={self.tau}, radius={self.radius}"

@@ -1,0 +1,250 @@
+"""Single-coil Cartesian MRI: ``y = M F x`` with ``F`` the centred orthonormal 2-D DFT.
+
+Conventions
+-----------
+* Images and k-space are real 2-channel tensors ``(B, 2, H, W)``: channel 0 is
+  the real part, channel 1 the imaginary part (``to_complex`` / ``to_channels``
+  convert). ``A`` also accepts a complex tensor ``(B, 1, H, W)`` or ``(B, H, W)``
+  and converts it with ``to_channels``; outputs are always real 2-channel.
+* ``F z = fftshift(fft2(ifftshift(z), norm="ortho"))`` over the last two axes:
+  the image origin and the k-space DC sample both sit at index ``(H // 2, W // 2)``.
+  ``F`` is unitary, so ``F⁻¹ = Fᴴ = fftshift(ifft2(ifftshift(k), norm="ortho"))``.
+* The mask selects k-space columns (phase-encoding lines along the width axis):
+  shape ``(B or 1, 1, 1, W)``; a full 2-D mask ``(B or 1, 1, H, W)`` is accepted
+  too. Non-sampled entries of ``y`` are zero.
+* ``A Aᵀ = M F Fᴴ M = M`` is an orthogonal projection, hence
+  ``A⁺ = Aᵀ = Fᴴ M`` (the zero-filled inverse FFT), exactly.
+
+Simulated k-space from magnitude images is not real acquired MRI data (no coil
+sensitivities, no phase); say so in reports. Masks follow the fastMRI challenge
+(Zbontar et al., "fastMRI: An open dataset and benchmarks for accelerated MRI",
+2018): a fully sampled centre plus random or equispaced lines.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from selfinv.physics.base import LinearPhysics
+from selfinv.physics.noise import NoiseModel
+from selfinv.utils import rng
+
+ACCELERATIONS = (2, 4, 8)
+PATTERNS = ("random", "equispaced")
+
+
+def to_complex(t: Tensor) -> Tensor:
+    """``(B, 2, H, W)`` real/imag channels -> complex ``(B, 1, H, W)``."""
+    if t.is_complex():
+        return t
+    if t.ndim != 4 or t.shape[1] != 2:
+        raise ValueError(f"to_complex expects a real (B, 2, H, W) tensor, got shape {tuple(t.shape)}")
+    return torch.complex(t[:, :1].contiguous(), t[:, 1:].contiguous())
+
+
+def to_channels(z: Tensor) -> Tensor:
+    """Complex ``(B, 1, H, W)`` or ``(B, H, W)`` -> real ``(B, 2, H, W)`` (real, imag)."""
+    if not z.is_complex():
+        raise TypeError(f"to_channels expects a complex tensor, got dtype {z.dtype}")
+    if z.ndim == 3:
+        z = z[:, None]
+    if z.ndim != 4 or z.shape[1] != 1:
+        raise ValueError(f"to_channels expects a complex (B, 1, H, W) or (B, H, W) tensor, got {tuple(z.shape)}")
+    return torch.cat([z.real, z.imag], dim=1)
+
+
+def centered_fft2(x: Tensor) -> Tensor:
+    """Unitary centred 2-D DFT of a real ``(B, 2, H, W)`` image, returned in the same layout."""
+    z = to_complex(x)
+    k = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(z, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+    return to_channels(k)
+
+
+def centered_ifft2(k: Tensor) -> Tensor:
+    """Inverse (= adjoint) of ``centered_fft2``."""
+    z = to_complex(k)
+    x = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(z, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+    return to_channels(x)
+
+
+def mri_mask(
+    width: int,
+    acceleration: int = 4,
+    center_fraction: float = 0.08,
+    pattern: str = "random",
+    batch_size: int = 1,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Cartesian line masks of shape ``(batch_size, 1, 1, width)`` (float 0/1).
+
+    ``n_center = round(width * center_fraction)`` central columns (around
+    ``width // 2``, the DC line) are always kept; ``n_total = round(width /
+    acceleration)`` columns are kept in total. The remaining
+    ``n_total - n_center`` lines are drawn among the outer columns either
+    uniformly without replacement (``"random"``) or equispaced with a random
+    offset (``"equispaced"``: spacing ``(width - n_center) / (n_total - n_center)``
+    over the outer columns). Each sample of the batch gets its own draw.
+    """
+    if acceleration not in ACCELERATIONS:
+        raise ValueError(f"acceleration must be one of {ACCELERATIONS}, got {acceleration}")
+    if pattern not in PATTERNS:
+        raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
+    width = int(width)
+    if width < acceleration:
+        raise ValueError(f"width must be at least the acceleration {acceleration}, got {width}")
+    n_total = max(1, round(width / acceleration))
+    n_center = round(width * float(center_fraction))
+    if not (0.0 <= center_fraction <= 1.0) or n_center > n_total:
+        raise ValueError(
+            f"center_fraction={center_fraction} keeps {n_center} central lines, more than the "
+            f"{n_total} lines allowed by acceleration {acceleration} on width {width}; "
+            f"expected center_fraction <= {n_total / width:.4f}"
+        )
+    start = width // 2 - n_center // 2
+    center = torch.zeros(width, dtype=torch.bool)
+    center[start:start + n_center] = True
+    outer = (~center).nonzero().flatten()  # (width - n_center,)
+    n_extra = n_total - n_center
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    mask = center.to(device).float().expand(batch_size, width).clone()
+    if n_extra > 0:
+        outer = outer.to(device)
+        if pattern == "random":
+            # the n_extra smallest of i.i.d. uniforms = a uniform subset without replacement
+            u = rng.rand((batch_size, outer.numel()), generator=generator, device=device)
+            pick = u.argsort(dim=1)[:, :n_extra]
+        else:
+            spacing = outer.numel() / n_extra
+            offset = rng.rand((batch_size, 1), generator=generator, device=device, dtype=torch.float64) * spacing
+            steps = torch.arange(n_extra, device=device, dtype=torch.float64)[None]
+            pick = (offset + steps * spacing).floor().long().clamp_max(outer.numel() - 1)
+        mask.scatter_(1, outer[pick], 1.0)
+    return mask[:, None, None, :]
+
+
+class MRI(LinearPhysics):
+    """Undersampled single-coil Cartesian MRI ``A x = M F x``; ``Aᵀ = A⁺ = Fᴴ M``.
+
+    Args:
+        img_size: ``(H, W)`` (a leading channel 2 is tolerated: ``(2, H, W)``).
+        acceleration: 2, 4 or 8 — about ``W / acceleration`` lines are kept.
+        center_fraction: fraction of fully sampled central lines.
+        pattern: ``"random"`` or ``"equispaced"`` (see ``mri_mask``).
+        mask: a fixed user mask ``(B or 1, 1, 1, W)``, ``(B or 1, 1, H, W)``, ``(W,)`` or
+            ``(H, W)`` of 0/1; the operator is then deterministic.
+        noise: noise model on the 2-channel k-space; ``physics(x)`` returns
+            ``M noise(M F x)``, so unsampled entries stay exactly zero.
+        generator: draws the construction-time mask (shape ``(1, 1, 1, W)``).
+
+    ``sample_params(B)`` draws ``B`` fresh masks from the same distribution.
+    """
+
+    param_names = ("mask",)
+
+    def __init__(
+        self,
+        img_size: tuple[int, int] | tuple[int, int, int],
+        acceleration: int = 4,
+        center_fraction: float = 0.08,
+        pattern: str = "random",
+        mask: Tensor | None = None,
+        noise: NoiseModel | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(noise)
+        size = tuple(int(s) for s in img_size)
+        if len(size) == 3 and size[0] == 2:
+            size = size[1:]
+        if len(size) != 2:
+            raise ValueError(f"img_size must be (H, W) (or (2, H, W)), got {tuple(img_size)}")
+        self.img_size = size
+        self.acceleration = int(acceleration)
+        self.center_fraction = float(center_fraction)
+        self.pattern = pattern
+        self._fixed_user_mask = mask is not None
+        if mask is None:
+            device = generator.device if generator is not None else None
+            mask = mri_mask(size[1], acceleration, center_fraction, pattern, 1, generator, device)
+        elif acceleration not in ACCELERATIONS:
+            raise ValueError(f"acceleration must be one of {ACCELERATIONS}, got {acceleration}")
+        self._set_param("mask", mask)
+
+    def _set_param(self, name: str, value: Tensor) -> None:
+        if name == "mask":
+            value = self._validate_mask(value)
+        super()._set_param(name, value)
+
+    def _validate_mask(self, mask: Tensor) -> Tensor:
+        if not isinstance(mask, Tensor):
+            raise TypeError(f"mask must be a tensor, got {type(mask).__name__}")
+        H, W = self.img_size
+        if mask.ndim == 1:
+            mask = mask.reshape(1, 1, 1, -1)
+        elif mask.ndim == 2:
+            mask = mask[None, None]
+        if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-1] != W or mask.shape[-2] not in (1, H):
+            raise ValueError(
+                f"MRI mask must have shape (B or 1, 1, 1, {W}) or (B or 1, 1, {H}, {W}), got {tuple(mask.shape)}"
+            )
+        if not mask.is_floating_point():
+            mask = mask.float()
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("MRI mask must contain only 0 and 1")
+        return mask
+
+    def sample_params(self, batch_size: int, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None) -> dict[str, Tensor]:
+        """``B`` fresh line masks ``(B, 1, 1, W)``; ``{}`` for a fixed user mask."""
+        if self._fixed_user_mask:
+            return {}
+        device = self.mask.device if device is None else device
+        return {"mask": mri_mask(self.img_size[1], self.acceleration, self.center_fraction, self.pattern,
+                                 batch_size, generator, device)}
+
+    @property
+    def is_random(self) -> bool:
+        return not self._fixed_user_mask
+
+    @property
+    def acceleration_achieved(self) -> float:
+        """``H W / (number of kept k-space samples)``, averaged over the batch of masks."""
+        return float(1.0 / self.mask.float().mean())
+
+    # -- the maps ------------------------------------------------------------------
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Simulate ``y = M noise(M F x)``: no measurement (hence no noise) off the mask."""
+        y = self.noise(self.A(x), generator=generator)
+        return y * self.mask.to(device=y.device, dtype=y.dtype)
+
+    def _prepare(self, t: Tensor, who: str) -> tuple[Tensor, Tensor]:
+        if isinstance(t, Tensor) and t.is_complex():
+            t = to_channels(t)
+        self._check_image(t, who, channels=2, size=self.img_size)
+        m = self.mask
+        if m.shape[0] not in (1, t.shape[0]):
+            raise ValueError(
+                f"{who}: the mask has {m.shape[0]} samples but the batch has {t.shape[0]}; "
+                f"expected a mask of leading dimension {t.shape[0]} or 1"
+            )
+        return t, m.to(device=t.device, dtype=t.dtype)
+
+    def A(self, x: Tensor) -> Tensor:
+        x, m = self._prepare(x, "MRI.A")
+        return centered_fft2(x) * m
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        y, m = self._prepare(y, "MRI.A_adjoint")
+        return centered_ifft2(y * m)
+
+    def A_dagger(self, y: Tensor) -> Tensor:
+        """Zero-filled inverse FFT ``Fᴴ M y`` — the exact pseudo-inverse."""
+        y, m = self._prepare(y, "MRI.A_dagger")
+        return centered_ifft2(y * m)
+
+    def extra_repr(self) -> str:
+        kind = "user mask" if self._fixed_user_mask else (
+            f"acceleration={self.acceleration}, center_fraction={self.center_fraction}, pattern={self.pattern!r}")
+        return f"img_size={self.img_size}, {kind}, mask={tuple(self.mask.shape)}"
+

@@ -1,0 +1,570 @@
+"""2-D parallel-beam computed tomography: the discrete Radon transform.
+
+``Tomography`` maps an image ``x`` of shape ``(B, C, N, N)`` to a sinogram
+``y = A x`` of shape ``(B, C, n_views, n_detectors)``:
+
+    (A x)[v, k] = (1 / dt) * integral over detector bin k of  R x(theta_v, t) dt,
+    R x(theta, t) = integral of x along the line  X cos(theta) + Y sin(theta) = t,
+
+where ``x`` is taken as piecewise constant on square pixels (the *strip-integral*
+or exact-footprint projector): a pixel of side ``s`` projects onto the detector as
+a trapezoid of area ``s^2`` (the convolution of two boxes of widths
+``s |cos theta|`` and ``s |sin theta|``), and each detector bin of width ``dt = s``
+receives the mean of that trapezoid over the bin. Hence every column of ``A`` has at
+most three non-zeros per view, ``sum_k (A x)[v, k] = s * sum(x)`` for every view,
+and the matrix is stored as a torch sparse CSR matrix (with its transpose), so
+``A_adjoint`` is the *exact* transpose of ``A``.
+
+Geometry and scaling (the convention of ``skimage.transform.radon``):
+
+* pixel centres at ``X = i - (N-1)/2`` (column ``i``), ``Y = (N-1)/2 - j`` (row ``j``),
+  times the pixel size ``s``; angles in degrees, ``theta = 0`` sums down the columns;
+* detector bin ``k`` is centred at ``t_k = (k - (D-1)/2) s``, ``D = ceil(sqrt(2) N)``
+  by default so that every pixel projects inside the detector;
+* **default pixel size ``s = 1 / N``**: the image fills the unit square, so a
+  line through an image of ones has integral at most ``sqrt(2)`` and ``A x`` is
+  O(1) for ``x`` in [0, 1] whatever ``N``. ``pixel_size=1`` gives the scale of
+  ``skimage.transform.radon``.
+
+Speed: the angle set is reduced by the symmetries of the square pixel grid
+(``theta -> 90 - theta, theta - 90, 180 - theta`` map to an angle in [0, 45] after
+transposing / rotating / flipping the image), so the default 60 evenly spaced
+views need the matrix of 16 base angles applied to 4 permuted copies of the batch
+(one sparse-dense product). Matrices are cached per (size, angles, device, dtype).
+
+``A_dagger`` is filtered back-projection (Ram-Lak ramp filter in its spatial form,
+optionally windowed; Kak & Slaney, *Principles of Computerized Tomographic
+Imaging*, 1988, ch. 3): ``x ~ pi / (n_views s^2) A^T (h * y)``.
+
+``BeerLambertCT`` is the non-linear transmission model
+``y ~ Poisson(I0 exp(-mu A x))`` with its log-linearisation.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from selfinv.physics.base import LinearPhysics, Physics
+from selfinv.physics.noise import NoiseModel, PoissonNoise
+from selfinv.utils import rng
+
+__all__ = ["Tomography", "BeerLambertCT", "radon_matrix", "ramp_filter"]
+
+#: filter windows accepted by ``Tomography.fbp`` (multiplying the ramp's spectrum)
+WINDOWS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
+
+#: number of cached projection plans (each holds A and A^T as sparse CSR)
+CACHE_SIZE = 8
+#: weights below this fraction of a pixel's footprint are dropped from the matrix
+_PRUNE = 1e-12
+
+
+# ---------------------------------------------------------------------------------
+# The projection matrix
+# ---------------------------------------------------------------------------------
+def _footprint_cdf(u: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """CDF at ``u`` of the unit-area trapezoid ``box_a * box_b / (a b)`` (boxes centred at 0).
+
+    Piecewise: quadratic ramps on ``|u| in (h2, h1)``, linear ``(u + m/2)/m`` on the
+    plateau ``|u| <= h2``, with ``h1 = (a+b)/2``, ``h2 = |a-b|/2``, ``m = max(a, b)``;
+    written without cancellation so that ``min(a, b) -> 0`` (0 and 90 degrees) is exact.
+    """
+    h1 = (a + b) / 2
+    h2 = (a - b).abs() / 2
+    m = torch.maximum(a, b)
+    two_ab = (2 * a * b).clamp_min(1e-300)
+    left = (u + h1).clamp_min(0) ** 2 / two_ab
+    right = 1 - (h1 - u).clamp_min(0) ** 2 / two_ab
+    plateau = (u + m / 2) / m
+    return torch.where(u <= -h2, left, torch.where(u >= h2, right, plateau))
+
+
+def radon_matrix_transpose(n: int, angles_deg: Tensor, n_detectors: int, pixel_size: float,
+                           dtype: torch.dtype, device: torch.device, chunk: int = 8) -> Tensor:
+    """``A^T`` as a sparse CSR matrix of shape ``(n*n, n_views*n_detectors)``.
+
+    Row ``p = j*n + i`` (pixel), column ``v*D + k`` (view, detector bin). Built
+    directly in CSR order (columns sorted within a row). Weights are computed in
+    float64 then cast to ``dtype``.
+    """
+    f64 = dict(dtype=torch.float64, device=device)
+    theta = torch.deg2rad(angles_deg.to(**f64).reshape(-1))
+    V, D, P = theta.numel(), n_detectors, n * n
+    c, s = torch.cos(theta), torch.sin(theta)
+    a, b = c.abs(), s.abs()  # box widths of the footprint, in detector units
+    coord = torch.arange(n, **f64) - (n - 1) / 2
+    X = coord.reshape(1, n)  # column i
+    Y = -coord.reshape(n, 1)  # row j, pointing up
+    offsets = torch.tensor([-1.0, 0.0, 1.0], **f64)
+    weights, columns = [], []
+    for v0 in range(0, V, chunk):
+        sl = slice(v0, min(V, v0 + chunk))
+        t = (X[..., None] * c[sl] + Y[..., None] * s[sl]).reshape(P, -1)  # (P, v) in pixels
+        u = t + (D - 1) / 2  # position in detector-index units
+        k = torch.round(u)[..., None] + offsets  # (P, v, 3) candidate bins
+        d = k - u[..., None]
+        aa, bb = a[sl].reshape(1, -1, 1), b[sl].reshape(1, -1, 1)
+        w = _footprint_cdf(d + 0.5, aa, bb) - _footprint_cdf(d - 0.5, aa, bb)
+        inside = (k >= 0) & (k < D)
+        w = torch.where(inside & (w > _PRUNE), w, torch.zeros_like(w))
+        col = k.clamp(0, D - 1).long() + (torch.arange(sl.start, sl.stop, device=device) * D).reshape(1, -1, 1)
+        weights.append(w.reshape(P, -1))
+        columns.append(col.reshape(P, -1))
+    w = torch.cat(weights, 1)
+    col = torch.cat(columns, 1)
+    keep = w > 0
+    counts = keep.sum(1)
+    nnz = int(counts.sum())
+    index_dtype = torch.int32 if max(nnz, V * D, P) < 2**31 - 1 else torch.int64
+    crow = torch.zeros(P + 1, dtype=torch.int64, device=device)
+    crow[1:] = counts.cumsum(0)
+    # the strip integral of a pixel of side s, averaged over a bin of width s, is s * w
+    values = (w[keep] * pixel_size).to(dtype)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow.to(index_dtype), col[keep].to(index_dtype), values,
+                                       size=(P, V * D), check_invariants=False)
+
+
+def _transpose_csr(m: Tensor) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return m.t().to_sparse_csr()
+
+
+def radon_matrix(n: int, angles_deg: Tensor | Sequence[float], n_detectors: int | None = None,
+                 pixel_size: float | None = None, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str | None = None) -> Tensor:
+    """The plain (unreduced) projection matrix ``A``, sparse CSR ``(n_views*D, n*n)``.
+
+    For inspection and tests; ``Tomography`` uses a symmetry-reduced version.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    D = n_detectors or default_detectors(n)
+    s = 1.0 / n if pixel_size is None else float(pixel_size)
+    At = radon_matrix_transpose(n, torch.as_tensor(angles_deg), D, s, dtype, device)
+    return _transpose_csr(At)
+
+
+def default_detectors(n: int) -> int:
+    """``ceil(sqrt(2) n)``: the diagonal, so that every pixel projects on the detector."""
+    return int(math.ceil(math.sqrt(2) * n - 1e-9))
+
+
+# ---------------------------------------------------------------------------------
+# Symmetry reduction of the angle set
+# ---------------------------------------------------------------------------------
+# Q (2x2, acting on centred pixel coordinates) with Q^T e_theta = e_phi, phi in [0, 45]:
+# then (A_theta x)[k] = (A_phi x_Q)[k] with x_Q[q] = x[Q q].
+_SYMMETRIES = (
+    ((1, 0), (0, 1)),  # theta in [0, 45]:    phi = theta
+    ((0, 1), (1, 0)),  # theta in (45, 90]:   phi = 90 - theta
+    ((0, -1), (1, 0)),  # theta in (90, 135]: phi = theta - 90
+    ((-1, 0), (0, 1)),  # theta in (135, 180): phi = 180 - theta
+)
+
+
+def _reduce_angle(theta: float) -> tuple[int, float]:
+    t = math.fmod(theta, 180.0)
+    if t < 0:
+        t += 180.0
+    if t <= 45.0:
+        return 0, t
+    if t <= 90.0:
+        return 1, 90.0 - t
+    if t <= 135.0:
+        return 2, t - 90.0
+    return 3, 180.0 - t
+
+
+def _pixel_permutation(n: int, q: tuple[tuple[int, int], tuple[int, int]], device) -> Tensor:
+    """Flat index ``perm`` with ``x_Q.flatten() = x.flatten()[perm]``."""
+    c = (n - 1) / 2
+    j, i = torch.meshgrid(torch.arange(n, device=device), torch.arange(n, device=device), indexing="ij")
+    X, Y = i - c, c - j
+    Xp = q[0][0] * X + q[0][1] * Y
+    Yp = q[1][0] * X + q[1][1] * Y
+    ip = torch.round(Xp + c).long()
+    jp = torch.round(c - Yp).long()
+    return (jp * n + ip).reshape(-1)
+
+
+class _RadonPlan:
+    """``A`` for one angle set: base matrices for a few angles and pixel permutations.
+
+    ``A x`` = rows ``rows`` of ``[A_S (x_Q) for Q in transforms]`` stacked.
+    """
+
+    def __init__(self, n: int, angles_deg: Tensor, n_detectors: int, pixel_size: float,
+                 dtype: torch.dtype, device: torch.device, use_symmetry: bool = True):
+        angles = [float(a) for a in angles_deg.reshape(-1).tolist()]
+        V = len(angles)
+        reduced = [_reduce_angle(a) for a in angles]
+        base = sorted({round(phi, 9) for _, phi in reduced})
+        used = sorted({g for g, _ in reduced})
+        if use_symmetry and len(used) * len(base) <= 1.25 * V:
+            slot = {g: i for i, g in enumerate(used)}
+            pos = {phi: i for i, phi in enumerate(base)}
+            rows = [slot[g] * len(base) + pos[round(phi, 9)] for g, phi in reduced]
+            self.perms = [None if g == 0 else _pixel_permutation(n, _SYMMETRIES[g], device) for g in used]
+            base_angles = torch.tensor(base, dtype=torch.float64)
+        else:  # no useful symmetry: one matrix for all the views
+            rows = list(range(V))
+            self.perms = [None]
+            base_angles = torch.tensor(angles, dtype=torch.float64)
+        self.inv_perms = [None if p is None else torch.argsort(p) for p in self.perms]
+        self.n, self.D, self.V = n, n_detectors, V
+        self.n_base = base_angles.numel()
+        self.rows = torch.tensor(rows, dtype=torch.long, device=device)
+        self.AT = radon_matrix_transpose(n, base_angles, n_detectors, pixel_size, dtype, device)
+        self.A = _transpose_csr(self.AT)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.A._nnz())
+
+    def project(self, xf: Tensor) -> Tensor:
+        """``(M, n*n) -> (M, V, D)``."""
+        M = xf.shape[0]
+        G, S, D = len(self.perms), self.n_base, self.D
+        stack = torch.cat([xf if p is None else xf[:, p] for p in self.perms], 0)  # (G M, P)
+        z = self.A @ stack.t().contiguous()  # (S D, G M)
+        z = z.reshape(S, D, G, M).permute(2, 0, 3, 1).reshape(G * S, M, D)
+        return z.index_select(0, self.rows).permute(1, 0, 2)
+
+    def backproject(self, yf: Tensor) -> Tensor:
+        """Exact transpose of ``project``: ``(M, V, D) -> (M, n*n)``."""
+        M = yf.shape[0]
+        G, S, D = len(self.perms), self.n_base, self.D
+        w = yf.new_zeros(G * S, M, D).index_add_(0, self.rows, yf.permute(1, 0, 2))
+        w = w.reshape(G, S, M, D).permute(1, 3, 0, 2).reshape(S * D, G * M)
+        u = (self.AT @ w.contiguous()).reshape(-1, G, M)  # (P, G, M)
+        out = None
+        for g, ip in enumerate(self.inv_perms):
+            ug = u[:, g].t()  # (M, P)
+            ug = ug if ip is None else ug[:, ip]
+            out = ug.contiguous() if out is None else out + ug
+        return out
+
+
+_PLANS: "OrderedDict[tuple, _RadonPlan]" = OrderedDict()
+
+
+def _get_plan(n: int, angles: Tensor, D: int, s: float, dtype, device, use_symmetry: bool) -> _RadonPlan:
+    key = (n, D, s, tuple(round(float(a), 9) for a in angles.reshape(-1).tolist()),
+           str(device), dtype, use_symmetry)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _RadonPlan(n, angles, D, s, dtype, device, use_symmetry)
+        _PLANS[key] = plan
+        while len(_PLANS) > CACHE_SIZE:
+            _PLANS.popitem(last=False)
+    else:
+        _PLANS.move_to_end(key)
+    return plan
+
+
+class _Project(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xf: Tensor, plan: _RadonPlan) -> Tensor:
+        ctx.plan = plan
+        return plan.project(xf)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _Backproject.apply(grad, ctx.plan), None
+
+
+class _Backproject(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, yf: Tensor, plan: _RadonPlan) -> Tensor:
+        ctx.plan = plan
+        return plan.backproject(yf)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _Project.apply(grad, ctx.plan), None
+
+
+# ---------------------------------------------------------------------------------
+# Filtered back-projection
+# ---------------------------------------------------------------------------------
+def ramp_filter(n_detectors: int, window: str = "ram-lak", dtype=torch.float64, device=None) -> Tensor:
+    """Real spectrum (``rfft`` of length ``n_pad``) of the band-limited ramp filter.
+
+    Spatial Ram-Lak kernel in detector units (Kak & Slaney 1988, eq. 3.61):
+    ``h[0] = 1/4``, ``h[n] = -1 / (pi n)^2`` for odd ``n``, 0 for even ``n``,
+    zero-padded to ``n_pad >= 2 D`` (a power of two) to avoid wrap-around, then
+    multiplied in frequency by the window (``f`` = frequency / Nyquist in [0, 1]):
+    shepp-logan ``sinc(f/2)``, cosine ``cos(pi f / 2)``, hamming
+    ``0.54 + 0.46 cos(pi f)``, hann ``(1 + cos(pi f)) / 2``.
+    """
+    if window not in WINDOWS:
+        raise ValueError(f"unknown FBP window '{window}'; expected one of {WINDOWS}")
+    n_pad = 1 << max(6, int(math.ceil(math.log2(2 * n_detectors))))
+    idx = torch.arange(n_pad, dtype=torch.float64, device=device)
+    m = torch.minimum(idx, n_pad - idx)  # circular distance
+    h = torch.where(m % 2 == 1, -1.0 / (math.pi * m.clamp_min(1)) ** 2, torch.zeros_like(m))
+    h[0] = 0.25
+    spec = torch.fft.rfft(h).real
+    f = torch.fft.rfftfreq(n_pad, device=device, dtype=torch.float64) / 0.5
+    if window == "shepp-logan":
+        spec = spec * torch.sinc(f / 2)
+    elif window == "cosine":
+        spec = spec * torch.cos(math.pi * f / 2)
+    elif window == "hamming":
+        spec = spec * (0.54 + 0.46 * torch.cos(math.pi * f))
+    elif window == "hann":
+        spec = spec * (1 + torch.cos(math.pi * f)) / 2
+    return spec.to(dtype)
+
+
+# ---------------------------------------------------------------------------------
+# The physics
+# ---------------------------------------------------------------------------------
+_ANGLE_SAMPLING = ("fixed", "offset", "uniform")
+
+
+class Tomography(LinearPhysics):
+    """Parallel-beam CT ``y = noise(A x)``, ``A`` the strip-integral Radon transform.
+
+    Args:
+        img_size: side ``N`` of the square images (an int, or an ``(N, N)`` pair).
+        n_views: number of evenly spaced angles in [0, 180) (ignored if ``angles`` given).
+        angles: angles in degrees, shape ``(n_views,)`` (shared) or ``(B, n_views)``
+            (one set per sample).
+        n_detectors: detector bins (default ``ceil(sqrt(2) N)``).
+        pixel_size: pixel (= detector bin) size; default ``1/N`` (unit-square image).
+        noise: noise model on the sinogram.
+        dagger: ``"fbp"`` (filtered back-projection, default) or ``"cg"``
+            (least squares by conjugate gradient on ``A^T A``).
+        window: FBP filter window, one of ``WINDOWS``.
+        angle_sampling: what ``sample_params`` draws: ``"fixed"`` (nothing; the
+            operator is deterministic), ``"offset"`` (the evenly spaced set rotated
+            by a per-sample uniform offset in ``[0, 180/n_views)``) or
+            ``"uniform"`` (``n_views`` i.i.d. uniform angles per sample, sorted).
+        use_symmetry: reduce the angle set by the symmetries of the pixel grid
+            (faster, same matrix up to float rounding).
+
+    Per-sample angle sets cost one matrix build per distinct set (cached,
+    ``CACHE_SIZE`` plans); gradients flow to ``x`` (through ``A`` and ``A^T``),
+    never to the angles.
+    """
+
+    param_names = ("angles",)
+
+    def __init__(self, img_size: int | Sequence[int], n_views: int = 60, angles: Tensor | Sequence[float] | None = None,
+                 n_detectors: int | None = None, pixel_size: float | None = None,
+                 noise: NoiseModel | None = None, dagger: str = "fbp", window: str = "ram-lak",
+                 angle_sampling: str = "fixed", use_symmetry: bool = True):
+        super().__init__(noise)
+        if isinstance(img_size, (tuple, list, torch.Size)):
+            if len(img_size) != 2 or img_size[0] != img_size[1]:
+                raise ValueError(f"Tomography needs square images, got img_size={tuple(img_size)}")
+            img_size = img_size[0]
+        if int(img_size) < 2:
+            raise ValueError(f"img_size must be >= 2, got {img_size}")
+        self.img_size = int(img_size)
+        if dagger not in ("fbp", "cg"):
+            raise ValueError(f"dagger must be 'fbp' or 'cg', got '{dagger}'")
+        if window not in WINDOWS:
+            raise ValueError(f"unknown FBP window '{window}'; expected one of {WINDOWS}")
+        if angle_sampling not in _ANGLE_SAMPLING:
+            raise ValueError(f"angle_sampling must be one of {_ANGLE_SAMPLING}, got '{angle_sampling}'")
+        self.dagger, self.window, self.angle_sampling = dagger, window, angle_sampling
+        self.use_symmetry = bool(use_symmetry)
+        self.n_detectors = int(n_detectors) if n_detectors is not None else default_detectors(self.img_size)
+        if self.n_detectors < 1:
+            raise ValueError(f"n_detectors must be >= 1, got {n_detectors}")
+        self.pixel_size = 1.0 / self.img_size if pixel_size is None else float(pixel_size)
+        if not self.pixel_size > 0:
+            raise ValueError(f"pixel_size must be > 0, got {pixel_size}")
+        if angles is None:
+            if int(n_views) < 1:
+                raise ValueError(f"n_views must be >= 1, got {n_views}")
+            angles = torch.arange(int(n_views), dtype=torch.float64) * (180.0 / int(n_views))
+        self._set_param("angles", torch.as_tensor(angles))
+
+    # -- parameters --------------------------------------------------------------------
+    def _set_param(self, name: str, value: Tensor) -> None:
+        if name == "angles":
+            if not isinstance(value, Tensor):
+                raise TypeError(f"angles must be a tensor (degrees), got {type(value).__name__}")
+            if not value.is_floating_point():
+                value = value.double()
+            if value.ndim == 1:
+                value = value.unsqueeze(0)
+            if value.ndim != 2 or value.shape[1] < 1:
+                raise ValueError(f"angles must have shape (n_views,) or (B, n_views), got {tuple(value.shape)}")
+            if not torch.isfinite(value).all():
+                raise ValueError("angles must be finite (degrees)")
+        super()._set_param(name, value)
+
+    @property
+    def n_views(self) -> int:
+        return int(self.angles.shape[-1])
+
+    @property
+    def is_random(self) -> bool:
+        return self.angle_sampling != "fixed"
+
+    def sample_params(self, batch_size: int, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None) -> dict[str, Tensor]:
+        """Fresh per-sample angle sets ``(B, n_views)`` (``{}`` when ``angle_sampling='fixed'``)."""
+        if self.angle_sampling == "fixed":
+            return {}
+        device = self.angles.device if device is None else torch.device(device)
+        V = self.n_views
+        if self.angle_sampling == "offset":
+            u = rng.rand((batch_size, 1), generator=generator, device=device, dtype=torch.float64)
+            base = torch.arange(V, device=device, dtype=torch.float64) * (180.0 / V)
+            return {"angles": base + u * (180.0 / V)}
+        u = rng.rand((batch_size, V), generator=generator, device=device, dtype=torch.float64)
+        return {"angles": torch.sort(180.0 * u, dim=1).values}
+
+    # -- the maps ------------------------------------------------------------------------
+    def _groups(self, batch: int):
+        """(plan key angles, sample indices or None) for each distinct angle set."""
+        ang = self.angles
+        if ang.shape[0] not in (1, batch):
+            raise ValueError(f"Tomography has angles for {ang.shape[0]} samples but the batch has {batch}")
+        if ang.shape[0] == 1 or bool((ang == ang[:1]).all()):
+            return [(ang[0], None)]
+        uniq, inverse = torch.unique(ang, dim=0, return_inverse=True)
+        return [(uniq[u], (inverse == u).nonzero().reshape(-1)) for u in range(uniq.shape[0])]
+
+    def _plan(self, angles: Tensor, ref: Tensor) -> _RadonPlan:
+        return _get_plan(self.img_size, angles.detach().cpu(), self.n_detectors, self.pixel_size,
+                         ref.dtype, ref.device, self.use_symmetry)
+
+    def A(self, x: Tensor) -> Tensor:
+        """Sinogram ``(B, C, n_views, n_detectors)`` of images ``(B, C, N, N)``."""
+        self._check_image(x, "Tomography.A", size=(self.img_size, self.img_size))
+        B, C, N, _ = x.shape
+        out = x.new_empty(B, C, self.n_views, self.n_detectors)
+        for angles, idx in self._groups(B):
+            xs = x if idx is None else x.index_select(0, idx.to(x.device))
+            ys = _Project.apply(xs.reshape(-1, N * N), self._plan(angles, x))
+            ys = ys.reshape(xs.shape[0], C, self.n_views, self.n_detectors)
+            if idx is None:
+                return ys
+            out = out.index_copy(0, idx.to(x.device), ys)
+        return out
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        """Back-projection ``A^T y``: the exact transpose of ``A``."""
+        self._check_sinogram(y, "Tomography.A_adjoint")
+        B, C = y.shape[:2]
+        N = self.img_size
+        out = y.new_empty(B, C, N, N)
+        for angles, idx in self._groups(B):
+            ys = y if idx is None else y.index_select(0, idx.to(y.device))
+            xs = _Backproject.apply(ys.reshape(-1, self.n_views, self.n_detectors), self._plan(angles, y))
+            xs = xs.reshape(ys.shape[0], C, N, N)
+            if idx is None:
+                return xs
+            out = out.index_copy(0, idx.to(y.device), xs)
+        return out
+
+    def fbp(self, y: Tensor, window: str | None = None) -> Tensor:
+        """Filtered back-projection ``pi / (n_views s^2) A^T (h * y)`` (Kak & Slaney 1988).
+
+        Exact for band-limited images in the limit of many views; with few views
+        it has angular-undersampling streaks.
+        """
+        self._check_sinogram(y, "Tomography.fbp")
+        spec = ramp_filter(self.n_detectors, window or self.window, dtype=y.dtype, device=y.device)
+        n_pad = 2 * (spec.numel() - 1)
+        q = torch.fft.irfft(torch.fft.rfft(y, n=n_pad, dim=-1) * spec, n=n_pad, dim=-1)[..., : self.n_detectors]
+        return self.A_adjoint(q) * (math.pi / (self.n_views * self.pixel_size**2))
+
+    def A_dagger(self, y: Tensor) -> Tensor:
+        """FBP (``dagger='fbp'``) or least squares by CG (``dagger='cg'``)."""
+        if self.dagger == "fbp":
+            return self.fbp(y)
+        self._check_sinogram(y, "Tomography.A_dagger")
+        return super().A_dagger(y)
+
+    def _check_sinogram(self, y: Tensor, who: str) -> None:
+        if not isinstance(y, Tensor):
+            raise TypeError(f"{who} expects a torch.Tensor, got {type(y).__name__}")
+        if y.ndim != 4 or tuple(y.shape[-2:]) != (self.n_views, self.n_detectors):
+            raise ValueError(f"{who} expects a sinogram (B, C, {self.n_views}, {self.n_detectors}), "
+                             f"got shape {tuple(y.shape)}")
+        if not y.is_floating_point():
+            raise TypeError(f"{who} expects a floating-point tensor, got dtype {y.dtype}")
+
+    def extra_repr(self) -> str:
+        shared = "shared" if self.angles.shape[0] == 1 else f"per-sample x{self.angles.shape[0]}"
+        return (f"img_size={self.img_size}, n_views={self.n_views} ({shared}), n_detectors={self.n_detectors}, "
+                f"pixel_size={self.pixel_size:g}, dagger='{self.dagger}', window='{self.window}', "
+                f"angle_sampling='{self.angle_sampling}'")
+
+
+class BeerLambertCT(Physics):
+    """Transmission CT: ``y ~ Poisson(I0 exp(-mu A x))`` photon counts (Beer-Lambert law).
+
+    ``A`` is a ``Tomography`` (pixel size ``1/N`` by default, so ``A x <= sqrt(2)``
+    for ``x`` in [0, 1]); ``mu`` is the attenuation of a unit-valued image per
+    image width: with the default ``mu = 3`` a disc of ones filling the image lets
+    ``exp(-3) ~ 5 %`` of the photons through its centre (about 500 counts at
+    ``I0 = 1e4``). ``A(x)`` returns the mean counts ``I0 exp(-mu A x)``; the
+    default noise is ``PoissonNoise(gain=1)`` (the counts themselves).
+
+    ``linearise(y) = -log(max(y, 1) / I0) / mu`` is approximately ``A x`` (bias
+    and variance O(1/counts)), and ``A_dagger(y)`` is the FBP of it.
+    """
+
+    def __init__(self, tomography: Tomography, I0: float | Tensor = 1e4, mu: float = 3.0,
+                 noise: NoiseModel | None = None):
+        super().__init__(noise if noise is not None else PoissonNoise(1.0))
+        if not isinstance(tomography, Tomography):
+            raise TypeError(f"BeerLambertCT needs a Tomography, got {type(tomography).__name__}")
+        I0 = torch.as_tensor(I0, dtype=torch.float64)
+        if I0.ndim > 1 or not torch.all(I0 > 0) or not torch.all(torch.isfinite(I0)):
+            raise ValueError(f"I0 must be a positive scalar or per-sample (B,) tensor, got {I0}")
+        if not mu > 0:
+            raise ValueError(f"mu must be > 0, got {mu}")
+        self.tomography = tomography
+        self.I0 = I0
+        self.mu = float(mu)
+
+    param_names = ("angles",)
+
+    @property
+    def angles(self) -> Tensor:
+        return self.tomography.angles
+
+    def _set_param(self, name: str, value: Tensor) -> None:
+        self.tomography = self.tomography.with_params(**{name: value})
+
+    @property
+    def is_random(self) -> bool:
+        return self.tomography.is_random
+
+    def sample_params(self, batch_size: int, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None) -> dict[str, Tensor]:
+        return self.tomography.sample_params(batch_size, generator, device)
+
+    def A(self, x: Tensor) -> Tensor:
+        """Mean photon counts ``I0 exp(-mu A x)``."""
+        z = self.tomography.A(x)
+        return rng.as_per_sample(self.I0, z, "I0") * torch.exp(-self.mu * z)
+
+    def linearise(self, y: Tensor) -> Tensor:
+        """Log-transformed data ``-log(max(y, 1) / I0) / mu ~ A x``."""
+        i0 = rng.as_per_sample(self.I0, y, "I0")
+        return -torch.log(y.clamp_min(1.0) / i0) / self.mu
+
+    def A_dagger(self, y: Tensor) -> Tensor:
+        """FBP of the linearised counts."""
+        return self.tomography.A_dagger(self.linearise(y))
+
+    def extra_repr(self) -> str:
+        return f"I0={self.I0.tolist()}, mu={self.mu:g}"

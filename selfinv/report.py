@@ -1,0 +1,127 @@
+"""Figures a user would rather look at than read (matplotlib, Agg backend, PNG files).
+
+* ``reconstruction_figure``: measurement, ``A† y``, reconstruction and ground truth
+  (when known), with PSNR in the titles when the truth is known.
+* ``loss_curves_figure``: training and validation curves from a Lightning
+  ``metrics.csv`` (CSVLogger).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def to_display(img: Tensor) -> np.ndarray:
+    """(C, H, W) -> 2-D array for ``imshow``: 1 channel as is, 2 channels (complex) as magnitude,
+    3 channels as RGB, anything else as the channel mean."""
+    img = img.detach().float().cpu()
+    if img.ndim == 2:
+        return img.numpy()
+    if img.shape[0] == 1:
+        return img[0].numpy()
+    if img.shape[0] == 2:
+        return img.pow(2).sum(0).sqrt().numpy()
+    if img.shape[0] == 3:
+        return img.permute(1, 2, 0).clamp(0, 1).numpy()
+    return img.mean(0).numpy()
+
+
+def _psnr(a: Tensor, b: Tensor) -> float:
+    mse = float((a.float() - b.float()).pow(2).mean())
+    return 10 * math.log10(1.0 / max(mse, 1e-20))
+
+
+def reconstruction_figure(path: str, y: Tensor, x_dagger: Tensor, x_hat: Tensor, x: Tensor | None = None,
+                          max_rows: int = 3) -> str:
+    """Write a grid (rows = samples) of measurement | A†y | reconstruction | truth to ``path``."""
+    n = min(max_rows, y.shape[0])
+    cols = 4 if x is not None else 3
+    fig, axes = plt.subplots(n, cols, figsize=(3 * cols, 3 * n), squeeze=False)
+    for i in range(n):
+        panels = [("measurement y", y[i]), ("A† y", x_dagger[i]), ("reconstruction", x_hat[i])]
+        if x is not None:
+            panels.append(("ground truth", x[i]))
+        for j, (title, img) in enumerate(panels):
+            ax = axes[i, j]
+            shown = to_display(img)
+            if shown.ndim == 2:
+                ax.imshow(shown, cmap="gray", vmin=0 if j else None, vmax=1 if j else None)
+            else:
+                ax.imshow(shown)
+            if x is not None and title in ("A† y", "reconstruction") and img.shape == x[i].shape:
+                title = f"{title}\n{_psnr(img, x[i]):.2f} dB"
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def read_metrics_csv(path: str) -> dict[str, list[tuple[int, float]]]:
+    """Series ``name -> [(step, value), ...]`` from a Lightning CSVLogger ``metrics.csv``."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            step = int(float(row.get("step") or 0))
+            for k, v in row.items():
+                if k in ("step", "epoch") or v in ("", None):
+                    continue
+                series.setdefault(k, []).append((step, float(v)))
+    return series
+
+
+def loss_curves_figure(path: str, metrics_csv: str, keys: Sequence[str] | None = None) -> str:
+    """Plot training / validation losses (and validation PSNR when logged) against the step."""
+    series = read_metrics_csv(metrics_csv)
+    losses = [k for k in (keys or sorted(series)) if k.startswith(("train/", "val/"))
+              and not any(s in k for s in ("psnr", "ssim"))]
+    has_psnr = "val/psnr" in series
+    fig, axes = plt.subplots(1, 2 if has_psnr else 1, figsize=(11 if has_psnr else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    for k in losses:
+        steps, values = zip(*series[k])
+        ax.plot(steps, values, label=k, marker="o" if k.startswith("val/") else None,
+                markersize=3, linewidth=1.5 if k.endswith("/loss") else 0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if losses and all(v > 0 for k in losses for _, v in series[k]):
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.set_title("losses (val = held-out measurements)")
+    if has_psnr:
+        ax2 = axes[0, 1]
+        for k in ("val/psnr", "val/psnr_dagger"):
+            if k in series:
+                steps, values = zip(*series[k])
+                ax2.plot(steps, values, marker="o", markersize=3, label=k)
+        ax2.set_xlabel("step")
+        ax2.set_ylabel("PSNR (dB)")
+        ax2.legend(fontsize=7)
+        ax2.set_title("validation PSNR (logged, not used for selection)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def psnr_table(rows: dict[str, tuple[float, float]]) -> str:
+    """A Markdown table ``method | PSNR (dB) | SSIM`` from ``{method: (psnr, ssim)}``."""
+    lines = ["| method | PSNR (dB) | SSIM |", "|---|---:|---:|"]
+    for name, (p, s) in rows.items():
+        lines.append(f"| {name} | {p:.2f} | {s:.4f} |")
+    return "\n".join(lines)
+
+
+__all__ = ["reconstruction_figure", "loss_curves_figure", "read_metrics_csv", "psnr_table", "to_display"]

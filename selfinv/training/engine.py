@@ -1,0 +1,184 @@
+"""From a validated ``RunConfig`` to Lightning objects, and the ``fit`` / ``validate`` entry points.
+
+Resume: checkpoints are written at **epoch boundaries** (every
+``trainer.checkpoint_every`` epochs, plus ``last.ckpt``). Lightning does not
+replay a partially consumed plain ``DataLoader`` exactly, so a run killed
+mid-epoch resumes from the last epoch-boundary checkpoint and replays that
+epoch: the sampler order depends on ``(seed, epoch)`` only and the loss
+generator and RNG states come from the checkpoint, so on CPU in deterministic
+mode the resumed run ends with bit-identical weights (``tests/test_resume.py``).
+Keep epochs short (``data.num_patches``) to bound the replayed work.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Sequence
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from selfinv import registry
+from selfinv.config import RunConfig, to_dict
+from selfinv.losses.base import WeightedSum
+from selfinv.physics.base import Physics
+from selfinv.training.callbacks import FiguresCallback
+from selfinv.training.checkpoint import AtomicCheckpointIO
+from selfinv.training.datamodule import MeasurementDataModule, has_ground_truth, split_measurements
+from selfinv.training.module import SelfSupervisedModule
+
+
+def build_physics(cfg: RunConfig) -> Physics:
+    noise = registry.build("noise", cfg.physics.noise.name, cfg.physics.noise.args, where="physics.noise")
+    return registry.build("physics", cfg.physics.name, cfg.physics.args, where="physics", noise=noise)
+
+
+def build_model(cfg: RunConfig) -> torch.nn.Module:
+    backbone = registry.build("backbone", cfg.model.backbone.name, cfg.model.backbone.args, where="model.backbone")
+    rec = cfg.model.reconstructor
+    cls = registry.resolve("model", rec.name, "model.reconstructor")
+    takes = inspect.signature(cls).parameters
+    key = "backbone" if "backbone" in takes else "prior" if "prior" in takes else None
+    if key is None:
+        raise registry.RegistryError(f"model.reconstructor: {cls.__name__} takes neither 'backbone' nor 'prior'")
+    return registry.build("model", rec.name, rec.args, where="model.reconstructor", **{key: backbone})
+
+
+def build_loss(cfg: RunConfig) -> WeightedSum:
+    terms = [registry.build("loss", l.name, l.args, where=f"losses.{i}") for i, l in enumerate(cfg.losses)]
+    names, seen = [], set()
+    for l in cfg.losses:
+        n = l.name if l.name not in seen else f"{l.name}_{len(seen)}"
+        seen.add(l.name)
+        names.append(n)
+    return WeightedSum(terms, [l.weight for l in cfg.losses], names)
+
+
+def _image_channels(cfg: RunConfig) -> int | None:
+    return cfg.model.backbone.args.get("in_channels")
+
+
+def build_dataset(cfg: RunConfig, physics: Physics):
+    """The measurement data set: a file (``data.path``) or bundled images simulated through ``physics``."""
+    from selfinv.data.measurements import MeasurementDataset
+
+    d = cfg.data
+    if d.path is not None:
+        return MeasurementDataset.load(d.path)
+    from selfinv.data.bundled import load_dataset
+    from selfinv.data.patches import random_patches
+
+    images = load_dataset(d.dataset, split="train").images
+    x = random_patches(images, d.patch_size, d.num_patches, generator=torch.Generator().manual_seed(d.seed))
+    channels = _image_channels(cfg)
+    if channels == 2 and x.shape[1] == 1:  # complex images (MRI): real part = image, imaginary = 0
+        x = torch.cat([x, torch.zeros_like(x)], dim=1)
+    pairs = any(l.name == "noise2noise" for l in cfg.losses)
+    return MeasurementDataset(x, physics, seed=d.seed + 1, keep_ground_truth=True, pairs=pairs)
+
+
+def build_datamodule(cfg: RunConfig, physics: Physics) -> MeasurementDataModule:
+    ds = build_dataset(cfg, physics)
+    train, val = split_measurements(ds, cfg.data.val_fraction, cfg.data.seed)
+    return MeasurementDataModule(train, val, cfg.data.batch_size, cfg.data.num_workers, cfg.data.seed)
+
+
+def build_module(cfg: RunConfig, physics: Physics | None = None) -> SelfSupervisedModule:
+    physics = physics if physics is not None else build_physics(cfg)
+    loss = build_loss(cfg)
+    loss.check(physics)
+    o = cfg.optim
+    return SelfSupervisedModule(build_model(cfg), physics, loss, lr=o.lr, weight_decay=o.weight_decay,
+                                scheduler=o.scheduler, step_size=o.step_size, gamma=o.gamma,
+                                seed=cfg.trainer.seed, config=to_dict(cfg))
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """'auto' -> 'bf16-mixed' on CUDA, '32-true' elsewhere (CPU stays float32 unless asked)."""
+    if precision != "auto":
+        return precision
+    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if on_cuda else "32-true"
+
+
+def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[pl.Callback] = (), has_truth: bool = False
+                  ) -> pl.Trainer:
+    t = cfg.trainer
+    out = t.output_dir
+    monitor = cfg.select_by
+    if monitor == "val/psnr" and not has_truth:
+        raise ValueError("select_by='val/psnr' needs ground truth in the validation data; use 'val/loss'")
+    mode = "max" if monitor == "val/psnr" else "min"
+    ckpt = ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="best-{epoch}-{step}",
+                           monitor=monitor, mode=mode, save_top_k=1, save_last=True,
+                           every_n_epochs=t.checkpoint_every, save_on_train_epoch_end=False,
+                           auto_insert_metric_name=False)
+    callbacks: list[pl.Callback] = [ckpt]
+    if t.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=t.early_stopping_patience))
+    if t.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps)))
+    if t.figures:
+        callbacks.append(FiguresCallback(out))
+    callbacks.extend(extra_callbacks)
+    loggers: list = [CSVLogger(out, name="logs", version="")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+        import tensorboard  # noqa: F401
+
+        loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
+    except ImportError:
+        pass
+    return pl.Trainer(
+        max_steps=t.max_steps, max_epochs=t.max_epochs if t.max_steps <= 0 else -1,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=resolve_precision(t.precision, t.accelerator), deterministic=t.deterministic,
+        callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()], default_root_dir=out,
+        enable_progress_bar=t.progress_bar, log_every_n_steps=t.log_every_n_steps,
+        check_val_every_n_epoch=t.val_every, num_sanity_val_steps=0,
+        inference_mode=False,  # validation may need autograd (SURE's exact divergence)
+    )
+
+
+def resolve_resume(resume: str | None, cfg: RunConfig) -> str | None:
+    """``'last'`` -> ``<output_dir>/checkpoints/last.ckpt``; a path is returned as is."""
+    if resume is None:
+        return None
+    if resume == "last":
+        path = os.path.join(cfg.trainer.output_dir, "checkpoints", "last.ckpt")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--resume last: no checkpoint at {path} (has this run saved one yet?)")
+        return path
+    if not os.path.exists(resume):
+        raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
+    return resume
+
+
+def fit(cfg: RunConfig, resume: str | None = None, extra_callbacks: Sequence[pl.Callback] = ()
+        ) -> tuple[pl.Trainer, SelfSupervisedModule]:
+    """Train the run described by ``cfg``; returns the trainer and the module (best checkpoint path in
+    ``trainer.checkpoint_callback.best_model_path``)."""
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    physics = build_physics(cfg)
+    dm = build_datamodule(cfg, physics)
+    module = build_module(cfg, physics)
+    trainer = build_trainer(cfg, extra_callbacks, has_truth=dm.has_ground_truth)
+    trainer.fit(module, datamodule=dm, ckpt_path=resolve_resume(resume, cfg))
+    return trainer, module
+
+
+def validate(cfg: RunConfig, checkpoint: str | None = None) -> list[dict]:
+    """Self-supervised validation loss (and PSNR/SSIM when ground truth exists) of a checkpoint."""
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    physics = build_physics(cfg)
+    dm = build_datamodule(cfg, physics)
+    module = build_module(cfg, physics)
+    trainer = build_trainer(cfg, has_truth=dm.has_ground_truth)
+    return trainer.validate(module, datamodule=dm, ckpt_path=checkpoint)
+
+
+__all__ = ["build_physics", "build_model", "build_loss", "build_dataset", "build_datamodule", "build_module",
+           "build_trainer", "fit", "validate", "resolve_precision", "has_ground_truth"]

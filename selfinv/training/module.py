@@ -1,0 +1,185 @@
+"""The Lightning module: a reconstructor trained by a weighted sum of (self-supervised) losses.
+
+``training_step`` builds the batch's operator ``physics.with_params(**batch["params"])``
+and minimises ``sum_k w_k L_k(y, A, f)`` (``selfinv.losses.base.WeightedSum``); the
+ground truth is passed to the loss only when a term needs it (the supervised
+ceiling). ``validation_step`` computes the same loss on held-out
+**measurements** — the self-supervised criterion driving checkpoint selection
+and early stopping — and logs PSNR/SSIM of the test-time estimator
+``loss.estimator(model)`` beside it when ground truth is known.
+
+Random draws of the losses use ``self.generator`` seeded from ``(seed, global
+rank)``; validation uses a generator re-seeded at each validation, so the
+selection criterion is comparable from one epoch to the next. Generator,
+torch/CUDA/numpy/python RNG states are saved in checkpoints as tensors and
+plain types (loadable with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from selfinv.losses.base import WeightedSum
+from selfinv.physics.base import Physics
+from selfinv.training.metrics import psnr, ssim
+
+_RNG_KEY = "selfinv_rng"
+
+
+def needs_grad_at_eval(loss: nn.Module) -> bool:
+    """Whether a loss (or a term of a sum) needs autograd at evaluation (e.g. SURE's exact divergence)."""
+    if getattr(loss, "needs_grad_at_eval", False):
+        return True
+    return any(needs_grad_at_eval(l) for l in getattr(loss, "losses", []))
+
+
+class SelfSupervisedModule(pl.LightningModule):
+    """Holds ``model(y, physics)``, the physics, the loss sum and the optimiser settings.
+
+    Args:
+        model: reconstructor called as ``model(y, physics)``.
+        physics: the measurement operator (per-sample parameters come from the batch).
+        loss: a ``WeightedSum`` of losses (submodules, so their buffers are checkpointed).
+        lr, weight_decay: Adam settings.
+        scheduler: ``"none"``, ``"cosine"`` (over ``max_steps``) or ``"step"``.
+        seed: seed of the loss generator (offset by the global rank).
+        config: the plain-dict run config, stored as hyper-parameters.
+    """
+
+    def __init__(self, model: nn.Module, physics: Physics, loss: WeightedSum, lr: float = 1e-3,
+                 weight_decay: float = 0.0, scheduler: str = "none", step_size: int = 1000,
+                 gamma: float = 0.5, seed: int = 0, config: dict | None = None):
+        super().__init__()
+        self.model, self.physics, self.loss = model, physics, loss
+        self.lr, self.weight_decay, self.scheduler = lr, weight_decay, scheduler
+        self.step_size, self.gamma, self.seed = step_size, gamma, seed
+        self.save_hyperparameters({"config": config or {}})
+        self._generator: torch.Generator | None = None
+        self._pending_generator_state: Tensor | None = None
+        self._val_generator: torch.Generator | None = None
+        self._grad_at_eval = needs_grad_at_eval(loss)
+
+    # -- generators ----------------------------------------------------------------------
+    def _rank(self) -> int:
+        return int(self.global_rank) if self._trainer is not None else 0
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The generator of the losses' random draws on the module's device (created lazily)."""
+        dev = self.device
+        if self._generator is None or torch.device(self._generator.device).type != dev.type:
+            g = torch.Generator(device=dev)
+            g.manual_seed(self.seed * 1_000_003 + self._rank())
+            if self._pending_generator_state is not None:
+                g.set_state(self._pending_generator_state)
+                self._pending_generator_state = None
+            self._generator = g
+        return self._generator
+
+    # -- steps ---------------------------------------------------------------------------
+    def _operator(self, batch: dict) -> Physics:
+        return self.physics.with_params(**batch.get("params", {}))
+
+    def _loss(self, batch: dict, generator: torch.Generator) -> Tensor:
+        y, phys = batch["y"], self._operator(batch)
+        x = batch.get("x") if self.loss.needs_ground_truth else None
+        if self.loss.needs_ground_truth and x is None:
+            raise ValueError("a supervised loss term needs ground truth 'x' in the batch, but the data has none")
+        return self.loss(y, phys, self.model, x=x, generator=generator)
+
+    def forward(self, y: Tensor, physics: Physics | None = None) -> Tensor:
+        """The test-time reconstruction ``loss.estimator(model)(y, physics)``."""
+        return self.loss.estimator(self.model)(y, physics if physics is not None else self.physics)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        value = self._loss(batch, self.generator)
+        bs = batch["y"].shape[0]
+        self.log("train/loss", value, prog_bar=True, batch_size=bs)
+        for name, term in self.loss.last_terms.items():
+            self.log(f"train/{name}", term, batch_size=bs)
+        return value
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_generator = torch.Generator(device=self.device)
+        self._val_generator.manual_seed(self.seed * 1_000_003 + 500_009 + self._rank())
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        bs = batch["y"].shape[0]
+        if self._val_generator is None:
+            self.on_validation_epoch_start()
+        if self._grad_at_eval:
+            # SURE's exact divergence differentiates the network: autograd on, weights untouched.
+            with torch.enable_grad():
+                value = self._loss(batch, self._val_generator).detach()
+        else:
+            value = self._loss(batch, self._val_generator)
+        self.log("val/loss", value, prog_bar=True, batch_size=bs, sync_dist=True)
+        for name, term in self.loss.last_terms.items():
+            self.log(f"val/{name}", term, batch_size=bs, sync_dist=True)
+        x = batch.get("x")
+        if x is not None:
+            with torch.no_grad():
+                phys = self._operator(batch)
+                x_hat = self(batch["y"], phys).float()
+                x0 = phys.A_dagger(batch["y"]).float()
+            self.log("val/psnr", psnr(x_hat, x.float()).mean(), prog_bar=True, batch_size=bs, sync_dist=True)
+            self.log("val/psnr_dagger", psnr(x0, x.float()).mean(), batch_size=bs, sync_dist=True)
+            if min(x.shape[-2:]) >= 11:
+                self.log("val/ssim", ssim(x_hat, x.float()).mean(), batch_size=bs, sync_dist=True)
+
+    def on_fit_start(self) -> None:
+        if self._grad_at_eval:
+            rank_zero_info("selfinv: validation keeps autograd on for the loss (a term declares "
+                           "needs_grad_at_eval, e.g. SURE's exact divergence); weights are not updated.")
+
+    # -- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.scheduler == "none":
+            return opt
+        if self.scheduler == "cosine":
+            total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1000
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(total)))
+        elif self.scheduler == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=self.step_size, gamma=self.gamma)
+        else:
+            raise ValueError(f"optim.scheduler must be 'none', 'cosine' or 'step', got {self.scheduler!r}")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- RNG state in checkpoints --------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        np_state = np.random.get_state()
+        py_state = random.getstate()
+        state = {
+            "loss_generator": self.generator.get_state().cpu(),
+            "torch": torch.get_rng_state(),
+            "numpy": {"key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+                      "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+            "python": {"version": py_state[0], "state": list(py_state[1]),
+                       "gauss": py_state[2]},
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+        checkpoint[_RNG_KEY] = state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get(_RNG_KEY)
+        if state is None:
+            return
+        self._pending_generator_state = state["loss_generator"]
+        self._generator = None
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        p = state["python"]
+        random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,612 @@
+"""Denoising losses of the tutorial, Part 2: proofs by Monte Carlo on fixed functions.
+
+Unbiasedness tests use *paired* differences ``d = L(y) - risk(y)`` computed on the
+same noisy draws, split into ``K`` independent chunks; the standard error is
+``SE = std(d_k) / sqrt(K)`` and we accept ``|mean(d)| < 4 SE`` (a 4-sigma band:
+false alarm rate ~6e-5 for a correct implementation). Each test also asserts that
+``4 SE`` is much smaller than the size of the error a typical bug would make
+(forgotten constant, factor 2 on the divergence), so the tests can fail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from selfinv.losses import (
+    R2R, SURE, UNSURE, AutoencoderLoss, BlindSpotLoss, LossConfigError, MeasurementConsistency, Neighbor2Neighbor,
+    Noise2Noise, Noise2Score, SplittingLoss, SupervisedLoss,
+)
+from selfinv.losses.sure import exact_diagonal_derivatives, mc_divergence, mc_second_order_derivatives
+from selfinv.physics import (
+    ColoredGaussianNoise, Denoising, GammaNoise, GaussianNoise, LinearPhysics, NoNoise, PoissonGaussianNoise,
+    PoissonNoise,
+)
+
+DT = torch.float64
+
+
+# ----------------------------------------------------------------------------- helpers
+class Backbone(nn.Module):
+    """Reconstructor ``model(y, physics) = net(y)`` (denoising)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, y, physics):
+        return self.net(y)
+
+
+def smoothing_filter() -> nn.Module:
+    """Fixed 3x3 filter (centre 0.4), zero padding: a linear, non-trivial f (div = 0.4 n)."""
+    conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+    w = torch.full((3, 3), 0.6 / 8)
+    w[1, 1] = 0.4
+    conv.weight.data[:] = w
+    return Backbone(conv).to(DT).requires_grad_(False)
+
+
+class SmoothPlusCNN(nn.Module):
+    """``smooth(y) + cnn(y)``: the random CNN (tanh) makes f non-linear while f stays close to x,
+    which keeps the variance of the paired differences (dominated by ``(y-x)ᵀ(f(y)-x)``) small."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.smooth = smoothing_filter().net
+        g = torch.Generator().manual_seed(seed)
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 1, 3, padding=1)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g) * (1.5 if p.ndim == 4 and p.shape[0] == 8 else 0.1)
+
+    def forward(self, y):
+        return self.smooth(y) + self.c2(torch.tanh(self.c1(y)))
+
+
+def frozen_cnn(seed: int = 0) -> nn.Module:
+    """Frozen random CNN with a tanh: a non-linear f."""
+    return Backbone(SmoothPlusCNN(seed)).to(DT).requires_grad_(False)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids spin-wait contention on the shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+FUNCTIONS = {"filter": smoothing_filter, "cnn": frozen_cnn}
+
+
+def clean_image(h: int = 8, w: int = 8, lo: float = 0.2, hi: float = 1.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(7)
+    return (lo + (hi - lo) * torch.rand(1, 1, h, w, generator=g, dtype=DT))
+
+
+def mean_and_se(d: torch.Tensor) -> tuple[float, float]:
+    d = torch.as_tensor(d, dtype=DT).flatten()
+    return float(d.mean()), float(d.std() / math.sqrt(d.numel()))
+
+
+def per_entry_risk(model, y, physics, x):
+    return float(((physics.A(model(y, physics)) - physics.A(x)) ** 2).mean())
+
+
+# ----------------------------------------------------------------------------- SURE
+SURE_CASES = {
+    # noise name, noise model, bug scale: size of the error if the constant or the divergence weight were wrong
+    "gaussian": lambda: GaussianNoise(0.1),
+    "poisson": lambda: PoissonNoise(0.02),
+    "poisson_gaussian": lambda: PoissonGaussianNoise(0.02, 0.05),
+}
+
+
+@pytest.mark.parametrize("fname", ["filter", "cnn"])
+@pytest.mark.parametrize("noise", list(SURE_CASES))
+def test_sure_is_unbiased_for_the_mse(noise, fname):
+    physics = Denoising(SURE_CASES[noise]())
+    model = FUNCTIONS[fname]()
+    loss = SURE(noise=noise, tau=1e-3)
+    x = clean_image().expand(200, 1, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    d, const = [], []
+    for _ in range(20):
+        y = physics(x, generator=g)
+        d.append(float(loss(y, physics, model, generator=g)) - per_entry_risk(model, y, physics, x))
+        const.append(float(physics.noise.variance(x).mean()))
+    mean, se = mean_and_se(d)
+    # power: forgetting the constant E||y-x||²/n (>= 0.0025 here) would be caught
+    assert 4 * se < 0.1 * min(const)
+    assert abs(mean) < 4 * se, (mean, se)
+
+
+def test_sure_exact_divergence_mode_is_unbiased_poisson_gaussian():
+    physics = Denoising(PoissonGaussianNoise(0.02, 0.05))
+    model = frozen_cnn()
+    loss = SURE(noise="poisson_gaussian", divergence="exact")
+    x = clean_image(6, 6).expand(100, 1, 6, 6)
+    g = torch.Generator().manual_seed(1)
+    d = []
+    with torch.no_grad():
+        for _ in range(10):
+            y = physics(x, generator=g)
+            d.append(float(loss(y, physics, model, generator=g)) - per_entry_risk(model, y, physics, x))
+    mean, se = mean_and_se(d)
+    assert 4 * se < 0.1 * float(physics.noise.variance(x).mean())
+    assert abs(mean) < 4 * se, (mean, se)
+
+
+def test_sure_margin_estimates_the_interior_risk():
+    physics = Denoising(GaussianNoise(0.1))
+    model = smoothing_filter()
+    m = 2
+    loss = SURE(noise="gaussian", tau=1e-3, margin=m)
+    x = clean_image(10, 10).expand(200, 1, 10, 10)
+    g = torch.Generator().manual_seed(2)
+    d = []
+    for _ in range(20):
+        y = physics(x, generator=g)
+        risk = float(((model(y, physics) - x)[..., m:-m, m:-m] ** 2).mean())
+        d.append(float(loss(y, physics, model, generator=g)) - risk)
+    mean, se = mean_and_se(d)
+    assert 4 * se < 0.1 * 0.1**2
+    assert abs(mean) < 4 * se
+
+
+def test_mc_divergence_matches_exact_divergence():
+    model = frozen_cnn(3)
+    physics = Denoising(GaussianNoise(0.1))
+    y = clean_image(8, 8)
+
+    def fn(v):
+        return model(v, physics)
+
+    _, d1, d2 = exact_diagonal_derivatives(fn, y, second_order=True, create_graph=False)
+    exact1, exact2 = float(d1.sum()), float(d2.sum())
+    g = torch.Generator().manual_seed(4)
+    K = 4000
+    yy = y.expand(K, 1, 8, 8)
+    # first order, Gaussian probe (bias O(tau²) ~ 1e-6: negligible against SE)
+    mean, se = mean_and_se(mc_divergence(fn, yy, 1e-3, g))
+    assert abs(mean - exact1) < 4 * se, (mean, exact1, se)
+    assert 4 * se < 0.2 * abs(exact1)  # the test resolves the divergence itself
+    # skewed probe: first and second order
+    e1, e2 = mc_second_order_derivatives(fn, yy, 1e-3, g)
+    mean1, se1 = mean_and_se(e1)
+    mean2, se2 = mean_and_se(e2)
+    assert abs(mean1 - exact1) < 4 * se1
+    assert abs(mean2 - exact2) < 4 * se2, (mean2, exact2, se2)
+    assert 4 * se2 < abs(exact2)  # a zero second-order estimate would be caught
+
+
+def test_exact_derivatives_match_autograd_jacobian():
+    model = frozen_cnn(5)
+    y = clean_image(5, 5)
+    out, d1, _ = exact_diagonal_derivatives(lambda v: model(v, None), y, create_graph=False)
+    J = torch.autograd.functional.jacobian(lambda v: model.net(v), y).reshape(25, 25)
+    torch.testing.assert_close(d1.flatten(), J.diagonal())
+
+
+def test_sure_gradient_reaches_parameters():
+    physics = Denoising(GaussianNoise(0.1))
+    net = nn.Conv2d(1, 1, 3, padding=1).to(DT)
+    y = physics(clean_image().expand(4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    for mode in ("mc", "exact"):
+        net.zero_grad()
+        SURE(divergence=mode)(y, physics, Backbone(net), generator=torch.Generator().manual_seed(1)).backward()
+        assert net.weight.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- R2R / GR2R
+R2R_CASES = {
+    "gaussian": (lambda: GaussianNoise(0.1), lambda x, a: 0.1**2 / a),
+    "poisson": (lambda: PoissonNoise(0.05), lambda x, a: 0.05 * float(x.mean()) / a),
+    "gamma": (lambda: GammaNoise(20.0), lambda x, a: float((x**2).mean()) / (20.0 * a)),
+}
+
+
+@pytest.mark.parametrize("noise", list(R2R_CASES))
+def test_r2r_pair_is_uncorrelated_and_unbiased(noise):
+    make_noise, _ = R2R_CASES[noise]
+    physics = Denoising(make_noise())
+    loss = R2R(noise=noise, alpha=0.3)
+    x = clean_image().expand(4000, 1, 8, 8)
+    g = torch.Generator().manual_seed(5)
+    y = physics(x, generator=g)
+    y1, y2 = loss.recorrupt(y, physics, g)
+    e1, e2 = (y1 - x).flatten(), (y2 - x).flatten()  # entries are independent draws
+    # covariance ≈ 0: compare with the scale sqrt(var1 var2) (a correlated split of the
+    # tutorial's misprinted Gaussian formula would give |corr| ~ 0.5 at alpha=0.3)
+    cov, se = mean_and_se(e1 * e2)
+    scale = float(e1.std() * e2.std())
+    assert abs(cov) < 4 * se and 4 * se < 0.02 * scale, (cov, se, scale)
+    for e in (e1, e2):  # both halves unbiased for x
+        mean, se = mean_and_se(e)
+        assert abs(mean) < 4 * se and 4 * se < 0.02 * float(x.mean())
+
+
+@pytest.mark.parametrize("fname", ["filter", "cnn"])
+@pytest.mark.parametrize("noise", list(R2R_CASES))
+def test_r2r_is_unbiased_up_to_its_constant(noise, fname):
+    make_noise, constant = R2R_CASES[noise]
+    physics = Denoising(make_noise())
+    alpha = 0.3
+    loss = R2R(noise=noise, alpha=alpha)
+    model = FUNCTIONS[fname]()
+    x = clean_image().expand(200, 1, 8, 8)
+    g = torch.Generator().manual_seed(6)
+    d = []
+    for _ in range(20):
+        y = physics(x, generator=g)
+        state = g.get_state()
+        value = float(loss(y, physics, model, generator=g))
+        g.set_state(state)
+        y1, y2 = loss.recorrupt(y, physics, g)  # the very draws the loss used
+        assert value == pytest.approx(float(((y2 - model(y1, physics)) ** 2).mean()), rel=1e-12)
+        d.append(value - per_entry_risk(model, y1, physics, x) - constant(x, alpha))
+    mean, se = mean_and_se(d)
+    assert 4 * se < 0.1 * constant(x, alpha)
+    assert abs(mean) < 4 * se, (mean, se)
+
+
+def test_r2r_estimator_averages_recorruptions():
+    physics = Denoising(GaussianNoise(0.1))
+    model = smoothing_filter()
+    loss = R2R(noise="gaussian", alpha=0.3, n_test=400)
+    y = physics(clean_image(), generator=torch.Generator().manual_seed(0))
+    est = loss.estimator(model)(y, physics, torch.Generator().manual_seed(1))
+    # linear f and E[y1 | y] = y: the average tends to f(y); per-pixel SE of the mean
+    # of N outputs = std(f(y1) - f(y)) / sqrt(N) with std <= sqrt(a/(1-a)) sigma |w|_2
+    se = math.sqrt(0.3 / 0.7) * 0.1 * math.sqrt(0.4**2 + 8 * (0.6 / 8) ** 2) / math.sqrt(400)
+    assert float((est - model(y, physics)).abs().max()) < 5 * se
+
+
+def test_poisson_r2r_rejects_non_integer_counts():
+    physics = Denoising(PoissonNoise(0.1))
+    with pytest.raises(ValueError, match="integer"):
+        R2R(noise="poisson").recorrupt(torch.full((1, 1, 4, 4), 0.123, dtype=DT), physics)
+
+
+# ----------------------------------------------------------------------------- Noise2Noise
+@pytest.mark.parametrize("fname", ["filter", "cnn"])
+def test_noise2noise_is_unbiased_up_to_sigma2(fname):
+    sigma = 0.1
+    physics = Denoising(GaussianNoise(sigma))
+    model = FUNCTIONS[fname]()
+    loss = Noise2Noise()
+    x = clean_image().expand(200, 1, 8, 8)
+    g = torch.Generator().manual_seed(8)
+    d = []
+    for _ in range(20):
+        y, y2 = physics(x, generator=g), physics(x, generator=g)
+        d.append(float(loss(y, physics, model, y2=y2)) - per_entry_risk(model, y, physics, x) - sigma**2)
+    mean, se = mean_and_se(d)
+    assert 4 * se < 0.1 * sigma**2
+    assert abs(mean) < 4 * se
+
+
+# ----------------------------------------------------------------------------- Noise2Score / Tweedie
+PI, MU, S = torch.tensor([0.3, 0.7], dtype=DT), torch.tensor([-1.0, 1.5], dtype=DT), torch.tensor([0.3, 0.5], dtype=DT)
+
+
+def gmm_score(y: torch.Tensor, extra_var: float) -> torch.Tensor:
+    """Score of ``Σ π_k N(μ_k, s_k² + extra_var)`` (entry-wise), closed form."""
+    var = S**2 + extra_var
+    yk = y[..., None]
+    logw = torch.log(PI) - 0.5 * torch.log(var) - 0.5 * (yk - MU) ** 2 / var
+    w = torch.softmax(logw, dim=-1)
+    return (w * (MU - yk) / var).sum(-1)
+
+
+def gmm_posterior_mean(y: torch.Tensor, sigma: float) -> torch.Tensor:
+    var = S**2 + sigma**2
+    yk = y[..., None]
+    w = torch.softmax(torch.log(PI) - 0.5 * torch.log(var) - 0.5 * (yk - MU) ** 2 / var, dim=-1)
+    return (w * (MU + S**2 / var * (yk - MU))).sum(-1)
+
+
+class ScoreModel(nn.Module):
+    def __init__(self, extra_var: float, scale: float = 1.0):
+        super().__init__()
+        self.extra_var, self.scale = extra_var, scale
+
+    def forward(self, y, physics):
+        return self.scale * gmm_score(y, self.extra_var)
+
+
+def test_tweedie_gives_the_posterior_mean_of_a_gaussian_mixture():
+    sigma = 0.4
+    physics = Denoising(GaussianNoise(sigma))
+    y = torch.linspace(-3, 4, 70, dtype=DT).reshape(1, 1, 7, 10)
+    est = Noise2Score(noise="gaussian").estimator(ScoreModel(sigma**2))(y, physics)
+    torch.testing.assert_close(est, gmm_posterior_mean(y, sigma), rtol=1e-10, atol=1e-10)
+
+
+def test_noise2score_loss_is_minimised_by_the_smoothed_score():
+    sigma, sigma_a = 0.4, 0.2
+    physics = Denoising(GaussianNoise(sigma))
+    loss = Noise2Score(sigma_max=sigma_a, sigma_min=sigma_a)
+    g = torch.Generator().manual_seed(9)
+    d = {0.8: [], 1.25: []}
+    for _ in range(20):
+        comp = torch.multinomial(PI, 4096, replacement=True, generator=g)
+        x = (MU[comp] + S[comp] * torch.randn(4096, generator=g, dtype=DT)).reshape(64, 1, 8, 8)
+        y = physics(x, generator=g)
+        state = g.get_state()
+        best = float(loss(y, physics, ScoreModel(sigma**2 + sigma_a**2), generator=g))
+        for c in d:
+            g.set_state(state)
+            d[c].append(float(loss(y, physics, ScoreModel(sigma**2 + sigma_a**2, c), generator=g)) - best)
+    for c, vals in d.items():
+        mean, se = mean_and_se(vals)
+        assert mean > 4 * se, (c, mean, se)  # the true score is strictly better than a rescaled one
+
+
+def test_noise2score_anneals_and_saves_its_step():
+    loss = Noise2Score(sigma_max=0.1, sigma_min=0.01, anneal_steps=2)
+    physics = Denoising(GaussianNoise(0.1))
+    y = torch.zeros(1, 1, 4, 4)
+    model = ScoreModel(0.02)
+    assert loss.current_sigma() == pytest.approx(0.1)
+    loss(y, physics, model)
+    assert loss.current_sigma() == pytest.approx(math.sqrt(0.1 * 0.01))
+    loss(y, physics, model)
+    assert loss.current_sigma() == pytest.approx(0.01)
+    assert int(loss.state_dict()["step"]) == 2
+
+
+def test_tweedie_gamma_and_poisson_forms():
+    # Gamma: for a point prior x = x0 the score of p_y = Gamma(l, l/x0) is (l-1)/y - l/x0, and
+    # Tweedie must return x0 exactly.
+    ell, x0 = 5.0, 0.7
+    y = torch.linspace(0.1, 2.0, 12, dtype=DT).reshape(1, 1, 3, 4)
+
+    class GammaScore(nn.Module):
+        def forward(self, v, physics):
+            return (ell - 1) / v - ell / x0
+
+    est = Noise2Score(noise="gamma").estimator(GammaScore())(y, Denoising(GammaNoise(ell)))
+    torch.testing.assert_close(est, torch.full_like(y, x0))
+
+    # Poisson: for p_y ∝ exp(-b y) (exponential prior, continuous approximation) the
+    # estimator is (y + γ) exp(-γ b)
+    class ExpScore(nn.Module):
+        def forward(self, v, physics):
+            return torch.full_like(v, -2.0)
+
+    est = Noise2Score(noise="poisson").estimator(ExpScore())(y, Denoising(PoissonNoise(0.1)))
+    torch.testing.assert_close(est, (y + 0.1) * math.exp(-0.2))
+
+
+# ----------------------------------------------------------------------------- splitting (N2V / N2S)
+class Recorder(nn.Module):
+    """A small conv net that records its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1).to(DT)
+        self.inputs = []
+
+    def forward(self, y, physics):
+        self.inputs.append(y)
+        return self.conv(y)
+
+
+@pytest.mark.parametrize("replace", ["neighbour", "random"])
+def test_splitting_never_reads_the_hidden_pixels(replace):
+    physics = Denoising(GaussianNoise(0.1))
+    loss = SplittingLoss(mask_prob=0.3, replace=replace)  # many hidden pixels: neighbours often hidden too
+    y = physics(clean_image(9, 7).expand(6, 1, 9, 7), generator=torch.Generator().manual_seed(0))
+    y = y.clone().requires_grad_(True)
+    model = Recorder()
+    value = loss(y, physics, model, generator=torch.Generator().manual_seed(3))
+    _, mask = loss.split(y, torch.Generator().manual_seed(3))
+    assert mask.sum() > 10
+    # the network input does not depend on y at hidden pixels (gradient exactly 0)
+    (jac_sum,) = torch.autograd.grad(model.inputs[0].sum(), y, retain_graph=True)
+    assert torch.all(jac_sum[mask.expand_as(y) > 0] == 0)
+    # perturbing y at hidden pixels leaves the network input unchanged
+    y_pert = y.detach() + 5.0 * mask
+    y_a_pert, _ = loss.split(y_pert, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(y_a_pert, model.inputs[0].detach())
+    # the loss is the mean over hidden pixels only
+    expected = ((mask * (y - model.conv(model.inputs[0])) ** 2).sum() / mask.sum())
+    torch.testing.assert_close(value, expected)
+    # and the gradient reaches the parameters
+    value.backward()
+    assert model.conv.weight.grad.abs().sum() > 0
+
+
+def test_splitting_test_time_modes():
+    physics = Denoising(GaussianNoise(0.1))
+    y = torch.full((2, 1, 8, 8), 0.37, dtype=DT)
+    identity = Backbone(nn.Identity())
+    # on a constant image every replacement equals the constant: 'average' must return it
+    # exactly, which requires the M = (Σ diag m_b)^-1 normalisation
+    avg = SplittingLoss(mask_prob=0.1, mode="average", n_test=5).estimator(identity)
+    torch.testing.assert_close(avg(y, physics, torch.Generator().manual_seed(0)), y)
+    # on a random image, 'average' with f = identity reproduces, at each pixel hidden at least
+    # once, the mean of its replacement values (never y itself unless a neighbour equals it)
+    yr = torch.rand(1, 1, 8, 8, dtype=DT, generator=torch.Generator().manual_seed(1))
+    loss = SplittingLoss(mask_prob=0.5, mode="average", n_test=3)
+    out = loss.estimator(identity)(yr, physics, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    num, den = 0, 0
+    for _ in range(3):
+        ya, m = loss.split(yr, g)
+        num, den = num + m * ya, den + m
+    torch.testing.assert_close(out, torch.where(den > 0, num / den.clamp_min(1), yr))
+    split = SplittingLoss(mode="split").estimator(identity)(yr, physics, torch.Generator().manual_seed(4))
+    assert (split != yr).any() and split.shape == yr.shape
+    assert SplittingLoss(mode="full").estimator(identity) is identity
+
+
+# ----------------------------------------------------------------------------- Neighbor2Neighbor
+def test_neighbor2neighbor_pairs_are_adjacent_and_gradients_flow():
+    loss = Neighbor2Neighbor(gamma=2.0)
+    H, W = 6, 8
+    coords = torch.arange(H * W, dtype=DT).reshape(1, 1, H, W)
+    pairs = loss.sample_pairs(coords, torch.Generator().manual_seed(0))
+    a, b = loss.subsample(coords, pairs[:, 0]), loss.subsample(coords, pairs[:, 1])
+    ra, ca, rb, cb = a // W, a % W, b // W, b % W
+    assert torch.all((ra - rb).abs() + (ca - cb).abs() == 1)  # edge-adjacent, different pixels
+    assert torch.all(ra // 2 == torch.arange(H // 2, dtype=DT)[:, None])  # one pair per 2x2 cell
+    physics = Denoising(GaussianNoise(0.1))
+    net = nn.Conv2d(1, 1, 3, padding=1).to(DT)
+    y = physics(clean_image(8, 8).expand(2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    loss(y, physics, Backbone(net), generator=torch.Generator().manual_seed(1)).backward()
+    assert net.weight.grad.abs().sum() > 0
+
+
+def test_neighbor2neighbor_rejects_odd_sizes():
+    physics = Denoising(GaussianNoise(0.1))
+    with pytest.raises(LossConfigError, match="even"):
+        Neighbor2Neighbor()(torch.zeros(1, 1, 63, 63), physics, Backbone(nn.Identity()))
+
+
+# ----------------------------------------------------------------------------- UNSURE
+class Scale(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+
+    def forward(self, y, physics):
+        return self.c * y
+
+
+def test_unsure_multiplier_ascends_and_is_checkpointed():
+    physics = Denoising(GaussianNoise(0.1))
+    y = physics(clean_image().expand(4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    loss = UNSURE(step=0.1)
+    loss.train()
+    # f = 0.5 y: divergence = 0.5 per entry (exact for linear f) -> eta += step * 2 * 0.5
+    loss(y, physics, Scale(0.5), generator=torch.Generator().manual_seed(1))
+    assert float(loss.eta) == pytest.approx(0.1, rel=1e-5)
+    loss(y, physics, Scale(-0.5), generator=torch.Generator().manual_seed(1))
+    assert float(loss.eta) == pytest.approx(0.0, abs=1e-6)
+    loss(y, physics, Scale(0.5))
+    loss.eval()
+    before = float(loss.eta)
+    loss(y, physics, Scale(0.5))
+    assert float(loss.eta) == before  # no ascent at evaluation
+    state = loss.state_dict()
+    assert "eta" in state
+    fresh = UNSURE()
+    fresh.load_state_dict(state)
+    assert float(fresh.eta) == before
+
+
+def test_unsure_loss_uses_the_multiplier():
+    physics = Denoising(GaussianNoise(0.1))
+    y = torch.rand(2, 1, 8, 8, dtype=DT, generator=torch.Generator().manual_seed(0))
+    loss = UNSURE(eta_init=0.01).eval()
+    val = loss(y, physics, Scale(0.5), generator=torch.Generator().manual_seed(1))
+    expected = float(((0.5 * y) ** 2).mean()) + 2 * 0.01 * 0.5  # ||y - f||²/n + 2 eta div/n
+    assert float(val) == pytest.approx(expected, rel=1e-6)
+
+
+def test_unsure_colored_multiplier_tracks_its_offset():
+    physics = Denoising(ColoredGaussianNoise(0.1, torch.ones(2, 2)))
+
+    class Shift(nn.Module):  # f_i = y_{i - e}, e = (1, 0): ∂f_i/∂y_{i+d} = 1 iff d = (-1, 0)
+        def forward(self, y, physics):
+            return torch.roll(y, shifts=(1, 0), dims=(-2, -1))
+
+    loss = UNSURE(variant="colored", radius=1, step=1.0).train()
+    y = torch.zeros(200, 1, 8, 8, dtype=DT)
+    loss(y, physics, Shift(), generator=torch.Generator().manual_seed(0))
+    eta = loss.eta
+    # each D_d is a sum of 12800 products ω_{i+d} ω_{i-e}: mean δ_{d,-e} per entry, SE 1/sqrt(12800)
+    # per entry -> eta_d = 2 D_d / n with SE 2/sqrt(12800) ~ 0.018
+    assert eta[0, 1] == pytest.approx(2.0, abs=4 * 2 / math.sqrt(12800))
+    others = torch.cat([eta.flatten()[:1], eta.flatten()[2:]])
+    assert others.abs().max() < 4 * 2 / math.sqrt(12800)
+    assert loss.state_dict()["eta"].shape == (3, 3)
+
+
+def test_unsure_poisson_gaussian_has_two_multipliers():
+    physics = Denoising(PoissonGaussianNoise(0.05, 0.05))
+    y = physics(clean_image().expand(4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    loss = UNSURE(variant="poisson_gaussian", step=0.1).train()
+    loss(y, physics, Scale(0.5), generator=torch.Generator().manual_seed(1))
+    # linear f: D_y = 0.5 Σ y, D = 0.5 n exactly
+    assert loss.eta.shape == (2,)
+    assert float(loss.eta[0]) == pytest.approx(0.1 * 2 * 0.5 * float(y.mean()), rel=1e-5)
+    assert float(loss.eta[1]) == pytest.approx(0.1, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- simple losses
+class Double(LinearPhysics):
+    def A(self, x):
+        return 2 * x
+
+    def A_adjoint(self, y):
+        return 2 * y
+
+    def A_dagger(self, y):
+        return y / 2
+
+
+def test_measurement_consistency_minimiser_is_identity_and_general_A():
+    y = torch.rand(2, 1, 5, 5, dtype=DT)
+    assert float(MeasurementConsistency()(y, Denoising(GaussianNoise(0.1)), Backbone(nn.Identity()))) == 0.0
+
+    class Pinv(nn.Module):
+        def forward(self, y, physics):
+            return physics.A_dagger(y)
+
+    assert float(MeasurementConsistency()(y, Double(), Pinv())) == 0.0
+    val = MeasurementConsistency()(y, Double(), Backbone(nn.Identity()))  # ||y - 2y||² = mean(y²)
+    assert float(val) == pytest.approx(float((y**2).mean()))
+    assert float(AutoencoderLoss()(y, Double(), Backbone(nn.Identity()))) == pytest.approx(float((y**2).mean()))
+
+
+def test_supervised_loss():
+    y, x = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
+    loss = SupervisedLoss()
+    assert loss.needs_ground_truth
+    assert float(loss(y, Denoising(), Backbone(nn.Identity()), x=x)) == pytest.approx(float(((x - y) ** 2).mean()))
+    with pytest.raises(LossConfigError, match="ground truth"):
+        loss(y, Denoising(), Backbone(nn.Identity()))
+
+
+# ----------------------------------------------------------------------------- incompatible pairs
+@pytest.mark.parametrize("loss, physics, match", [
+    (SURE("gaussian"), Denoising(NoNoise()), "no noise level"),
+    (SURE("gaussian"), Denoising(PoissonNoise(0.1)), "poisson"),
+    (SURE("poisson"), Denoising(GaussianNoise(0.1)), "gaussian"),
+    (SURE("poisson_gaussian"), Denoising(PoissonNoise(0.1)), "poisson"),
+    (SURE("gaussian"), Denoising(ColoredGaussianNoise(0.1, torch.ones(2, 2))), "UNSURE"),
+    (R2R("gamma"), Denoising(GaussianNoise(0.1)), "gaussian"),
+    (R2R("gaussian"), Denoising(PoissonGaussianNoise(0.1, 0.1)), "poisson_gaussian"),
+    (Noise2Score("gaussian"), Double(GaussianNoise(0.1)), "A = I"),
+    (Noise2Score("gamma"), Denoising(GaussianNoise(0.1)), "gaussian"),
+    (Neighbor2Neighbor(), Double(GaussianNoise(0.1)), "Denoising"),
+    (BlindSpotLoss(), Double(GaussianNoise(0.1)), "Denoising"),
+    (SplittingLoss(), Denoising(ColoredGaussianNoise(0.1, torch.ones(2, 2))), "independent"),
+])
+def test_incompatible_pairs_raise(loss, physics, match):
+    with pytest.raises(LossConfigError, match=match):
+        loss.check(physics)
+
+
+def test_noise2noise_without_pair_raises():
+    with pytest.raises(LossConfigError, match="y2"):
+        Noise2Noise()(torch.zeros(1, 1, 4, 4), Denoising(GaussianNoise(0.1)), Backbone(nn.Identity()))
+
+
+def test_per_sample_noise_levels():
+    # SURE accepts per-sample sigma (B,): value equals the mean of per-sample SUREs
+    sig = torch.tensor([0.05, 0.2])
+    physics = Denoising(GaussianNoise(sig))
+    y = physics(clean_image().expand(2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    model = smoothing_filter()
+    both = SURE(divergence="exact")(y, physics, model)
+    parts = [SURE(divergence="exact")(y[i:i + 1], Denoising(GaussianNoise(float(sig[i]))), model) for i in range(2)]
+    assert float(both) == pytest.approx(float(sum(parts) / 2), rel=1e-5)

@@ -1,0 +1,230 @@
+"""selfinv.data readers and writers, each on a small file written here."""
+
+import numpy as np
+import pytest
+import torch
+
+from selfinv.data import denormalize, read_image, read_measurements, write_image
+from selfinv.data.readers import SUPPORTED_EXTENSIONS, _lazy
+
+
+def _ints(shape, seed=0, high=256, dtype=np.uint8):
+    return np.random.default_rng(seed).integers(0, high, size=shape).astype(dtype)
+
+
+# -- raster images -----------------------------------------------------------------------
+def test_png_folder_natural_order_and_dtype_scaling(tmp_path):
+    from PIL import Image
+    arrays = {name: _ints((6, 7), seed=i) for i, name in enumerate(["img10.png", "img2.png", "img1.png"])}
+    for name, a in arrays.items():
+        Image.fromarray(a).save(tmp_path / name)
+    data, meta = read_measurements(tmp_path)
+    assert data.shape == (3, 1, 6, 7) and data.dtype == torch.float32
+    assert meta["files"] == ["img1.png", "img2.png", "img10.png"]
+    for k, name in enumerate(meta["files"]):
+        assert torch.equal(data[k, 0], torch.from_numpy(arrays[name].astype(np.float32) / 255))
+    assert meta["normalization"] == {"mode": "dtype", "offset": 0.0, "scale": 255.0}
+    raw = denormalize(data, meta)
+    assert torch.equal(raw.round(), raw) and torch.allclose(raw[2, 0], torch.from_numpy(arrays["img10.png"]).float())
+
+
+def test_rgb_png_and_gray_conversion(tmp_path):
+    from PIL import Image
+    a = _ints((5, 4, 3))
+    Image.fromarray(a).save(tmp_path / "rgb.png")
+    data, _ = read_image(tmp_path / "rgb.png")
+    assert data.shape == (1, 3, 5, 4)
+    assert torch.equal(data[0], torch.from_numpy(a.transpose(2, 0, 1).astype(np.float32) / 255))
+    gray, meta = read_image(tmp_path / "rgb.png", as_gray=True)
+    from skimage.color import rgb2gray
+    assert gray.shape == (1, 1, 5, 4) and meta["converted_to_gray"]
+    assert torch.allclose(gray[0, 0], torch.from_numpy(rgb2gray(a).astype(np.float32)), atol=1e-6)
+
+
+def test_folder_errors(tmp_path):
+    from PIL import Image
+    with pytest.raises(ValueError, match="empty"):
+        read_measurements(tmp_path)
+    Image.fromarray(_ints((6, 7))).save(tmp_path / "a.png")
+    Image.fromarray(_ints((6, 8))).save(tmp_path / "b.png")
+    with pytest.raises(ValueError, match="different sizes"):
+        read_measurements(tmp_path)
+    (tmp_path / "b.png").unlink()
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match=r"unsupported.*\.png.*\.dcm"):
+        read_measurements(tmp_path)
+    with pytest.raises(ValueError, match="supported"):
+        read_image(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError):
+        read_measurements(tmp_path / "missing")
+    assert ".h5" in SUPPORTED_EXTENSIONS and ".mrc" in SUPPORTED_EXTENSIONS
+
+
+def test_png_writer_8_and_16_bit(tmp_path):
+    x = torch.rand(1, 1, 9, 11, generator=torch.Generator().manual_seed(0))
+    for bits in (8, 16):
+        path = write_image(tmp_path / f"x{bits}.png", x, bit_depth=bits)
+        back, meta = read_image(path)
+        assert meta["original_dtype"] == ("uint8" if bits == 8 else "uint16")
+        # quantisation: |error| <= half a level (+ float32 rounding)
+        assert float((back - x).abs().max()) <= 0.5 / (2**bits - 1) + 1e-6
+    write_image(tmp_path / "clip.png", torch.tensor([[-1.0, 0.5, 2.0]]))
+    clip = read_image(tmp_path / "clip.png").data.flatten()
+    assert torch.equal(clip, torch.tensor([0.0, 128 / 255, 1.0], dtype=torch.float32))  # round(0.5*255)=128
+    write_image(tmp_path / "range.png", torch.tensor([[-1.0, 1.0]]), value_range=(-1, 1))
+    assert read_image(tmp_path / "range.png").data.flatten().tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match=".tif"):
+        write_image(tmp_path / "stack.png", torch.rand(2, 1, 4, 4))
+
+
+# -- TIFF, NPY, NPZ -----------------------------------------------------------------------
+def test_multipage_tiff_and_float_writer(tmp_path):
+    import tifffile
+    stack = np.random.default_rng(0).normal(size=(4, 8, 9)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")  # a microscope stack
+    data, meta = read_image(tmp_path / "stack.tif")
+    assert data.shape == (4, 1, 8, 9) and torch.equal(data[:, 0], torch.from_numpy(stack))
+    assert meta["normalization"]["scale"] == 1.0  # float data untouched by "dtype"
+    # our writer keeps float32 exactly, including a (N, C, H, W) stack
+    x = torch.randn(3, 1, 5, 6, generator=torch.Generator().manual_seed(1))
+    back, _ = read_image(write_image(tmp_path / "x.tiff", x))
+    assert torch.equal(back, x)
+    x2 = torch.randn(2, 3, 5, 6, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(read_image(write_image(tmp_path / "x2.tif", x2)).data, x2)
+    assert torch.equal(read_image(write_image(tmp_path / "x3.tif", x2[0])).data, x2[:1])
+    rgb = _ints((5, 6, 3))
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    data, meta = read_image(tmp_path / "rgb.tif")
+    assert data.shape == (1, 3, 5, 6) and "S" in meta["axes"]
+    assert torch.equal(data[0], torch.from_numpy(rgb.transpose(2, 0, 1).astype(np.float32) / 255))
+
+
+def test_npy_layouts_complex_and_writer(tmp_path):
+    a = np.random.default_rng(0).normal(size=(3, 6, 5)).astype(np.float32)
+    np.save(tmp_path / "a.npy", a)
+    assert torch.equal(read_image(tmp_path / "a.npy").data[:, 0], torch.from_numpy(a))
+    c = (a + 1j * a[::-1]).astype(np.complex64)
+    np.save(tmp_path / "c.npy", c)
+    data, _ = read_image(tmp_path / "c.npy")
+    assert data.shape == (3, 2, 6, 5)
+    assert torch.equal(data[:, 0], torch.from_numpy(c.real)) and torch.equal(data[:, 1], torch.from_numpy(c.imag))
+    x = torch.rand(2, 1, 4, 4)
+    back, _ = read_image(write_image(tmp_path / "w.npy", x))
+    assert torch.equal(back, x)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError):  # allow_pickle=False: never unpickles
+        read_image(tmp_path / "obj.npy")
+
+
+def test_npz_key_choice(tmp_path):
+    a, b = np.ones((2, 4, 4), np.float32), np.zeros((4, 4), np.float32)
+    np.savez(tmp_path / "two.npz", meas=a, other=b)
+    with pytest.raises(ValueError, match="key="):
+        read_image(tmp_path / "two.npz")
+    assert read_image(tmp_path / "two.npz", key="meas").data.shape == (2, 1, 4, 4)
+    assert read_image(tmp_path / "two.npz", key="other").data.shape == (1, 1, 4, 4)
+    with pytest.raises(KeyError, match="meas"):
+        read_image(tmp_path / "two.npz", key="nope")
+
+
+def test_normalization_modes_are_invertible(tmp_path):
+    a = np.random.default_rng(3).normal(5.0, 2.0, size=(2, 10, 10)).astype(np.float32)
+    np.save(tmp_path / "a.npy", a)
+    ref = torch.from_numpy(a)[:, None]
+    for mode in ("none", "max", "percentile", "minmax"):
+        data, meta = read_image(tmp_path / "a.npy", normalize=mode)
+        assert torch.allclose(denormalize(data, meta), ref, atol=1e-5)  # float32 rounding of values ~10
+    data, _ = read_image(tmp_path / "a.npy", normalize="minmax")
+    assert float(data.min()) == 0.0 and abs(float(data.max()) - 1.0) < 1e-6
+    data, _ = read_image(tmp_path / "a.npy", normalize="max")
+    assert abs(float(data.abs().max()) - 1.0) < 1e-6
+    with pytest.raises(ValueError, match="normalize"):
+        read_image(tmp_path / "a.npy", normalize="zscore")
+
+
+# -- HDF5 (fastMRI), MRC, DICOM ------------------------------------------------------------
+def test_fastmri_hdf5(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(0)
+    k = (rng.normal(size=(3, 8, 6)) + 1j * rng.normal(size=(3, 8, 6))).astype(np.complex64)
+    rss = np.abs(rng.normal(size=(3, 8, 6))).astype(np.float32)
+    with h5py.File(tmp_path / "file1000.h5", "w") as f:
+        f.create_dataset("kspace", data=k)
+        f.create_dataset("reconstruction_rss", data=rss)
+        f.attrs["acquisition"] = "CORPD_FBK"
+    data, meta = read_image(tmp_path / "file1000.h5")
+    assert data.shape == (3, 2, 8, 6) and meta["key"] == "kspace"
+    assert torch.equal(data[:, 0], torch.from_numpy(k.real)) and torch.equal(data[:, 1], torch.from_numpy(k.imag))
+    assert meta["attrs"]["acquisition"] == "CORPD_FBK"
+    data, _ = read_image(tmp_path / "file1000.h5", key="reconstruction_rss")
+    assert data.shape == (3, 1, 8, 6) and torch.equal(data[:, 0], torch.from_numpy(rss))
+    with h5py.File(tmp_path / "multicoil.h5", "w") as f:
+        f.create_dataset("kspace", data=np.zeros((2, 4, 8, 6), np.complex64))
+    with pytest.raises(ValueError, match="multi-coil"):
+        read_image(tmp_path / "multicoil.h5")
+    # a folder of volumes is concatenated along the slices
+    (tmp_path / "multicoil.h5").unlink()
+    (tmp_path / "sub").mkdir()
+    assert read_measurements(tmp_path).data.shape == (3, 2, 8, 6)
+
+
+def test_mrc_micrograph_stack(tmp_path):
+    mrcfile = pytest.importorskip("mrcfile")
+    stack = np.random.default_rng(0).normal(size=(2, 10, 12)).astype(np.float32)
+    with mrcfile.new(tmp_path / "mic.mrc") as m:
+        m.set_data(stack)
+        m.voxel_size = 1.5
+    data, meta = read_image(tmp_path / "mic.mrc")
+    assert data.shape == (2, 1, 10, 12) and torch.equal(data[:, 0], torch.from_numpy(stack))
+    assert meta["voxel_size_angstrom"][0] == pytest.approx(1.5)
+
+
+def _write_dicom(path, pixels, instance, z, slope=2.0, intercept=-100.0):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.InstanceNumber = instance
+    ds.ImagePositionPatient = [0.0, 0.0, float(z)]
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.PixelSpacing = [0.5, 0.5]
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(str(path), enforce_file_format=True)
+    else:  # pydicom 2.x
+        ds.save_as(str(path), write_like_original=False)
+    return pydicom
+
+
+def test_dicom_series_sorted_and_rescaled(tmp_path):
+    slices = [_ints((6, 5), seed=s, high=4000, dtype=np.uint16) for s in range(3)]
+    # file names in the opposite order of the slice positions: sorting must use the position
+    for s, name in zip(range(3), ["c.dcm", "b.dcm", "a.dcm"]):
+        _write_dicom(tmp_path / name, slices[s], instance=s + 1, z=2.5 * s)
+    data, meta = read_measurements(tmp_path)
+    assert data.shape == (3, 1, 6, 5) and meta["sorted_by"] == "ImagePositionPatient"
+    assert meta["files"] == ["c.dcm", "b.dcm", "a.dcm"] and meta["modality"] == "CT"
+    for s in range(3):  # values are slope * stored + intercept (Hounsfield units), unscaled
+        assert torch.equal(data[s, 0], torch.from_numpy(slices[s].astype(np.float32) * 2 - 100))
+    one, m1 = read_image(tmp_path / "b.dcm")
+    assert torch.equal(one, data[1:2]) and m1["pixel_spacing"] == [0.5, 0.5]
+    # a DICOM file without extension is recognised by its 'DICM' preamble
+    (tmp_path / "b.dcm").rename(tmp_path / "IM0001")
+    assert torch.equal(read_image(tmp_path / "IM0001").data, data[1:2])
+
+
+def test_missing_optional_dependency_message():
+    with pytest.raises(ImportError, match=r"pip install selfinv\[formats\]"):
+        _lazy("selfinv_no_such_module", "test files")
