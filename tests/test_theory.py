@@ -76,3 +76,13 @@ def test_physics_in_dtype_leaves_the_original_untouched():
     physics = Inpainting((1, 8, 8), 0.5, generator=torch.Generator().manual_seed(0))
     copy64 = physics_in_dtype(physics, torch.float64)
     assert copy64.mask.dtype == torch.float64 and physics.mask.dtype == torch.float32
+
+
+def test_scalings_break_the_blur_equivariance():
+    # SEI's point (Scanvic et al. 2024): downscaling moves unseen high frequencies into the seen band.
+    from selfinv.transforms import Scale
+
+    rep = identifiability(Blur(kernel=box_kernel(1)), Scale(), img_size=(1, 9, 9), n_transforms=16,
+                          generator=torch.Generator().manual_seed(0))
+    assert not rep.group_exact and rep.group_size == 16
+    assert rep.rank > rep.rank_without_transform == 49 and rep.equivariant is False

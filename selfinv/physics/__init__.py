@@ -27,3 +27,6 @@ __all__ += [
     "Inpainting", "bernoulli_mask", "MRI", "mri_mask", "to_channels", "to_complex",
     "Blur", "box_kernel", "gaussian_kernel", "Downsampling", "bicubic_kernel", "CompressedSensing",
 ]
+from selfinv.physics.tomography import BeerLambertCT, Tomography  # noqa: E402
+
+__all__ += ["Tomography", "BeerLambertCT"]

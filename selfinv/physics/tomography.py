@@ -61,6 +61,10 @@ WINDOWS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
 
 #: number of cached projection plans (each holds A and A^T as sparse CSR)
 CACHE_SIZE = 8
+#: below this many multiply-adds (nnz x columns) a CPU product runs on one thread:
+#: MKL's threaded sparse product costs milliseconds of synchronisation for tiny
+#: operands (and far more on an oversubscribed machine)
+SINGLE_THREAD_WORK = 500_000
 #: weights below this fraction of a pixel's footprint are dropped from the matrix
 _PRUNE = 1e-12
 
@@ -234,7 +238,7 @@ class _RadonPlan:
         M = xf.shape[0]
         G, S, D = len(self.perms), self.n_base, self.D
         stack = torch.cat([xf if p is None else xf[:, p] for p in self.perms], 0)  # (G M, P)
-        z = self.A @ stack.t().contiguous()  # (S D, G M)
+        z = _spmm(self.A, stack.t().contiguous())  # (S D, G M)
         z = z.reshape(S, D, G, M).permute(2, 0, 3, 1).reshape(G * S, M, D)
         return z.index_select(0, self.rows).permute(1, 0, 2)
 
@@ -244,13 +248,25 @@ class _RadonPlan:
         G, S, D = len(self.perms), self.n_base, self.D
         w = yf.new_zeros(G * S, M, D).index_add_(0, self.rows, yf.permute(1, 0, 2))
         w = w.reshape(G, S, M, D).permute(1, 3, 0, 2).reshape(S * D, G * M)
-        u = (self.AT @ w.contiguous()).reshape(-1, G, M)  # (P, G, M)
+        u = _spmm(self.AT, w.contiguous()).reshape(-1, G, M)  # (P, G, M)
         out = None
         for g, ip in enumerate(self.inv_perms):
             ug = u[:, g].t()  # (M, P)
             ug = ug if ip is None else ug[:, ip]
             out = ug.contiguous() if out is None else out + ug
         return out
+
+
+def _spmm(m: Tensor, dense: Tensor) -> Tensor:
+    """``m @ dense`` (CSR times dense), single-threaded on CPU when the work is small."""
+    threads = torch.get_num_threads()
+    if dense.device.type != "cpu" or threads == 1 or m._nnz() * dense.shape[1] >= SINGLE_THREAD_WORK:
+        return m @ dense
+    torch.set_num_threads(1)
+    try:
+        return m @ dense
+    finally:
+        torch.set_num_threads(threads)
 
 
 _PLANS: "OrderedDict[tuple, _RadonPlan]" = OrderedDict()
