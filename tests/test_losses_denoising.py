@@ -51,20 +51,21 @@ def smoothing_filter() -> nn.Module:
 
 
 class SmoothPlusCNN(nn.Module):
-    """``smooth(y) + cnn(y)``: the random CNN (tanh) makes f non-linear while f stays close to x,
-    which keeps the variance of the paired differences (dominated by ``(y-x)ᵀ(f(y)-x)``) small."""
+    """``smooth(y) + 0.1 c2(tanh(c1(y - 0.6)))``: the random CNN (tanh in its non-linear regime,
+    pre-activations of std ~1) makes f non-linear while f stays close to x, which keeps the
+    variance of the paired differences (dominated by ``(y-x)ᵀ(f(y)-x)``) small."""
 
     def __init__(self, seed: int):
         super().__init__()
         self.smooth = smoothing_filter().net
         g = torch.Generator().manual_seed(seed)
-        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
-        self.c2 = nn.Conv2d(8, 1, 3, padding=1)
-        for p in self.parameters():
-            p.data = torch.randn(p.shape, generator=g) * (1.5 if p.ndim == 4 and p.shape[0] == 8 else 0.1)
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.c2 = nn.Conv2d(8, 1, 3, padding=1, bias=False)
+        self.c1.weight.data = torch.randn(self.c1.weight.shape, generator=g)
+        self.c2.weight.data = 0.1 * torch.randn(self.c2.weight.shape, generator=g)
 
     def forward(self, y):
-        return self.smooth(y) + self.c2(torch.tanh(self.c1(y)))
+        return self.smooth(y) + 0.1 * self.c2(torch.tanh(self.c1(y - 0.6)))
 
 
 def frozen_cnn(seed: int = 0) -> nn.Module:
@@ -85,8 +86,11 @@ FUNCTIONS = {"filter": smoothing_filter, "cnn": frozen_cnn}
 
 
 def clean_image(h: int = 8, w: int = 8, lo: float = 0.2, hi: float = 1.0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(7)
-    return (lo + (hi - lo) * torch.rand(1, 1, h, w, generator=g, dtype=DT))
+    """A smooth test image with values in [lo, hi] (smooth, so the filter is a decent denoiser)."""
+    r = torch.arange(h, dtype=DT)[:, None] / h
+    c = torch.arange(w, dtype=DT)[None, :] / w
+    img = 0.5 + 0.5 * torch.sin(2.0 * math.pi * r + 1.0) * torch.cos(math.pi * c + 0.3)
+    return (lo + (hi - lo) * img).reshape(1, 1, h, w)
 
 
 def mean_and_se(d: torch.Tensor) -> tuple[float, float]:
@@ -126,15 +130,16 @@ def test_sure_is_unbiased_for_the_mse(noise, fname):
     assert abs(mean) < 4 * se, (mean, se)
 
 
-def test_sure_exact_divergence_mode_is_unbiased_poisson_gaussian():
-    physics = Denoising(PoissonGaussianNoise(0.02, 0.05))
+@pytest.mark.parametrize("noise, size, batch, chunks", [("gaussian", 8, 200, 10), ("poisson_gaussian", 4, 100, 10)])
+def test_sure_exact_divergence_mode_is_unbiased(noise, size, batch, chunks):
+    physics = Denoising(SURE_CASES[noise]())
     model = frozen_cnn()
-    loss = SURE(noise="poisson_gaussian", divergence="exact")
-    x = clean_image(6, 6).expand(100, 1, 6, 6)
+    loss = SURE(noise=noise, divergence="exact")  # PG: exact first and second diagonal derivatives
+    x = clean_image(size, size).expand(batch, 1, size, size)
     g = torch.Generator().manual_seed(1)
     d = []
     with torch.no_grad():
-        for _ in range(10):
+        for _ in range(chunks):
             y = physics(x, generator=g)
             d.append(float(loss(y, physics, model, generator=g)) - per_entry_risk(model, y, physics, x))
     mean, se = mean_and_se(d)
@@ -168,7 +173,7 @@ def test_mc_divergence_matches_exact_divergence():
         return model(v, physics)
 
     _, d1, d2 = exact_diagonal_derivatives(fn, y, second_order=True, create_graph=False)
-    exact1, exact2 = float(d1.sum()), float(d2.sum())
+    exact1, exact2 = float(d1.detach().sum()), float(d2.detach().sum())
     g = torch.Generator().manual_seed(4)
     K = 4000
     yy = y.expand(K, 1, 8, 8)
@@ -325,7 +330,8 @@ def test_tweedie_gives_the_posterior_mean_of_a_gaussian_mixture():
     physics = Denoising(GaussianNoise(sigma))
     y = torch.linspace(-3, 4, 70, dtype=DT).reshape(1, 1, 7, 10)
     est = Noise2Score(noise="gaussian").estimator(ScoreModel(sigma**2))(y, physics)
-    torch.testing.assert_close(est, gmm_posterior_mean(y, sigma), rtol=1e-10, atol=1e-10)
+    # sigma is stored in float32 by the noise model: agreement to float32 precision
+    torch.testing.assert_close(est, gmm_posterior_mean(y, float(physics.noise.sigma)), rtol=1e-12, atol=1e-12)
 
 
 def test_noise2score_loss_is_minimised_by_the_smoothed_score():

@@ -120,13 +120,12 @@ def _batched_diag_grad(out: Tensor, inp: Tensor, create_graph: bool) -> Tensor:
     if out.shape != inp.shape:
         raise ValueError(f"diagonal derivatives need output shape == input shape, got "
                          f"{tuple(out.shape)} and {tuple(inp.shape)}")
-    eye = torch.eye(n, dtype=out.dtype, device=out.device)
-    basis = eye[:, None, :].expand(n, out.shape[0], n).reshape((n,) + tuple(out.shape))
-    (jac,) = torch.autograd.grad(out, inp, grad_outputs=basis, create_graph=create_graph,
-                                 retain_graph=True, is_grads_batched=True)
-    # jac[k, b, ...] = ∂ out[b, k] / ∂ inp[b, ...]; keep entry k
-    jac = jac.reshape(n, out.shape[0], n)
-    return torch.diagonal(jac, dim1=0, dim2=2).reshape(out.shape)
+    flat = out.reshape(out.shape[0], n)
+    diag = []
+    for k in range(n):  # one backward per entry (vmapped double-backward is slower on CPU)
+        (g,) = torch.autograd.grad(flat[:, k].sum(), inp, create_graph=create_graph, retain_graph=True)
+        diag.append(g.reshape(out.shape[0], n)[:, k])
+    return torch.stack(diag, dim=1).reshape(out.shape)
 
 
 def exact_diagonal_derivatives(fn: Callable[[Tensor], Tensor], y: Tensor, second_order: bool = False,

@@ -194,19 +194,23 @@ def conjugate_gradient(
     p = r.clone()
     rs = _bdot(r, r)
     bnorm2 = _bdot(b, b).clamp_min(torch.finfo(b.dtype).tiny)
+    tiny = torch.finfo(b.dtype).tiny
     for _ in range(max_iter):
-        if bool(torch.all(rs <= (tol**2) * bnorm2)):
+        # Converged samples are frozen: on a singular normal operator, further
+        # round-off steps would drift them away from the minimum-norm solution.
+        active = rs > (tol**2) * bnorm2
+        if not bool(active.any()):
             break
         mp = apply_op(p)
         denom = _bdot(p, mp)
-        alpha = torch.where(denom.abs() > 0, rs / torch.where(denom == 0, torch.ones_like(denom), denom),
-                            torch.zeros_like(denom))
+        ok = active & (denom.abs() > tiny)
+        alpha = torch.where(ok, rs / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(denom))
         x = x + alpha * p
         r = r - alpha * mp
         rs_new = _bdot(r, r)
-        beta = torch.where(rs > 0, rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
-        p = r + beta * p
-        rs = rs_new
+        beta = torch.where(ok, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs))
+        p = torch.where(ok, r + beta * p, p)
+        rs = torch.where(ok, rs_new, rs)
     return x
 
 

@@ -36,6 +36,22 @@ views need the matrix of 16 base angles applied to 4 permuted copies of the batc
 optionally windowed; Kak & Slaney, *Principles of Computerized Tomographic
 Imaging*, 1988, ch. 3): ``x ~ pi / (n_views s^2) A^T (h * y)``.
 
+Measured accuracy (float64, ``tests/test_tomography.py`` and ``benchmarks/operators.py``):
+
+* ``A`` against the analytic Radon transform of a pixel-averaged disc phantom:
+  0.12 % relative l2 error at 255x255 (60 views; deepinv 0.5: 0.12 %), 0.7 % at
+  64x64, 1.4 % at 32x32 (the pixelised edge, O(1/N)); against
+  ``skimage.transform.radon``: 0.1-0.3 %;
+* FBP (Ram-Lak, 60 views) of ``A x``: 1.8 % at 64x64 and 2.4 % at 32x32 on a
+  smoothed Shepp-Logan phantom (the same with 180 views: the error is the
+  filter / footprint discretisation, not angular undersampling); 6 % on the
+  discontinuous disc phantom at 255x255 (deepinv: 6.2 %). A Hann window doubles
+  the error on clean data and damps noise.
+
+Cost: building the matrix takes about 1 s (single thread) at 256x256 for the 16
+base angles of 60 views (2.4 M non-zeros, about 20 MB for A and A^T in float32);
+later calls reuse it.
+
 ``BeerLambertCT`` is the non-linear transmission model
 ``y ~ Poisson(I0 exp(-mu A x))`` with its log-linearisation.
 """
@@ -59,8 +75,10 @@ __all__ = ["Tomography", "BeerLambertCT", "radon_matrix", "ramp_filter"]
 #: filter windows accepted by ``Tomography.fbp`` (multiplying the ramp's spectrum)
 WINDOWS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
 
-#: number of cached projection plans (each holds A and A^T as sparse CSR)
+#: at most this many cached projection plans (each holds A and A^T as sparse CSR) ...
 CACHE_SIZE = 8
+#: ... holding at most this many non-zeros in total (about 16 bytes each in float32)
+CACHE_MAX_NNZ = 40_000_000
 #: below this many multiply-adds (nnz x columns) a CPU product runs on one thread:
 #: MKL's threaded sparse product costs milliseconds of synchronisation for tiny
 #: operands (and far more on an oversubscribed machine)
@@ -279,7 +297,8 @@ def _get_plan(n: int, angles: Tensor, D: int, s: float, dtype, device, use_symme
     if plan is None:
         plan = _RadonPlan(n, angles, D, s, dtype, device, use_symmetry)
         _PLANS[key] = plan
-        while len(_PLANS) > CACHE_SIZE:
+        while len(_PLANS) > 1 and (len(_PLANS) > CACHE_SIZE
+                                   or sum(p.nnz for p in _PLANS.values()) > CACHE_MAX_NNZ):
             _PLANS.popitem(last=False)
     else:
         _PLANS.move_to_end(key)
@@ -368,9 +387,13 @@ class Tomography(LinearPhysics):
         use_symmetry: reduce the angle set by the symmetries of the pixel grid
             (faster, same matrix up to float rounding).
 
-    Per-sample angle sets cost one matrix build per distinct set (cached,
-    ``CACHE_SIZE`` plans); gradients flow to ``x`` (through ``A`` and ``A^T``),
-    never to the angles.
+    Per-sample angle sets cost one matrix build per distinct set (cached: at most
+    ``CACHE_SIZE`` plans and ``CACHE_MAX_NNZ`` non-zeros). Evenly spaced sets
+    containing 0 degrees are reduced by the grid symmetries; offset or random sets
+    are not, so drawing new angles every step (``angle_sampling='offset'`` or
+    ``'uniform'``) rebuilds the full matrix each time: ~0.1 s per sample at 64x64,
+    seconds at 256x256 -- fine for small training crops, slow for large images.
+    Gradients flow to ``x`` (through ``A`` and ``A^T``), never to the angles.
     """
 
     param_names = ("angles",)
