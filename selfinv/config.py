@@ -96,6 +96,8 @@ class OptimConfig:
 class TrainerConfig:
     max_steps: int = -1
     max_epochs: Optional[int] = 10
+    #: wall-clock budget of the training in minutes (None = no limit)
+    max_time_minutes: Optional[float] = None
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: Any = "auto"
     num_nodes: int = 1
@@ -239,7 +241,7 @@ def validate(cfg: RunConfig) -> None:
            f"trainer.early_stopping_patience must be >= 0, got {t.early_stopping_patience}")
     _check(len(cfg.losses) >= 1, "losses: give at least one loss, e.g. [{name: sure}]")
     try:
-        registry.validate("physics", cfg.physics.name, cfg.physics.args, "physics")
+        registry.validate("physics", cfg.physics.name, physics_args(cfg), "physics")
         registry.validate("noise", cfg.physics.noise.name, cfg.physics.noise.args, "physics.noise")
         registry.validate("backbone", cfg.model.backbone.name, cfg.model.backbone.args, "model.backbone")
         registry.resolve("model", cfg.model.reconstructor.name, "model.reconstructor")
@@ -250,6 +252,22 @@ def validate(cfg: RunConfig) -> None:
     if cfg.select_by == "val/psnr":
         _check(d.path is None or d.dataset is not None,
                "select_by: 'val/psnr' needs ground truth; use a bundled data set or keep 'val/loss'")
+
+
+def physics_args(cfg: RunConfig) -> dict:
+    """``physics.args`` with ``img_size`` filled in from the data (``(C, patch, patch)``) when the
+    operator takes one and the config does not give it."""
+    args = dict(cfg.physics.args)
+    try:
+        cls = registry.resolve("physics", cfg.physics.name, "physics")
+    except registry.RegistryError:
+        return args
+    if "img_size" in registry.accepted_args(cls) and "img_size" not in args:
+        channels = int(cfg.model.backbone.args.get("in_channels", 1))
+        args["img_size"] = (channels, cfg.data.patch_size, cfg.data.patch_size)
+    elif isinstance(args.get("img_size"), list):
+        args["img_size"] = tuple(args["img_size"])
+    return args
 
 
 # -- the parser ------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def clean_image(h: int = 8, w: int = 8, lo: float = 0.2, hi: float = 1.0) -> tor
 
 
 def mean_and_se(d: torch.Tensor) -> tuple[float, float]:
-    d = torch.as_tensor(d, dtype=DT).flatten()
+    d = torch.as_tensor(d, dtype=DT).detach().flatten()
     return float(d.mean()), float(d.std() / math.sqrt(d.numel()))
 
 
@@ -130,7 +130,7 @@ def test_sure_is_unbiased_for_the_mse(noise, fname):
     assert abs(mean) < 4 * se, (mean, se)
 
 
-@pytest.mark.parametrize("noise, size, batch, chunks", [("gaussian", 8, 200, 10), ("poisson_gaussian", 4, 100, 10)])
+@pytest.mark.parametrize("noise, size, batch, chunks", [("gaussian", 8, 200, 10), ("poisson_gaussian", 4, 300, 10)])
 def test_sure_exact_divergence_mode_is_unbiased(noise, size, batch, chunks):
     physics = Denoising(SURE_CASES[noise]())
     model = frozen_cnn()
@@ -143,7 +143,7 @@ def test_sure_exact_divergence_mode_is_unbiased(noise, size, batch, chunks):
             y = physics(x, generator=g)
             d.append(float(loss(y, physics, model, generator=g)) - per_entry_risk(model, y, physics, x))
     mean, se = mean_and_se(d)
-    assert 4 * se < 0.1 * float(physics.noise.variance(x).mean())
+    assert 4 * se < 0.2 * float(physics.noise.variance(x).mean())  # forgetting the constant is caught
     assert abs(mean) < 4 * se, (mean, se)
 
 
@@ -165,12 +165,15 @@ def test_sure_margin_estimates_the_interior_risk():
 
 
 def test_mc_divergence_matches_exact_divergence():
-    model = frozen_cnn(3)
-    physics = Denoising(GaussianNoise(0.1))
+    # a strongly curved CNN (tanh of large pre-activations): sizeable first and second derivatives
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, 1, 3, padding=1)).to(DT)
+    net[0].weight.data *= 4
+    net.requires_grad_(False)
     y = clean_image(8, 8)
 
     def fn(v):
-        return model(v, physics)
+        return net(v)
 
     _, d1, d2 = exact_diagonal_derivatives(fn, y, second_order=True, create_graph=False)
     exact1, exact2 = float(d1.detach().sum()), float(d2.detach().sum())
@@ -187,7 +190,7 @@ def test_mc_divergence_matches_exact_divergence():
     mean2, se2 = mean_and_se(e2)
     assert abs(mean1 - exact1) < 4 * se1
     assert abs(mean2 - exact2) < 4 * se2, (mean2, exact2, se2)
-    assert 4 * se2 < abs(exact2)  # a zero second-order estimate would be caught
+    assert 4 * se2 < 0.2 * abs(exact2)  # a zero or mis-scaled second-order estimate would be caught
 
 
 def test_exact_derivatives_match_autograd_jacobian():
@@ -329,9 +332,9 @@ def test_tweedie_gives_the_posterior_mean_of_a_gaussian_mixture():
     sigma = 0.4
     physics = Denoising(GaussianNoise(sigma))
     y = torch.linspace(-3, 4, 70, dtype=DT).reshape(1, 1, 7, 10)
-    est = Noise2Score(noise="gaussian").estimator(ScoreModel(sigma**2))(y, physics)
-    # sigma is stored in float32 by the noise model: agreement to float32 precision
-    torch.testing.assert_close(est, gmm_posterior_mean(y, float(physics.noise.sigma)), rtol=1e-12, atol=1e-12)
+    s32 = float(physics.noise.sigma)  # the noise model stores sigma in float32
+    est = Noise2Score(noise="gaussian").estimator(ScoreModel(s32**2))(y, physics)
+    torch.testing.assert_close(est, gmm_posterior_mean(y, s32), rtol=1e-12, atol=1e-12)
 
 
 def test_noise2score_loss_is_minimised_by_the_smoothed_score():
@@ -486,17 +489,26 @@ class Scale(nn.Module):
         return self.c * y
 
 
+def probe(y, seed):
+    """The Monte-Carlo direction UNSURE draws with ``Generator().manual_seed(seed)``."""
+    return torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=y.dtype)
+
+
 def test_unsure_multiplier_ascends_and_is_checkpointed():
     physics = Denoising(GaussianNoise(0.1))
-    y = physics(clean_image().expand(4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    y = physics(clean_image().expand(400, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    n = y.numel()
     loss = UNSURE(step=0.1)
     loss.train()
-    # f = 0.5 y: divergence = 0.5 per entry (exact for linear f) -> eta += step * 2 * 0.5
+    # f = 0.5 y: true divergence 0.5 per entry; MC estimate 0.5 mean(ω²) (exact for linear f up to the
+    # probe): eta = step * 2 * 0.5 mean(ω²), E = 0.1, SE = 0.1 sqrt(2/n) (~1% here)
     loss(y, physics, Scale(0.5), generator=torch.Generator().manual_seed(1))
-    assert float(loss.eta) == pytest.approx(0.1, rel=1e-5)
-    loss(y, physics, Scale(-0.5), generator=torch.Generator().manual_seed(1))
+    assert float(loss.eta) == pytest.approx(0.1 * float((probe(y, 1) ** 2).mean()), rel=1e-5)
+    assert float(loss.eta) == pytest.approx(0.1, abs=4 * 0.1 * math.sqrt(2 / n))
+    loss(y, physics, Scale(-0.5), generator=torch.Generator().manual_seed(1))  # negative divergence
     assert float(loss.eta) == pytest.approx(0.0, abs=1e-6)
     loss(y, physics, Scale(0.5))
+    assert float(loss.eta) > 0.05
     loss.eval()
     before = float(loss.eta)
     loss(y, physics, Scale(0.5))
@@ -513,8 +525,19 @@ def test_unsure_loss_uses_the_multiplier():
     y = torch.rand(2, 1, 8, 8, dtype=DT, generator=torch.Generator().manual_seed(0))
     loss = UNSURE(eta_init=0.01).eval()
     val = loss(y, physics, Scale(0.5), generator=torch.Generator().manual_seed(1))
-    expected = float(((0.5 * y) ** 2).mean()) + 2 * 0.01 * 0.5  # ||y - f||²/n + 2 eta div/n
+    div = 0.5 * (probe(y, 1) ** 2).sum()  # (ωᵀ/τ)(f(y+τω) - f(y)) for f = 0.5 y
+    expected = float(((0.5 * y) ** 2).mean() + 2 * 0.01 * div / y.numel())  # ||y - f||²/n + 2 eta div/n
     assert float(val) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["gaussian", "colored", "poisson_gaussian"])
+def test_unsure_gradients_reach_parameters_after_the_ascent_step(variant):
+    physics = Denoising(PoissonGaussianNoise(0.05, 0.05))
+    y = physics(clean_image().expand(2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    net = nn.Conv2d(1, 1, 3, padding=1).to(DT)
+    loss = UNSURE(variant=variant, eta_init=0.1).train()
+    loss(y, physics, Backbone(net), generator=torch.Generator().manual_seed(1)).backward()
+    assert net.weight.grad.abs().sum() > 0
 
 
 def test_unsure_colored_multiplier_tracks_its_offset():
@@ -541,10 +564,12 @@ def test_unsure_poisson_gaussian_has_two_multipliers():
     y = physics(clean_image().expand(4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     loss = UNSURE(variant="poisson_gaussian", step=0.1).train()
     loss(y, physics, Scale(0.5), generator=torch.Generator().manual_seed(1))
-    # linear f: D_y = 0.5 Σ y, D = 0.5 n exactly
+    # linear f: D_y = 0.5 Σ y_i ω_i², D = 0.5 Σ ω_i² (expectations 0.5 Σ y and 0.5 n): both ascend
+    w2 = probe(y, 1) ** 2
     assert loss.eta.shape == (2,)
-    assert float(loss.eta[0]) == pytest.approx(0.1 * 2 * 0.5 * float(y.mean()), rel=1e-5)
-    assert float(loss.eta[1]) == pytest.approx(0.1, rel=1e-5)
+    assert float(loss.eta[0]) == pytest.approx(0.1 * float((y * w2).mean()), rel=1e-5)
+    assert float(loss.eta[1]) == pytest.approx(0.1 * float(w2.mean()), rel=1e-5)
+    assert float(loss.eta[0]) > 0 and float(loss.eta[1]) > 0
 
 
 # ----------------------------------------------------------------------------- simple losses
@@ -615,4 +640,4 @@ def test_per_sample_noise_levels():
     model = smoothing_filter()
     both = SURE(divergence="exact")(y, physics, model)
     parts = [SURE(divergence="exact")(y[i:i + 1], Denoising(GaussianNoise(float(sig[i]))), model) for i in range(2)]
-    assert float(both) == pytest.approx(float(sum(parts) / 2), rel=1e-5)
+    assert float(both.detach()) == pytest.approx(float(sum(parts).detach() / 2), rel=1e-5)

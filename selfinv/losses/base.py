@@ -15,6 +15,7 @@ a buffer, so it is saved with the checkpoint.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Protocol, Sequence
 
 import torch
@@ -79,12 +80,14 @@ class WeightedSum(Loss):
         for l in self.losses:
             l.check(physics)
 
-    def forward(self, y, physics, model, x=None, generator=None):
+    def forward(self, y, physics, model, x=None, generator=None, **extra):
+        """``extra`` (e.g. Noise2Noise's ``y2``) goes to the terms whose ``forward`` accepts it."""
         total = 0.0
         self.last_terms = {}
         shared = SharedEvaluation(model)  # f(y, A) is computed once for all terms
         for name, w, l in zip(self.names, self.weights, self.losses):
-            v = l(y, physics, shared, x=x, generator=generator)
+            kw = {k: v for k, v in extra.items() if _accepts(l, k)}
+            v = l(y, physics, shared, x=x, generator=generator, **kw)
             self.last_terms[name] = v.detach()
             total = total + w * v
         return total
@@ -122,6 +125,12 @@ class SharedEvaluation:
 
     def __getattr__(self, name):
         return getattr(self.model, name)
+
+
+def _accepts(loss: nn.Module, name: str) -> bool:
+    """Whether ``loss.forward`` takes a keyword ``name`` (explicitly or via ``**kwargs``)."""
+    params = inspect.signature(loss.forward).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _snake(name: str) -> str:

@@ -39,7 +39,7 @@ al. 2014) with a single probe ``μ`` per sample, ``E[μ_i μ_j] = δ_ij``:
   derivative identifiable: ``E[μ_i μ_j μ_k] = κ₃ δ_ijk``).
 
 ``divergence="exact"`` computes the diagonal derivatives by autograd instead
-(one vectorised backward per entry: only for small images). Both modes assume
+(one backward pass per entry: only for small images; ``y`` is detached there). Both modes assume
 the model treats batch samples independently (no batch-norm in training mode).
 Works for any ``Physics`` whose ``A`` maps back to the measurement shape
 (invertible / square operators, blur, denoising).
@@ -88,9 +88,9 @@ def skewed_probe(like: Tensor, generator: torch.Generator | None = None) -> Tens
 def mc_divergence(fn: Callable[[Tensor], Tensor], y: Tensor, tau: float,
                   generator: torch.Generator | None = None, weight: Tensor | float = 1.0,
                   fy: Tensor | None = None) -> Tensor:
-    """Per-sample weighted divergence ``Σ_i w_i ∂f_i/∂y_i ≈ (w∘ω)ᵀ (f(y+τω) - f(y)) / τ``, ``ω ~ N(0, I)``.
+    """Per-sample weighted divergence ``Σ_i w_i ∂f_i/∂y_i ≈ (w∘ω)ᵀ (f(y+τω) - f(y)) / τ``.
 
-    Returns a tensor of shape ``(B,)``. Ramani, Blu & Unser (2008).
+    ``ω ~ N(0, I)``; returns a tensor of shape ``(B,)``. Ramani, Blu & Unser (2008).
     """
     omega = rng.randn_like(y, generator)
     fy = fn(y) if fy is None else fy

@@ -90,7 +90,7 @@ class UNSURE(Loss):
         omega = rng.randn_like(y, generator)
         d = self.constraints(y, hy, h(y + self.tau * omega), omega)
         m = y.numel()
-        eta = self.eta.to(dtype=y.dtype)
+        eta = self.eta.detach().clone().to(dtype=y.dtype)  # the ascent below updates the buffer in place
         loss = ((y - hy) ** 2).mean() + 2 * (eta * d).sum() / m
         if self.training:
             with torch.no_grad():

@@ -26,15 +26,15 @@ class BottleneckAutoencoder(nn.Module):
             raise ValueError(f"levels and latent_channels must be >= 1, got {levels}, {latent_channels}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.levels, self.latent_channels = levels, latent_channels
-        enc: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU()]
+        enc: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1), nn.LeakyReLU(0.1)]
         for _ in range(levels):
-            enc += [nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU()]
+            enc += [nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.LeakyReLU(0.1)]
         enc.append(nn.Conv2d(channels, latent_channels, 1))
         self.encoder = nn.Sequential(*enc)
-        dec: list[nn.Module] = [nn.Conv2d(latent_channels, channels, 1), nn.ReLU()]
+        dec: list[nn.Module] = [nn.Conv2d(latent_channels, channels, 1), nn.LeakyReLU(0.1)]
         for _ in range(levels):
             dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1),
-                    nn.ReLU()]
+                    nn.LeakyReLU(0.1)]
         dec.append(nn.Conv2d(channels, out_channels, 3, padding=1))
         self.decoder = nn.Sequential(*dec)
 

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import CSVLogger
 
 from selfinv import registry
-from selfinv.config import RunConfig, to_dict
+from selfinv.config import RunConfig, physics_args, to_dict
 from selfinv.losses.base import WeightedSum
 from selfinv.physics.base import Physics
 from selfinv.training.callbacks import FiguresCallback
@@ -33,7 +33,7 @@ from selfinv.training.module import SelfSupervisedModule
 
 def build_physics(cfg: RunConfig) -> Physics:
     noise = registry.build("noise", cfg.physics.noise.name, cfg.physics.noise.args, where="physics.noise")
-    return registry.build("physics", cfg.physics.name, cfg.physics.args, where="physics", noise=noise)
+    return registry.build("physics", cfg.physics.name, physics_args(cfg), where="physics", noise=noise)
 
 
 def build_model(cfg: RunConfig) -> torch.nn.Module:
@@ -113,10 +113,14 @@ def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[pl.Callback] = (), h
         raise ValueError("select_by='val/psnr' needs ground truth in the validation data; use 'val/loss'")
     mode = "max" if monitor == "val/psnr" else "min"
     ckpt = ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="best-{epoch}-{step}",
-                           monitor=monitor, mode=mode, save_top_k=1, save_last=True,
+                           monitor=monitor, mode=mode, save_top_k=1,
                            every_n_epochs=t.checkpoint_every, save_on_train_epoch_end=False,
                            auto_insert_metric_name=False)
-    callbacks: list[pl.Callback] = [ckpt]
+    # ``last.ckpt`` is rewritten (atomically) at every checkpoint epoch, improved or not
+    last = ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="last", monitor=None,
+                           save_top_k=1, every_n_epochs=t.checkpoint_every, save_on_train_epoch_end=False,
+                           enable_version_counter=False)
+    callbacks: list[pl.Callback] = [ckpt, last]
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=t.early_stopping_patience))
     if t.progress_bar:
@@ -134,6 +138,7 @@ def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[pl.Callback] = (), h
         pass
     return pl.Trainer(
         max_steps=t.max_steps, max_epochs=t.max_epochs if t.max_steps <= 0 else -1,
+        max_time=None if t.max_time_minutes is None else {"seconds": 60.0 * t.max_time_minutes},
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator), deterministic=t.deterministic,
         callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()], default_root_dir=out,
