@@ -264,7 +264,12 @@ def main() -> None:
             notes.append(note)
         if deepinv_info and deepinv_info.get("ct_accuracy"):
             accuracy["deepinv"] = deepinv_info["ct_accuracy"]
+    notes.append("Denoising: selfinv's A and Aᵀ return their input (no copy), so its ratio only "
+                 "measures deepinv's call overhead.")
     notes.append("MRI k-space is simulated from magnitude images (real 2-channel tensors).")
+    notes.append("Timings are medians on a shared 2-core machine; multi-threaded sparse products "
+                 "slow down several-fold when other processes compete for the cores "
+                 "(see the load average above).")
     report = build_report(ours, theirs, notes, accuracy, env, (deepinv_info or {}).get("env"))
     out = write_results(args.out, "operators", {"env": env, "selfinv": ours, "deepinv": theirs,
                                                 "deepinv_env": (deepinv_info or {}).get("env"),

@@ -164,6 +164,11 @@ def identifiability_cmd(cfg: RunConfig, image_size: int = 8, transform: Optional
     from selfinv.theory import identifiability
     from selfinv.training.engine import build_physics
 
+    # the rank conditions are computed on a small image: size the operator for it
+    cfg.data.patch_size = image_size
+    if "img_size" in cfg.physics.args:
+        size = list(cfg.physics.args["img_size"])
+        cfg.physics.args["img_size"] = tuple(size[:-2] + [image_size, image_size])
     physics = build_physics(cfg)
     t = registry.build("transform", transform, {}, where="--transform") if transform else None
     if t is None:  # use the transform of an EI-type loss if the config has one

@@ -124,4 +124,24 @@ def psnr_table(rows: dict[str, tuple[float, float]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["reconstruction_figure", "loss_curves_figure", "read_metrics_csv", "psnr_table", "to_display"]
+__all__ = ["reconstruction_figure", "loss_curves_figure", "read_metrics_csv", "psnr_table", "to_display",
+           "selection_gap"]
+
+
+def selection_gap(metrics_csv: str) -> dict[str, float]:
+    """How much PSNR self-supervised model selection loses against oracle selection.
+
+    Reads the validation rows of a run's ``metrics.csv``: the checkpoint selected by the
+    lowest ``val/loss`` (no ground truth) vs the one with the highest ``val/psnr``.
+    Returns ``{"psnr_selected_by_loss", "psnr_selected_by_psnr", "gap_db", "n_validations"}``.
+    """
+    s = read_metrics_csv(metrics_csv)
+    if "val/psnr" not in s or "val/loss" not in s:
+        raise ValueError(f"{metrics_csv} needs val/loss and val/psnr columns (ground truth known)")
+    loss = dict(s["val/loss"])
+    ps = dict(s["val/psnr"])
+    steps = sorted(set(loss) & set(ps))
+    by_loss = min(steps, key=lambda k: loss[k])
+    by_psnr = max(steps, key=lambda k: ps[k])
+    return {"psnr_selected_by_loss": ps[by_loss], "psnr_selected_by_psnr": ps[by_psnr],
+            "gap_db": ps[by_psnr] - ps[by_loss], "n_validations": float(len(steps))}

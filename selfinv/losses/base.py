@@ -106,21 +106,25 @@ class SharedEvaluation:
     reuse the first output (and its graph) within one step.
 
     Terms of a sum such as MC + EI all need ``x_hat = f(y, A)``; this saves one
-    network evaluation per extra term. Any other input is passed through.
-    Attribute access (``training``, ``parameters``...) goes to the model.
+    network evaluation per extra term. Every evaluation of the step is kept
+    (not only the last one), so a term that evaluates the model on another input
+    in between (MOI's ``f(A' x̂, A')``) does not evict ``f(y, A)`` for the next
+    term. Inputs are matched by identity (the cache holds them, so an id cannot
+    be recycled), in-place version and grad mode; any other input is passed
+    through. Attribute access (``training``, ``parameters``...) goes to the model.
     """
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self._key: tuple | None = None
-        self._out: Tensor | None = None
+        self._cache: list[tuple[Tensor, Physics, int, bool, Tensor]] = []
 
     def __call__(self, y: Tensor, physics: Physics) -> Tensor:
-        key = (id(y), y._version, id(physics), torch.is_grad_enabled())
-        if key == self._key and self._out is not None:
-            return self._out
+        grad = torch.is_grad_enabled()
+        for cy, cphys, version, cgrad, out in self._cache:
+            if cy is y and cphys is physics and version == y._version and cgrad == grad:
+                return out
         out = self.model(y, physics)
-        self._key, self._out = key, out
+        self._cache.append((y, physics, y._version, grad, out))
         return out
 
     def __getattr__(self, name):

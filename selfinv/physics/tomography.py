@@ -31,6 +31,9 @@ Speed: the angle set is reduced by the symmetries of the square pixel grid
 transposing / rotating / flipping the image), so the default 60 evenly spaced
 views need the matrix of 16 base angles applied to 4 permuted copies of the batch
 (one sparse-dense product). Matrices are cached per (size, angles, device, dtype).
+On CPU a projection runs on ``SPARSE_CPU_THREADS`` (default 1) threads: it is a
+chain of millisecond kernels that multi-threading slows down several-fold on a
+shared machine (see the constant's comment).
 
 ``A_dagger`` is filtered back-projection (Ram-Lak ramp filter in its spatial form,
 optionally windowed; Kak & Slaney, *Principles of Computerized Tomographic
@@ -61,6 +64,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -79,9 +83,13 @@ WINDOWS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
 CACHE_SIZE = 8
 #: ... holding at most this many non-zeros in total (about 16 bytes each in float32)
 CACHE_MAX_NNZ = 40_000_000
-#: below this many multiply-adds (nnz x columns) a CPU product runs on one thread:
-#: MKL's threaded sparse product costs milliseconds of synchronisation for tiny
-#: operands (and far more on an oversubscribed machine)
+#: threads of a CPU projection / back-projection (None: torch's setting). One by default: on the
+#: 2-core reference machine two MKL threads are at best ~1.8x faster, but 4-15x
+#: *slower* as soon as another process competes for a core (each product lasts
+#: about a millisecond, shorter than a scheduler time slice, so the thread barrier
+#: waits for the descheduled thread). Raise it on a dedicated many-core machine.
+SPARSE_CPU_THREADS: int | None = 1
+#: below this many multiply-adds (nnz x columns) a CPU product always runs on one thread
 SINGLE_THREAD_WORK = 500_000
 #: weights below this fraction of a pixel's footprint are dropped from the matrix
 _PRUNE = 1e-12
@@ -251,12 +259,16 @@ class _RadonPlan:
     def nnz(self) -> int:
         return int(self.A._nnz())
 
+    def work(self, columns: int) -> int:
+        """Multiply-adds of one sparse product with ``columns`` right-hand sides."""
+        return self.nnz * len(self.perms) * columns
+
     def project(self, xf: Tensor) -> Tensor:
         """``(M, n*n) -> (M, V, D)``."""
         M = xf.shape[0]
         G, S, D = len(self.perms), self.n_base, self.D
         stack = torch.cat([xf if p is None else xf[:, p] for p in self.perms], 0)  # (G M, P)
-        z = _spmm(self.A, stack.t().contiguous())  # (S D, G M)
+        z = self.A @ stack.t().contiguous()  # (S D, G M)
         z = z.reshape(S, D, G, M).permute(2, 0, 3, 1).reshape(G * S, M, D)
         return z.index_select(0, self.rows).permute(1, 0, 2)
 
@@ -266,7 +278,7 @@ class _RadonPlan:
         G, S, D = len(self.perms), self.n_base, self.D
         w = yf.new_zeros(G * S, M, D).index_add_(0, self.rows, yf.permute(1, 0, 2))
         w = w.reshape(G, S, M, D).permute(1, 3, 0, 2).reshape(S * D, G * M)
-        u = _spmm(self.AT, w.contiguous()).reshape(-1, G, M)  # (P, G, M)
+        u = (self.AT @ w.contiguous()).reshape(-1, G, M)  # (P, G, M)
         out = None
         for g, ip in enumerate(self.inv_perms):
             ug = u[:, g].t()  # (M, P)
@@ -275,14 +287,21 @@ class _RadonPlan:
         return out
 
 
-def _spmm(m: Tensor, dense: Tensor) -> Tensor:
-    """``m @ dense`` (CSR times dense), single-threaded on CPU when the work is small."""
+@contextmanager
+def _cpu_threads(t: Tensor, work: int):
+    """Run a projection with at most ``SPARSE_CPU_THREADS`` CPU threads (1 for small ``work``).
+
+    The whole projection (permutations, sparse product, re-indexing) is a chain of
+    sub-millisecond kernels, each of which would otherwise wait at a thread barrier.
+    """
     threads = torch.get_num_threads()
-    if dense.device.type != "cpu" or threads == 1 or m._nnz() * dense.shape[1] >= SINGLE_THREAD_WORK:
-        return m @ dense
-    torch.set_num_threads(1)
+    wanted = 1 if work < SINGLE_THREAD_WORK else min(threads, SPARSE_CPU_THREADS or threads)
+    if t.device.type != "cpu" or wanted == threads:
+        yield
+        return
+    torch.set_num_threads(wanted)
     try:
-        return m @ dense
+        yield
     finally:
         torch.set_num_threads(threads)
 
@@ -309,7 +328,8 @@ class _Project(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xf: Tensor, plan: _RadonPlan) -> Tensor:
         ctx.plan = plan
-        return plan.project(xf)
+        with _cpu_threads(xf, plan.work(xf.shape[0])):
+            return plan.project(xf)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -320,7 +340,8 @@ class _Backproject(torch.autograd.Function):
     @staticmethod
     def forward(ctx, yf: Tensor, plan: _RadonPlan) -> Tensor:
         ctx.plan = plan
-        return plan.backproject(yf)
+        with _cpu_threads(yf, plan.work(yf.shape[0])):
+            return plan.backproject(yf)
 
     @staticmethod
     def backward(ctx, grad: Tensor):

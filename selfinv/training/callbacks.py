@@ -47,3 +47,15 @@ class FiguresCallback(pl.Callback):
                     self.written.append(report.loss_curves_figure(
                         os.path.join(self.out_dir, "loss_curves.png"), csv_path))
                 break
+
+
+class FinalCheckpoint(pl.Callback):
+    """Rewrite ``last.ckpt`` when training ends, so a run stopped by ``max_steps`` or ``max_time``
+    in the middle of an epoch still leaves its final weights (called on every rank)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state, not only the weights

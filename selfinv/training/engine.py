@@ -25,7 +25,7 @@ from selfinv import registry
 from selfinv.config import RunConfig, physics_args, to_dict
 from selfinv.losses.base import WeightedSum
 from selfinv.physics.base import Physics
-from selfinv.training.callbacks import FiguresCallback
+from selfinv.training.callbacks import FiguresCallback, FinalCheckpoint
 from selfinv.training.checkpoint import AtomicCheckpointIO
 from selfinv.training.datamodule import MeasurementDataModule, has_ground_truth, split_measurements
 from selfinv.training.module import SelfSupervisedModule
@@ -120,7 +120,7 @@ def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[pl.Callback] = (), h
     last = ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="last", monitor=None,
                            save_top_k=1, every_n_epochs=t.checkpoint_every, save_on_train_epoch_end=False,
                            enable_version_counter=False)
-    callbacks: list[pl.Callback] = [ckpt, last]
+    callbacks: list[pl.Callback] = [ckpt, last, FinalCheckpoint(os.path.join(out, "checkpoints", "last.ckpt"))]
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=t.early_stopping_patience))
     if t.progress_bar:

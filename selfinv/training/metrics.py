@@ -23,8 +23,9 @@ def _check_pair(x_hat: Tensor, x: Tensor, who: str) -> None:
 def psnr(x_hat: Tensor, x: Tensor, data_range: float = 1.0) -> Tensor:
     """Peak signal-to-noise ratio per image, ``10 log10(R^2 / mean((x_hat - x)^2))`` in dB, shape ``(B,)``."""
     _check_pair(x_hat, x, "psnr")
-    mse = (x_hat.float() - x.float()).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-20))
+    mse = (x_hat.double() - x.double()).pow(2).flatten(1).mean(1)
+    out = 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-20))
+    return out.to(x.dtype if x.is_floating_point() else torch.float32)
 
 
 def _gaussian_window(sigma: float, radius: int, device, dtype) -> Tensor:

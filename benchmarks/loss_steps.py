@@ -1,0 +1,409 @@
+"""Training-step benchmark of every selfinv loss, side by side with DeepInverse.
+
+One full training step (forward, loss, backward, Adam step) per self-supervised
+loss, on the reference workload /work/shared/anchor/bench_losses.py: the same
+UNet(1, 1, scales=3) (2,069,441 parameters) wrapped as
+``BackProjection(init="adjoint")`` (= deepinv's ``ArtifactRemoval(mode="adjoint")``),
+a batch of 8x1x64x64 images ``x ~ U[0, 1)`` (seed 1), σ = 0.1, gain γ = 0.1,
+Adam (lr 1e-3), 2 torch threads; every loss starts from the same initial
+weights; the measurement is simulated once, outside the timed step; median over
+``--steps`` steps after ``--warmup`` untimed ones. The ratio column divides by
+the supervised step *of the same network* (the blind-spot loss needs
+``BlindSpotNet`` and the autoencoder loss ``BottleneckAutoencoder``; each gets
+its own supervised reference row).
+
+Network evaluations per step are given twice: declared by the loss
+(``loss.evaluations_per_step``, evaluations *with* gradient) and counted for real
+by wrapping the reconstructor with ``EvaluationCounter`` (``+k`` = extra
+evaluations without gradient, e.g. Neighbor2Neighbor's regulariser target).
+
+The deepinv side is the anchor script run in its own virtual environment in a
+subprocess right after ours (same machine, same threads, same steps); its rows
+are matched to ours by name (``ANCHOR_NAME``); speed-up = deepinv ms / selfinv ms
+(> 1: selfinv is faster).
+
+Usage:
+    python benchmarks/loss_steps.py [--out DIR] [--steps 20] [--warmup 3]
+        [--only SUBSTRING ...] [--no-deepinv] [--quick]
+        [--deepinv-python /work/.venv-deepinv/bin/python] [--anchor PATH]
+
+Writes DIR/loss_steps.md and DIR/loss_steps.json (DIR defaults to benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import environment, markdown_table, setup, write_results  # noqa: E402
+
+from selfinv import losses as L  # noqa: E402
+from selfinv import physics as P  # noqa: E402
+from selfinv import transforms as T  # noqa: E402
+from selfinv.models import BackProjection, BlindSpotNet, BottleneckAutoencoder, UNet  # noqa: E402
+
+B, C, H = 8, 1, 64
+SIGMA, GAIN = 0.1, 0.1
+GAMMA_SHAPE = 100.0  # Gamma noise y ~ G(ℓ, ℓ/x): relative std 1/sqrt(ℓ) = 0.1, like σ
+LR = 1e-3
+DEFAULT_DEEPINV_PYTHON = "/work/.venv-deepinv/bin/python"
+DEFAULT_ANCHOR = "/work/shared/anchor/bench_losses.py"
+NETWORKS = ("UNet", "BlindSpotNet", "BottleneckAutoencoder")
+
+
+def make_backbone(network: str) -> nn.Module:
+    """The backbone of a case (UNet = 2,069,441 parameters, same as the anchor's)."""
+    if network == "UNet":
+        return UNet(1, 1, scales=3)
+    if network == "BlindSpotNet":
+        return BlindSpotNet(1, 1)
+    if network == "BottleneckAutoencoder":
+        return BottleneckAutoencoder(1, 1)
+    raise ValueError(f"unknown network {network!r}, expected one of {NETWORKS}")
+
+
+class EvaluationCounter(nn.Module):
+    """Wraps a reconstructor ``model(y, physics)`` and counts its calls, with and without gradient."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.with_grad = 0
+        self.without_grad = 0
+
+    def reset(self) -> None:
+        self.with_grad = self.without_grad = 0
+
+    def forward(self, y: Tensor, physics) -> Tensor:
+        if torch.is_grad_enabled():
+            self.with_grad += 1
+        else:
+            self.without_grad += 1
+        return self.model(y, physics)
+
+
+# ---------------------------------------------------------------------------- the workloads
+
+@dataclass
+class Case:
+    """One row: a loss on a physics; ``measure(x, gen)`` returns ``(y, physics, extra loss kwargs)``."""
+
+    name: str
+    network: str
+    make_loss: Callable[[], L.Loss]
+    measure: Callable[[Tensor, torch.Generator], tuple]
+    anchor: str | None = None  # the anchor's row name for the same workload
+    note: str = ""
+    reference: bool = False  # the supervised reference of its network
+    extra: dict = field(default_factory=dict)
+
+
+def _simulate(physics) -> Callable:
+    def measure(x, gen):
+        return physics(x, gen), physics, {}
+    return measure
+
+
+def _simulate_pair(physics) -> Callable:
+    """Noise2Noise: two independent noisy copies of the same x."""
+    def measure(x, gen):
+        return physics(x, gen), physics, {"y2": physics(x, gen)}
+    return measure
+
+
+def _simulate_per_sample(physics) -> Callable:
+    """A batch measured with B different operators (per-sample masks)."""
+    def measure(x, gen):
+        op = physics.resample(x.shape[0], gen, device=x.device)
+        return op(x, gen), op, {}
+    return measure
+
+
+def cases() -> list[Case]:
+    gauss = lambda: P.Denoising(P.GaussianNoise(SIGMA))  # noqa: E731
+    poisson = lambda: P.Denoising(P.PoissonNoise(GAIN))  # noqa: E731
+    pg = lambda: P.Denoising(P.PoissonGaussianNoise(GAIN, SIGMA))  # noqa: E731
+    gamma = lambda: P.Denoising(P.GammaNoise(GAMMA_SHAPE))  # noqa: E731
+
+    def inpaint(noise=None):  # 50 % of the pixels; the construction-time mask is fixed (seed 0)
+        return P.Inpainting((C, H, H), keep_ratio=0.5, noise=noise, generator=torch.Generator().manual_seed(0))
+
+    down = lambda: P.Downsampling((C, H, H), factor=2, filter="bicubic", noise=P.GaussianNoise(SIGMA))  # noqa: E731
+    # the anchor rotates by any angle with nearest-neighbour interpolation (deepinv 0.5.0 default)
+    rotate = lambda: T.Rotate(multiples_of_90=False, interpolation="nearest")  # noqa: E731
+    mc = L.MeasurementConsistency
+    ws = L.WeightedSum
+    sure = L.SURE
+    return [
+        Case("supervised (UNet)", "UNet", L.SupervisedLoss, _simulate(gauss()),
+             "supervised MSE (denoising)", reference=True),
+        Case("MC (denoising)", "UNet", mc, _simulate(gauss())),
+        Case("Noise2Noise", "UNet", L.Noise2Noise, _simulate_pair(gauss())),
+        Case("R2R Gaussian", "UNet", lambda: L.R2R("gaussian", alpha=0.15), _simulate(gauss()), "R2R"),
+        Case("R2R Poisson", "UNet", lambda: L.R2R("poisson", alpha=0.15), _simulate(poisson())),
+        Case("R2R Gamma", "UNet", lambda: L.R2R("gamma", alpha=0.15), _simulate(gamma()),
+             note="ℓ = 100"),
+        Case("SURE Gaussian (MC div.)", "UNet", lambda: sure("gaussian"), _simulate(gauss()), "SURE Gaussian"),
+        Case("SURE Poisson (MC div.)", "UNet", lambda: sure("poisson"), _simulate(poisson()), "SURE Poisson",
+             note="2nd-order term: 3 evaluations"),
+        Case("SURE Poisson-Gaussian (MC div.)", "UNet", lambda: sure("poisson_gaussian"), _simulate(pg()),
+             "SURE Poisson-Gaussian", note="2nd-order term: 3 evaluations"),
+        Case("UNSURE (gaussian)", "UNet", lambda: L.UNSURE("gaussian"), _simulate(gauss()), "UNSURE (Gaussian)"),
+        Case("Noise2Score", "UNet", lambda: L.Noise2Score("gaussian"), _simulate(gauss()),
+             "Noise2Score (ScoreLoss)"),
+        Case("splitting (N2V, 10 % hidden)", "UNet", lambda: L.SplittingLoss(mask_prob=0.1), _simulate(gauss()),
+             "SplittingLoss (N2V-style, denoising)", note="deepinv: split_ratio 0.9"),
+        Case("Neighbor2Neighbor", "UNet", L.Neighbor2Neighbor, _simulate(gauss()), "Neighbor2Neighbor"),
+        Case("MC + EI rotate (inpainting 50 %)", "UNet", lambda: ws([mc(), L.EquivariantImaging(rotate())]),
+             _simulate(inpaint()), "MC + EI Rotate (inpainting)"),
+        Case("MC + EI shift (inpainting 50 %)", "UNet", lambda: ws([mc(), L.EquivariantImaging(T.Shift())]),
+             _simulate(inpaint()), "MC + EI Shift (inpainting)"),
+        Case("MC + MOI (inpainting, per-sample masks)", "UNet", L.MultiOperatorImaging,
+             _simulate_per_sample(inpaint()), "MC + MOI (4 inpainting masks)",
+             note="deepinv: 4 fixed masks; selfinv: a fresh mask per sample"),
+        Case("MC + MOI + EI rotate (per-sample masks)", "UNet",
+             lambda: ws([L.MultiOperatorImaging(), L.EquivariantImaging(rotate())]),
+             _simulate_per_sample(inpaint()), "MC + MOEI Rotate (4 masks)",
+             note="deepinv: MOEILoss (one term), 4 fixed masks"),
+        Case("SSDU (inpainting, per-sample masks)", "UNet", L.SSDUSplitting, _simulate_per_sample(inpaint())),
+        Case("REI (SURE + EI shift, noisy inpainting)", "UNet",
+             lambda: L.RobustEquivariantImaging(sure("gaussian"), T.Shift()),
+             _simulate(inpaint(P.GaussianNoise(SIGMA)))),
+        Case("SEI (SURE + scale EI, x2 bicubic)", "UNet", lambda: L.ScaleEquivariantImaging(sure("gaussian")),
+             _simulate(down()), "SURE + EI Scale (SEI, x2 downsampling)"),
+        Case("supervised (BlindSpotNet)", "BlindSpotNet", L.SupervisedLoss, _simulate(gauss()), reference=True),
+        Case("blind-spot", "BlindSpotNet", L.BlindSpotLoss, _simulate(gauss())),
+        Case("supervised (BottleneckAutoencoder)", "BottleneckAutoencoder", L.SupervisedLoss, _simulate(gauss()),
+             reference=True),
+        Case("autoencoder", "BottleneckAutoencoder", L.AutoencoderLoss, _simulate(gauss())),
+    ]
+
+
+# ---------------------------------------------------------------------------- timing
+
+def run_case(case: Case, init_states: dict, x: Tensor, warmup: int, steps: int) -> dict:
+    """Time ``steps`` training steps after ``warmup``; count the network evaluations of one step."""
+    setup(0)
+    gen = torch.Generator(device=x.device).manual_seed(1)
+    backbone = make_backbone(case.network).to(x.device)
+    backbone.load_state_dict(init_states[case.network])
+    model = EvaluationCounter(BackProjection(backbone, init="adjoint")).train()
+    loss_fn = case.make_loss().to(x.device).train()
+    xin = x.clamp_min(1e-3) if "Gamma" in case.name else x  # Gamma noise needs x > 0
+    y, physics, extra = case.measure(xin, gen)
+    loss_fn.check(physics)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(y, physics, model, x=xin, generator=gen, **extra)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    model.reset()
+    step()  # first warm-up step: count the evaluations
+    counted = (model.with_grad, model.without_grad)
+    for _ in range(max(warmup - 1, 0)):
+        step()
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    times, last = [], float("nan")
+    for _ in range(steps):
+        sync()
+        t0 = time.perf_counter()
+        last = step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {
+        "loss": case.name, "network": case.network, "loss_class": type(loss_fn).__name__,
+        "median_ms": 1e3 * statistics.median(times), "q1_ms": 1e3 * q[0], "q3_ms": 1e3 * q[2],
+        "min_ms": 1e3 * min(times), "steps": len(times), "last_loss": last,
+        "declared_evaluations": int(loss_fn.evaluations_per_step),
+        "counted_evaluations_with_grad": counted[0], "counted_evaluations_without_grad": counted[1],
+        "n_params": sum(p.numel() for p in backbone.parameters()),
+        "anchor": case.anchor, "note": case.note, "reference": case.reference,
+    }
+
+
+def run_deepinv(python: str, anchor: str, names: list[str] | None, steps: int, warmup: int) -> tuple[dict, str]:
+    """Run the anchor script in the deepinv environment; returns (its JSON, error message or '')."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [python, str(Path(anchor).name), "--out", tmp, "--steps", str(steps), "--warmup", str(warmup)]
+        if names is not None:
+            cmd += ["--only", *names]
+        proc = subprocess.run(cmd, cwd=str(Path(anchor).parent), capture_output=True, text=True)
+        out = Path(tmp) / "losses.json"
+        if proc.returncode != 0 or not out.exists():
+            return {}, f"deepinv run failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
+        return json.loads(out.read_text()), ""
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------------------- report
+
+def merge(ours: list[dict], theirs: dict) -> None:
+    """Attach deepinv's median (and ratio to its supervised step) to our rows, by anchor name."""
+    by_name = {r["loss"]: r for r in theirs.get("results", [])}
+    refs = {r["network"]: r["median_ms"] for r in ours if r.get("reference") and "median_ms" in r}
+    for r in ours:
+        if "median_ms" in r:
+            ref = refs.get(r["network"])
+            r["ratio_to_supervised"] = r["median_ms"] / ref if ref else None
+        d = by_name.get(r.get("anchor") or "")
+        if d is None:
+            continue
+        if "error" in d:
+            r["deepinv_error"] = d["error"]
+            continue
+        r["deepinv_ms"] = d["median_ms"]
+        r["deepinv_ratio_to_supervised"] = d.get("ratio_to_supervised")
+        r["deepinv_losses"] = d.get("losses")
+        if "median_ms" in r:
+            r["speedup"] = d["median_ms"] / r["median_ms"]
+
+
+def _evals(r: dict) -> str:
+    counted = str(r["counted_evaluations_with_grad"])
+    if r["counted_evaluations_without_grad"]:
+        counted += f" (+{r['counted_evaluations_without_grad']} no-grad)"
+    return counted
+
+
+def build_report(ours: list[dict], env: dict, deepinv_env: dict | None, notes: list[str], args,
+                 load_before: str, load_after: str) -> str:
+    f1 = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    f2 = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    rows = []
+    for r in ours:
+        if "error" in r:
+            rows.append([r["loss"], r["network"], "FAILED", "-", "-", "-", "-", "-", "-"])
+            continue
+        mismatch = "" if r["declared_evaluations"] == r["counted_evaluations_with_grad"] else " ≠"
+        rows.append([r["loss"], r["network"], f1(r["median_ms"]), f2(r.get("ratio_to_supervised")),
+                     str(r["declared_evaluations"]) + mismatch, _evals(r), f1(r.get("deepinv_ms")),
+                     f2(r.get("deepinv_ratio_to_supervised")),
+                     "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x"])
+    header = ["loss (batch 8x1x64x64)", "network", "step ms", "x supervised", "evals declared",
+              "evals counted", "deepinv ms", "deepinv x sup.", "speed-up"]
+    lines = [
+        "# Training step per loss (selfinv vs deepinv)", "",
+        f"One full step (forward, loss, backward, Adam) on a batch of {B}x{C}x{H}x{H}, σ = {SIGMA}, "
+        f"γ = {GAIN}; median of {args.steps} steps after {args.warmup} warm-up steps; "
+        f"{env.get('torch_threads')} torch threads; CPU {env.get('cpu')}.",
+        "Backbone wrapped by BackProjection(init='adjoint') (deepinv: ArtifactRemoval(mode='adjoint')); "
+        "UNet(1, 1, scales=3) has 2,069,441 parameters in both libraries.",
+        "`x supervised` = step / supervised step of the same network (and the same library); "
+        "`evals declared` = `loss.evaluations_per_step` (with gradient; ≠ marks a mismatch with the count); "
+        "`evals counted` = calls of the reconstructor in one step, counted by a wrapper; "
+        "`speed-up` = deepinv ms / selfinv ms (> 1: selfinv faster).", "",
+        markdown_table(header, rows), "",
+        f"Load average before: `{load_before}`; after: `{load_after}` (2 cores shared with other jobs: "
+        "expect ±10-20 % noise; both sides were run back to back).",
+        f"selfinv side: torch {env.get('torch')}, Python {env.get('python')}.",
+    ]
+    if deepinv_env:
+        lines.append(f"deepinv side: torch {deepinv_env.get('torch')}, deepinv {deepinv_env.get('deepinv')}, "
+                     f"{deepinv_env.get('torch_threads')} threads.")
+    row_notes = [f"- {r['loss']}: {r['note']}" for r in ours if r.get("note")]
+    if row_notes:
+        lines += ["", "Notes on the workloads:", *row_notes]
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per loss (median)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first one is counted)")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="run only the cases whose name contains one of these substrings (case-insensitive); "
+                         "the supervised reference of each network used is always run")
+    ap.add_argument("--no-deepinv", action="store_true", help="time selfinv only")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 2 timed steps, 1 warm-up")
+    ap.add_argument("--deepinv-python", default=DEFAULT_DEEPINV_PYTHON)
+    ap.add_argument("--anchor", default=DEFAULT_ANCHOR, help="the anchor bench_losses.py")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup = 2, 1
+    if args.steps < 1 or args.warmup < 1:
+        ap.error(f"--steps and --warmup must be >= 1, got {args.steps}, {args.warmup}")
+
+    setup(0)
+    load_before = uptime()
+    selected = cases()
+    if args.only:
+        keys = [k.lower() for k in args.only]
+        wanted = [c for c in selected if any(k in c.name.lower() for k in keys)]
+        nets = {c.network for c in wanted}
+        selected = [c for c in selected if c in wanted or (c.reference and c.network in nets)]
+        if not wanted:
+            ap.error(f"--only {args.only} matches no case; names: {[c.name for c in cases()]}")
+    init_states = {}
+    for net in sorted({c.network for c in selected}):
+        torch.manual_seed(0)
+        init_states[net] = {k: v.clone() for k, v in make_backbone(net).state_dict().items()}
+    x = torch.rand(B, C, H, H, generator=torch.Generator().manual_seed(1))
+
+    ours = []
+    for case in selected:
+        try:
+            r = run_case(case, init_states, x, args.warmup, args.steps)
+        except Exception as e:  # record and continue
+            print(f"{case.name}: FAILED {type(e).__name__}: {e}", flush=True)
+            ours.append({"loss": case.name, "network": case.network, "anchor": case.anchor,
+                         "error": f"{type(e).__name__}: {e}"})
+            continue
+        ours.append(r)
+        print(f"{case.name:45s} {r['median_ms']:8.1f} ms  evals {r['declared_evaluations']} / {_evals(r)}",
+              flush=True)
+
+    notes: list[str] = []
+    theirs, deepinv_env = {}, None
+    if not args.no_deepinv:
+        if not Path(args.deepinv_python).exists():
+            notes.append(f"deepinv not run: {args.deepinv_python} does not exist")
+        else:
+            names = sorted({c.anchor for c in selected if c.anchor} | {"supervised MSE (denoising)"})
+            print("running the deepinv anchor ...", flush=True)
+            theirs, err = run_deepinv(args.deepinv_python, args.anchor, names, args.steps, args.warmup)
+            if err:
+                notes.append(err)
+            deepinv_env = theirs.get("env")
+            for d in theirs.get("results", []):
+                if "error" in d:
+                    notes.append(f"deepinv {d['loss']}: {d['error']}")
+    merge(ours, theirs)
+    load_after = uptime()
+    env = environment()
+    report = build_report(ours, env, deepinv_env, notes, args, load_before, load_after)
+    out = write_results(args.out, "loss_steps", {
+        "env": env, "deepinv_env": deepinv_env, "uptime_before": load_before, "uptime_after": load_after,
+        "workload": {"batch": [B, C, H, H], "sigma": SIGMA, "gain": GAIN, "gamma_shape": GAMMA_SHAPE,
+                     "lr": LR, "steps": args.steps, "warmup": args.warmup, "model": "BackProjection(init='adjoint')"},
+        "results": ours, "deepinv_results": theirs.get("results", []), "notes": notes}, report)
+    print("\n" + report)
+    print(f"\nwritten to {out}/loss_steps.md and loss_steps.json")
+
+
+if __name__ == "__main__":
+    main()
