@@ -541,7 +541,8 @@ class Tomography(LinearPhysics):
         self._check_sinogram(y, "Tomography.fbp")
         spec = ramp_filter(self.n_detectors, window or self.window, dtype=y.dtype, device=y.device)
         n_pad = 2 * (spec.numel() - 1)
-        q = torch.fft.irfft(torch.fft.rfft(y, n=n_pad, dim=-1) * spec, n=n_pad, dim=-1)[..., : self.n_detectors]
+        with _cpu_threads(y, y.numel() * int(math.log2(n_pad))):  # small FFTs: see SPARSE_CPU_THREADS
+            q = torch.fft.irfft(torch.fft.rfft(y, n=n_pad, dim=-1) * spec, n=n_pad, dim=-1)[..., : self.n_detectors]
         return self.A_adjoint(q) * (math.pi / (self.n_views * self.pixel_size**2))
 
     def A_dagger(self, y: Tensor) -> Tensor:
