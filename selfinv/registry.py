@@ -25,6 +25,7 @@ _REGISTRY: dict[str, dict[str, str]] = {
         "inpainting": "selfinv.physics.inpainting:Inpainting",
         "mri": "selfinv.physics.mri:MRI",
         "tomography": "selfinv.physics.tomography:Tomography",
+        "beer_lambert_ct": "selfinv.physics.tomography:BeerLambertCT",
         "blur": "selfinv.physics.blur:Blur",
         "downsampling": "selfinv.physics.downsampling:Downsampling",
         "compressed_sensing": "selfinv.physics.compressed_sensing:CompressedSensing",
@@ -44,7 +45,7 @@ _REGISTRY: dict[str, dict[str, str]] = {
         "r2r": "selfinv.losses.r2r:R2R",
         "unsure": "selfinv.losses.unsure:UNSURE",
         "noise2noise": "selfinv.losses.noise2noise:Noise2Noise",
-        "splitting": "selfinv.losses.splitting:Splitting",
+        "splitting": "selfinv.losses.splitting:SplittingLoss",
         "neighbor2neighbor": "selfinv.losses.neighbor2neighbor:Neighbor2Neighbor",
         "noise2score": "selfinv.losses.noise2score:Noise2Score",
         "ssdu": "selfinv.losses.ssdu:SSDUSplitting",
@@ -58,6 +59,8 @@ _REGISTRY: dict[str, dict[str, str]] = {
     "backbone": {
         "unet": "selfinv.models.unet:UNet",
         "dncnn": "selfinv.models.dncnn:DnCNN",
+        "blindspot_net": "selfinv.models.blindspot:BlindSpotNet",
+        "autoencoder": "selfinv.models.autoencoder:BottleneckAutoencoder",
     },
     "model": {
         "back_projection": "selfinv.models.reconstructor:BackProjection",
@@ -79,6 +82,7 @@ _NESTED: dict[str, str] = {
     "backbone": "backbone",
     "prior": "backbone",
     "noise": "noise",
+    "tomography": "physics",
     "fidelity": "loss",
     "sure": "loss",
     "noisy_term": "loss",
