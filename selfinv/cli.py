@@ -9,6 +9,8 @@
     selfinv simulate --config run.yaml --output data.npz [--split train|val|test]
     selfinv identifiability --config run.yaml [--image_size 16]
     selfinv demo [--minutes 4] [--out runs/demo]
+    selfinv finetune --checkpoint CKPT --measurement y.tif --loss sure|unsure|mc+ei|... --output x.tif
+                     [--steps 200 --lr 1e-4 --patch_size 64 --sigma 0.15|auto --physics_args '{acceleration: 8}']
 
 Run options (fit, validate, simulate, identifiability) come from the typed
 ``selfinv.config.RunConfig``; the other commands' options from the typed
@@ -25,7 +27,7 @@ from typing import Literal, Optional, Sequence
 
 from selfinv.config import ConfigError, RunConfig, from_dict, parse_run_config
 
-COMMANDS = ("fit", "validate", "predict", "simulate", "identifiability", "demo")
+COMMANDS = ("fit", "validate", "predict", "simulate", "identifiability", "demo", "finetune")
 
 
 def _pop(argv: list[str], flag: str) -> str | None:
@@ -256,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from selfinv.demo import run_demo
 
             run_demo(**_parse_function(run_demo, rest, "selfinv demo"))
+        elif command == "finetune":
+            from selfinv.finetune import finetune_cmd
+
+            finetune_cmd(**_parse_function(finetune_cmd, rest, "selfinv finetune"))
     except (ConfigError, FileNotFoundError) as e:
         print(f"selfinv {command}: error: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ read with ``yaml.safe_load`` and component names are resolved only through
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import re
@@ -142,6 +143,7 @@ def from_dict(data: dict, where: str = "") -> RunConfig:
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(RunConfig, nested_key=None, as_group=False)
+    data = copy.deepcopy(data)  # jsonargparse annotates nested dicts in place; keep the caller's intact
     try:
         ns = parser.parse_object(data)
         cfg = parser.instantiate_classes(ns)
@@ -249,6 +251,18 @@ def validate(cfg: RunConfig) -> None:
             registry.validate("loss", loss.name, loss.args, f"losses.{i}")
     except registry.RegistryError as e:
         raise ConfigError(str(e)) from None
+    try:
+        from selfinv.training.auto_noise import IMAGE_DOMAIN_PHYSICS, auto_noise_args
+
+        auto = auto_noise_args(cfg.physics.noise.name, cfg.physics.noise.args)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if auto:  # ``sigma: auto`` / ``gain: auto``: estimated from the measurements (training/auto_noise.py)
+        _check(d.path is not None, f"physics.noise.args.{auto[0]}: 'auto' estimates the noise level from "
+               "measurements, so it needs data.path (a measurement file, e.g. from 'selfinv simulate')")
+        _check(cfg.physics.name in IMAGE_DOMAIN_PHYSICS,
+               f"physics.noise.args.{auto[0]}: 'auto' needs image-domain measurements (physics one of "
+               f"{IMAGE_DOMAIN_PHYSICS}), got '{cfg.physics.name}'")
     if cfg.select_by == "val/psnr":
         _check(d.path is None or d.dataset is not None,
                "select_by: 'val/psnr' needs ground truth; use a bundled data set or keep 'val/loss'")

@@ -14,3 +14,12 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def gen():
     """A fresh seeded CPU generator per test."""
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Benchmark smoke tests set the thread count; later tests (bit-exact resume)
+    must not inherit it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

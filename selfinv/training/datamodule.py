@@ -7,6 +7,9 @@ self-supervised validation (no ground truth needed).
 
 The training order is drawn by ``EpochSeededSampler`` from ``(seed, epoch)``
 only, so a run resumed at an epoch boundary replays that epoch's batches exactly.
+Under DDP the sampler shards that order across ranks itself (Lightning's sampler
+replacement is switched off in ``engine.build_trainer``); the validation set is
+evaluated whole on every rank (identical values, averaged by ``sync_dist``).
 """
 
 from __future__ import annotations
@@ -21,21 +24,54 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from selfinv.data.measurements import collate_measurements
 
 
-class EpochSeededSampler(Sampler[int]):
-    """A random permutation drawn from ``(seed, epoch)`` alone (``set_epoch`` is called by Lightning)."""
+def _world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised default process group, ``(0, 1)`` without one."""
+    import torch.distributed as dist
 
-    def __init__(self, n: int, seed: int = 0):
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A random permutation drawn from ``(seed, epoch)`` alone (``set_epoch`` is called by Lightning).
+
+    Distributed (world size ``W > 1``, read from ``torch.distributed`` unless ``rank`` /
+    ``world_size`` are given): every rank draws the **same** permutation, pads it by wrapping
+    around to a multiple of ``W`` (``DistributedSampler`` semantics) and takes every ``W``-th index
+    from position ``rank``. So the ``k``-th batches of size ``b`` of the ``W`` ranks together hold
+    exactly the indices of the ``k``-th batch of size ``W b`` of a single process (when ``n`` is a
+    multiple of ``W``), which makes DDP's averaged gradient the big-batch gradient.
+    """
+
+    def __init__(self, n: int, seed: int = 0, rank: int | None = None, world_size: int | None = None):
         self.n, self.seed, self.epoch = n, seed, 0
+        self._rank, self._world = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _shard(self) -> tuple[int, int]:
+        rank, world = _world()
+        rank = rank if self._rank is None else self._rank
+        world = world if self._world is None else self._world
+        if not 0 <= rank < world:
+            raise ValueError(f"EpochSeededSampler: rank must be in [0, {world}), got {rank}")
+        return rank, world
+
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(self.epoch))
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        order = torch.randperm(self.n, generator=g).tolist()
+        rank, world = self._shard()
+        if world == 1:
+            return iter(order)
+        total = math.ceil(self.n / world) * world
+        order = (order * math.ceil(total / self.n))[:total]
+        return iter(order[rank::world])
 
     def __len__(self) -> int:
-        return self.n
+        _, world = self._shard()
+        return math.ceil(self.n / world)
 
 
 def split_measurements(ds: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:

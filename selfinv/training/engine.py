@@ -145,6 +145,7 @@ def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[pl.Callback] = (), h
         enable_progress_bar=t.progress_bar, log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.val_every, num_sanity_val_steps=0,
         inference_mode=False,  # validation may need autograd (SURE's exact divergence)
+        use_distributed_sampler=False,  # EpochSeededSampler shards across DDP ranks itself
     )
 
 
@@ -162,14 +163,32 @@ def resolve_resume(resume: str | None, cfg: RunConfig) -> str | None:
     return resume
 
 
+def resolve_noise_level(cfg: RunConfig) -> tuple[RunConfig, dict | None]:
+    """Replace ``sigma: auto`` / ``gain: auto`` by estimates from the training measurements
+    (``selfinv.training.auto_noise``); logs the estimate and writes ``noise_estimate.json``."""
+    from selfinv.training.auto_noise import resolve_auto_noise, write_noise_record
+
+    cfg, record = resolve_auto_noise(cfg)
+    if record is not None:
+        from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+        rank_zero_info(f"selfinv: estimated noise level {record['estimated']} from "
+                       f"{record['n_measurements']} training measurements ({record['method']})")
+        rank_zero_only(write_noise_record)(record, cfg.trainer.output_dir)
+    return cfg, record
+
+
 def fit(cfg: RunConfig, resume: str | None = None, extra_callbacks: Sequence[pl.Callback] = ()
         ) -> tuple[pl.Trainer, SelfSupervisedModule]:
     """Train the run described by ``cfg``; returns the trainer and the module (best checkpoint path in
     ``trainer.checkpoint_callback.best_model_path``)."""
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    cfg, noise_record = resolve_noise_level(cfg)
     physics = build_physics(cfg)
     dm = build_datamodule(cfg, physics)
     module = build_module(cfg, physics)
+    if noise_record is not None:
+        module.hparams["noise_estimate"] = noise_record
     trainer = build_trainer(cfg, extra_callbacks, has_truth=dm.has_ground_truth)
     trainer.fit(module, datamodule=dm, ckpt_path=resolve_resume(resume, cfg))
     return trainer, module
@@ -178,6 +197,7 @@ def fit(cfg: RunConfig, resume: str | None = None, extra_callbacks: Sequence[pl.
 def validate(cfg: RunConfig, checkpoint: str | None = None) -> list[dict]:
     """Self-supervised validation loss (and PSNR/SSIM when ground truth exists) of a checkpoint."""
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    cfg, _ = resolve_noise_level(cfg)
     physics = build_physics(cfg)
     dm = build_datamodule(cfg, physics)
     module = build_module(cfg, physics)
@@ -186,4 +206,4 @@ def validate(cfg: RunConfig, checkpoint: str | None = None) -> list[dict]:
 
 
 __all__ = ["build_physics", "build_model", "build_loss", "build_dataset", "build_datamodule", "build_module",
-           "build_trainer", "fit", "validate", "resolve_precision", "has_ground_truth"]
+           "build_trainer", "fit", "validate", "resolve_noise_level", "resolve_precision", "has_ground_truth"]

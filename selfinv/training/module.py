@@ -92,7 +92,9 @@ class SelfSupervisedModule(pl.LightningModule):
         x = batch.get("x") if self.loss.needs_ground_truth else None
         if self.loss.needs_ground_truth and x is None:
             raise ValueError("a supervised loss term needs ground truth 'x' in the batch, but the data has none")
-        return self.loss(y, phys, self.model, x=x, generator=generator)
+        # extra batch entries (e.g. Noise2Noise's second copy ``y2``) go to the terms that accept them
+        extra = {k: v for k, v in batch.items() if k not in ("y", "x", "params")}
+        return self.loss(y, phys, self.model, x=x, generator=generator, **extra)
 
     def forward(self, y: Tensor, physics: Physics | None = None) -> Tensor:
         """The test-time reconstruction ``loss.estimator(model)(y, physics)``."""

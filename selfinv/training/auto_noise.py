@@ -1,0 +1,118 @@
+"""``sigma: auto`` / ``gain: auto``: the noise level estimated from the training measurements.
+
+SURE and R2R need the noise level; users rarely know it. A config may write
+``physics.noise.args: {sigma: auto}`` (Gaussian, Poisson-Gaussian) or ``{gain:
+auto}`` (Poisson, Poisson-Gaussian). Before anything is built, the value is
+estimated from the **training measurements** (``selfinv.physics.noise_estimation``):
+
+* Gaussian: per-measurement robust Haar-MAD estimate (Donoho & Johnstone 1994),
+  median over the measurements;
+* Poisson / Poisson-Gaussian: the variance-vs-mean fit ``var = gain mu + sigma^2``
+  (Foi et al. 2008) over (at most ``max_items``) measurements.
+
+Both estimators read the noise off image-domain measurements, so ``auto`` is only
+accepted for operators whose measurement is an image (denoising, blur,
+downsampling). The estimate is deterministic given the data, hence the same on
+every DDP rank; it is logged, written to ``<output_dir>/noise_estimate.json`` and
+stored in the checkpoint hyper-parameters (the resolved config holds the number).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+
+AUTO = "auto"
+#: operators whose measurements are images (the wavelet estimators apply)
+IMAGE_DOMAIN_PHYSICS = ("denoising", "blur", "downsampling")
+#: noise-model arguments that may be ``auto``
+AUTO_ARGS = {"gaussian": ("sigma",), "poisson": ("gain",), "poisson_gaussian": ("gain", "sigma")}
+
+
+def auto_noise_args(noise_name: str, noise_args: dict[str, Any]) -> list[str]:
+    """Names of the noise arguments set to ``'auto'``; raises if ``auto`` is not supported there."""
+    auto = [k for k, v in noise_args.items() if isinstance(v, str) and v.strip().lower() == AUTO]
+    allowed = AUTO_ARGS.get(noise_name, ())
+    bad = [k for k in auto if k not in allowed]
+    if bad:
+        raise ValueError(f"physics.noise.args.{bad[0]}: 'auto' is supported for {AUTO_ARGS} "
+                         f"(noise model -> arguments), got noise '{noise_name}'")
+    return auto
+
+
+def estimate_noise_args(y: Tensor | list[Tensor], noise_name: str, which: list[str],
+                        max_items: int = 256) -> dict[str, float]:
+    """Estimate the noise arguments ``which`` of ``noise_name`` from measurements ``y``.
+
+    ``y`` is ``(N, C, H, W)`` or a list of ``(C, H, W)`` measurements (sizes may differ).
+    Returns ``{name: value}`` for the names in ``which`` only.
+    """
+    from selfinv.physics.noise_estimation import estimate_gaussian_sigma, estimate_poisson_gaussian
+
+    ys = list(y.unbind(0)) if isinstance(y, Tensor) else list(y)
+    if not ys:
+        raise ValueError("cannot estimate the noise level from an empty set of measurements")
+    ys = ys[:max_items]
+    if any(v.is_complex() or v.ndim != 3 for v in ys):
+        raise ValueError(f"noise estimation expects real (C, H, W) measurements, got {tuple(ys[0].shape)} "
+                         f"{ys[0].dtype}")
+    if noise_name == "gaussian":
+        sig = torch.cat([estimate_gaussian_sigma(v[None].float()) for v in ys])
+        return {"sigma": float(sig.median())}
+    # crops of the smallest common size (all measurements have it when sizes agree)
+    h = min(v.shape[-2] for v in ys) // 2 * 2
+    w = min(v.shape[-1] for v in ys) // 2 * 2
+    batch = torch.stack([v[..., :h, :w] for v in ys]).float()
+    gain, sigma = estimate_poisson_gaussian(batch)
+    found = {"gain": float(gain), "sigma": float(sigma)}
+    return {k: found[k] for k in which}
+
+
+def training_measurements(cfg) -> list[Tensor]:
+    """The training measurements of a run whose data come from a file (``data.path``)."""
+    from selfinv.data.measurements import MeasurementDataset
+    from selfinv.training.datamodule import split_measurements
+
+    ds = MeasurementDataset.load(cfg.data.path)
+    train, _ = split_measurements(ds, cfg.data.val_fraction, cfg.data.seed)
+    return [train[i]["y"] for i in range(len(train))]
+
+
+def resolve_auto_noise(cfg, measurements: list[Tensor] | Tensor | None = None) -> tuple[Any, dict | None]:
+    """Return ``(cfg', record)``: a copy of ``cfg`` with every ``auto`` noise argument replaced by its
+    estimate from the training measurements (or from ``measurements`` when given), and a record
+    ``{"noise": name, "estimated": {...}, "n_measurements": N, "method": ...}`` (None when nothing was
+    ``auto``; then ``cfg`` itself is returned)."""
+    noise = cfg.physics.noise
+    which = auto_noise_args(noise.name, noise.args)
+    if not which:
+        return cfg, None
+    if cfg.physics.name not in IMAGE_DOMAIN_PHYSICS:
+        raise ValueError(f"physics.noise.args: 'auto' needs image-domain measurements (physics one of "
+                         f"{IMAGE_DOMAIN_PHYSICS}), got physics '{cfg.physics.name}'; give the noise level")
+    if measurements is None:
+        if cfg.data.path is None:
+            raise ValueError("physics.noise.args: 'auto' estimates the noise level from measurements, so it needs "
+                             "data.path (a measurement file); bundled data are simulated with a known noise level")
+        measurements = training_measurements(cfg)
+    values = estimate_noise_args(measurements, noise.name, which)
+    out = copy.deepcopy(cfg)
+    out.physics.noise.args = {**noise.args, **values}
+    n = measurements.shape[0] if isinstance(measurements, Tensor) else len(measurements)
+    method = ("Haar-MAD, median over measurements (Donoho & Johnstone 1994)" if noise.name == "gaussian"
+              else "variance-vs-mean fit (Foi et al. 2008)")
+    return out, {"noise": noise.name, "estimated": values, "n_measurements": int(n), "method": method}
+
+
+def write_noise_record(record: dict, output_dir: str) -> str:
+    """Write the estimate to ``<output_dir>/noise_estimate.json`` and return the path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "noise_estimate.json")
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+    return path
