@@ -14,9 +14,7 @@ import textwrap
 
 import torch
 
-from selfinv.config import parse_run_config
 from selfinv.training.checkpoint import load_checkpoint
-from selfinv.training.engine import fit
 
 CONFIG = """
 data: {patch_size: 16, num_patches: 40, batch_size: 4, val_fraction: 0.2, seed: 3}
@@ -63,8 +61,10 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 
     r = _cli("fit", "--config", str(cfg), "--trainer.output_dir", str(killed), "--resume", "last", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    # the uninterrupted reference runs in this process (saves one interpreter start-up)
-    fit(parse_run_config(["--trainer.output_dir", str(ref)], str(cfg)))
+    # the uninterrupted reference runs in a fresh process too: global torch state left behind
+    # by earlier tests in this process (thread count, backend flags) must not enter the comparison
+    r = _cli("fit", "--config", str(cfg), "--trainer.output_dir", str(ref), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
 
     a = load_checkpoint(killed / "checkpoints" / "last.ckpt")
     b = load_checkpoint(ref / "checkpoints" / "last.ckpt")

@@ -39,6 +39,9 @@ class Loss(nn.Module):
     needs_ground_truth: bool = False
     #: network evaluations with gradient per training step (for the benchmarks)
     evaluations_per_step: int = 1
+    #: whether one of those evaluations is ``f(y, A)`` on the loss's own input,
+    #: which ``WeightedSum`` shares between terms (counted once)
+    evaluates_measurement: bool = True
 
     def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
@@ -74,7 +77,12 @@ class WeightedSum(Loss):
 
     @property
     def evaluations_per_step(self) -> int:  # type: ignore[override]
-        return sum(l.evaluations_per_step for l in self.losses)
+        shared = sum(1 for l in self.losses if l.evaluates_measurement)
+        return sum(l.evaluations_per_step for l in self.losses) - max(shared - 1, 0)
+
+    @property
+    def evaluates_measurement(self) -> bool:  # type: ignore[override]
+        return any(l.evaluates_measurement for l in self.losses)
 
     def check(self, physics: Physics) -> None:
         for l in self.losses:

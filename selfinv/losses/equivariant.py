@@ -72,7 +72,14 @@ class EquivariantImaging(Loss):
         x_t = self.transform.apply(x_hat, params)
         if self.stop_gradient:
             x_t = x_t.detach()
-        y_t = physics(x_t, generator) if self.renoise else physics.A(x_t)
+        if self.renoise:
+            z = physics.A(x_t)
+            if getattr(physics.noise, "gain", None) is not None:
+                # photon-counting noise needs a non-negative mean; a network output may dip below 0
+                z = z.clamp_min(0)
+            y_t = physics.noise(z, generator=generator)
+        else:
+            y_t = physics.A(x_t)
         x_tt = model(y_t, physics)
         if x_tt.shape != x_t.shape:
             raise ValueError(f"{type(self).__name__}: the model returned shape {tuple(x_tt.shape)} for the "

@@ -29,6 +29,8 @@ _PAIRS = torch.tensor([(0, 1), (1, 0), (0, 2), (2, 0), (1, 3), (3, 1), (2, 3), (
 class Neighbor2Neighbor(Loss):
     """Random neighbour sub-sampler loss with regulariser weight ``gamma``."""
 
+    evaluates_measurement = False  # never evaluates f(y, A) on the raw measurement
+
     evaluations_per_step = 1  # plus one evaluation without gradient
 
     def __init__(self, gamma: float = 2.0):

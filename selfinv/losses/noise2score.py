@@ -58,6 +58,8 @@ class Noise2Score(Loss):
         anneal_steps: training calls over which ``σ_a`` decays from max to min.
     """
 
+    evaluates_measurement = False  # never evaluates f(y, A) on the raw measurement
+
     def __init__(self, noise: Literal["gaussian", "poisson", "gamma"] = "gaussian", sigma_max: float = 0.1,
                  sigma_min: float = 1e-3, anneal_steps: int = 10_000):
         super().__init__()

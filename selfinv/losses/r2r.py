@@ -40,6 +40,8 @@ class R2R(Loss):
         n_test: number ``N`` of recorruptions averaged by ``estimator``.
     """
 
+    evaluates_measurement = False  # never evaluates f(y, A) on the raw measurement
+
     def __init__(self, noise: Literal["gaussian", "poisson", "gamma"] = "gaussian", alpha: float = 0.15,
                  n_test: int = 8):
         super().__init__()

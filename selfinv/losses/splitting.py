@@ -52,6 +52,8 @@ class SplittingLoss(Loss):
         n_test: number ``N`` of splits averaged in ``"average"`` mode.
     """
 
+    evaluates_measurement = False  # never evaluates f(y, A) on the raw measurement
+
     def __init__(self, mask_prob: float = 0.05, replace: Literal["neighbour", "random"] = "neighbour",
                  mode: Literal["average", "split", "full"] = "full", n_test: int = 16):
         super().__init__()

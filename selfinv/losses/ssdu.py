@@ -70,6 +70,8 @@ class SSDUSplitting(Loss):
         test_seed: seed of the test-time splits (reproducible reconstructions).
     """
 
+    evaluates_measurement = False  # never evaluates f(y, A) on the raw measurement
+
     def __init__(self, split_ratio: float = 0.6, penalize: str = "held-out", noisy_term: Loss | None = None,
                  test_mode: str = "average", n_test_splits: int = 8, test_seed: int = 0):
         super().__init__()
