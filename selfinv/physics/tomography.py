@@ -391,7 +391,9 @@ class Tomography(LinearPhysics):
     """Parallel-beam CT ``y = noise(A x)``, ``A`` the strip-integral Radon transform.
 
     Args:
-        img_size: side ``N`` of the square images (an int, or an ``(N, N)`` pair).
+        img_size: side ``N`` of the square images (an int, an ``(N, N)`` pair, or a
+            ``(C, N, N)`` image shape as the config layer passes it; channels are
+            projected independently).
         n_views: number of evenly spaced angles in [0, 180) (ignored if ``angles`` given).
         angles: angles in degrees, shape ``(n_views,)`` (shared) or ``(B, n_views)``
             (one set per sample).
@@ -425,6 +427,8 @@ class Tomography(LinearPhysics):
                  angle_sampling: str = "fixed", use_symmetry: bool = True):
         super().__init__(noise)
         if isinstance(img_size, (tuple, list, torch.Size)):
+            if len(img_size) == 3:
+                img_size = tuple(img_size)[1:]
             if len(img_size) != 2 or img_size[0] != img_size[1]:
                 raise ValueError(f"Tomography needs square images, got img_size={tuple(img_size)}")
             img_size = img_size[0]
