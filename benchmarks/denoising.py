@@ -96,7 +96,7 @@ class Method:
     lr: float = 1e-3
 
 
-def methods_for(noise: str, steps: int, unsure_step: float = 3e-4, special_lr: float = 3e-3
+def methods_for(noise: str, steps: int, unsure_step: float = 1e-3, special_lr: float = 3e-3
                 ) -> tuple[list[Method], list[str]]:
     """The rows for ``noise`` and the notes on methods that do not apply."""
     n2s_noise = noise  # Noise2Score has a Tweedie estimator for all three
@@ -349,10 +349,10 @@ def diagnostics(results: dict) -> list[str]:
         if u is not None and "final_eta" in u and noise in _ETA_TARGET:
             target = [round(v, 4) for v in _ETA_TARGET[noise](block["noise"]["args"])]
             out.append(f"{noise}: UNSURE's multiplier(s) after {results['steps']} steps: "
-                       f"{[round(v, 4) for v in u['final_eta']]} (saddle-point value {target}). η starts at 0, so "
-                       f"most of the budget is spent near the naive MC loss (identity) before η reaches the noise "
-                       f"level, and a larger ascent step makes η overshoot (see --unsure-step). The min–max needs a "
-                       f"longer budget than the other losses.")
+                       f"{[round(v, 4) for v in u['final_eta']]} (the noise level SURE would use: {target}). η starts at 0 and "
+                       f"is learnt by ascent (step --unsure-step) with the augmented-Lagrangian penalty ρ = 0.05 "
+                       f"damping the min–max; the saddle point lies above σ² (UNSURE smooths slightly more than "
+                       f"SURE: error ≈ MMSE + MMSE²/σ²).")
         for key, lim in EXPECTED_GAP.items():
             r = rows.get(key)
             if r is not None and rows.get("supervised") is not None:
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps per row (default 300; quick 20)")
     ap.add_argument("--patch", type=int, default=None, help="training patch size (default 32)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 16; quick 8)")
-    ap.add_argument("--unsure-step", type=float, default=3e-4, help="UNSURE's ascent step on the multiplier")
+    ap.add_argument("--unsure-step", type=float, default=1e-3, help="UNSURE's ascent step on the multiplier")
     ap.add_argument("--special-lr", type=float, default=3e-3,
                     help="learning rate of the BlindSpotNet / BottleneckAutoencoder rows (UNet rows: 1e-3)")
     ap.add_argument("--max-minutes", type=float, default=None,
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
             block["verdicts"] = verdicts(block["rows"], block["noisy"]["psnr"])
         md = markdown(results, results["steps"], results["batch"], results["patch"], results["n_patches"],
                       results["crop"], results["threads"], results["quick"], results.get("special_lr", 3e-3),
-                      results.get("unsure_step", 3e-4))
+                      results.get("unsure_step", 1e-3))
         out = write_results(args.out, "denoising", results, md)
         print(md)
         print(f"rewrote {out / 'denoising.md'} from {args.from_json}")

@@ -520,13 +520,16 @@ def test_unsure_multiplier_ascends_and_is_checkpointed():
     assert float(fresh.eta) == before
 
 
-def test_unsure_loss_uses_the_multiplier():
+@pytest.mark.parametrize("penalty", [0.0, 0.05])
+def test_unsure_loss_uses_the_multiplier(penalty):
     physics = Denoising(GaussianNoise(0.1))
     y = torch.rand(2, 1, 8, 8, dtype=DT, generator=torch.Generator().manual_seed(0))
-    loss = UNSURE(eta_init=0.01).eval()
+    loss = UNSURE(eta_init=0.01, penalty=penalty).eval()
     val = loss(y, physics, Scale(0.5), generator=torch.Generator().manual_seed(1))
     div = 0.5 * (probe(y, 1) ** 2).sum()  # (ωᵀ/τ)(f(y+τω) - f(y)) for f = 0.5 y
-    expected = float(((0.5 * y) ** 2).mean() + 2 * 0.01 * div / y.numel())  # ||y - f||²/n + 2 eta div/n
+    n = y.numel()
+    # ||y - f||²/n + 2 eta div/n + (rho/2) (div/n)²  (augmented Lagrangian)
+    expected = float(((0.5 * y) ** 2).mean() + 2 * 0.01 * div / n + 0.5 * penalty * (div / n) ** 2)
     assert float(val) == pytest.approx(expected, rel=1e-6)
 
 
