@@ -26,7 +26,7 @@ def config(tmp_path):
     return p
 
 
-def test_fit_then_predict_round_trip_with_tiling(tmp_path, config):
+def test_fit_then_predict_round_trip_with_tiling(tmp_path, config, capsys):
     out = tmp_path / "run"
     assert main(["fit", "--config", str(config), "--trainer.output_dir", str(out)]) == 0
     for f in ("checkpoints/last.ckpt", "reconstruction.png", "loss_curves.png", "logs/metrics.csv"):
@@ -34,6 +34,12 @@ def test_fit_then_predict_round_trip_with_tiling(tmp_path, config):
     ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 6
     assert ckpt["hyper_parameters"]["config"]["losses"][0]["name"] == "sure"
+
+    # validate the saved checkpoint on the held-out measurements: the self-supervised loss is reported
+    capsys.readouterr()
+    assert main(["validate", "--config", str(config), "--trainer.output_dir", str(out),
+                 "--checkpoint", str(out / "checkpoints" / "last.ckpt")]) == 0
+    assert "val/loss" in capsys.readouterr().out
 
     # an image larger than the tile (40 x 52 with tile 16): tiled = whole-image prediction up to blending
     img = np.random.default_rng(0).random((40, 52)).astype(np.float32)
