@@ -23,6 +23,8 @@ sensitivities, no phase); say so in reports. Masks follow the fastMRI challenge
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -35,12 +37,14 @@ PATTERNS = ("random", "equispaced")
 
 
 def to_complex(t: Tensor) -> Tensor:
-    """``(B, 2, H, W)`` real/imag channels -> complex ``(B, 1, H, W)``."""
+    """``(B, 2, H, W)`` real/imag channels -> complex ``(B, 1, H, W)`` (one copy)."""
     if t.is_complex():
         return t
     if t.ndim != 4 or t.shape[1] != 2:
         raise ValueError(f"to_complex expects a real (B, 2, H, W) tensor, got shape {tuple(t.shape)}")
-    return torch.complex(t[:, :1].contiguous(), t[:, 1:].contiguous())
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    return torch.view_as_complex(t.permute(0, 2, 3, 1).contiguous()).unsqueeze(1)
 
 
 def to_channels(z: Tensor) -> Tensor:
@@ -51,21 +55,40 @@ def to_channels(z: Tensor) -> Tensor:
         z = z[:, None]
     if z.ndim != 4 or z.shape[1] != 1:
         raise ValueError(f"to_channels expects a complex (B, 1, H, W) or (B, H, W) tensor, got {tuple(z.shape)}")
-    return torch.cat([z.real, z.imag], dim=1)
+    return torch.view_as_real(z[:, 0]).permute(0, 3, 1, 2)
+
+
+@functools.lru_cache(maxsize=16)
+def _checkerboard(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(-1)^(i + j)`` on an ``h x w`` grid."""
+    i = torch.arange(h, device=device).reshape(-1, 1)
+    j = torch.arange(w, device=device).reshape(1, -1)
+    return (1 - 2 * ((i + j) % 2)).to(dtype)
+
+
+def _centred(transform, z: Tensor) -> Tensor:
+    """``fftshift(transform(ifftshift(z)))`` over the last two dims.
+
+    For even sizes the shifts are modulations: with ``s = (-1)^(i+j)`` and
+    ``c = (-1)^((H+W)/2)``, ``fftshift(F(ifftshift(z))) = c · s ⊙ F(s ⊙ z)`` (a shift by
+    N/2 in one domain multiplies the other by ``(-1)^k``), which saves two copies.
+    """
+    h, w = z.shape[-2:]
+    if h % 2 or w % 2:
+        return torch.fft.fftshift(transform(torch.fft.ifftshift(z, dim=(-2, -1))), dim=(-2, -1))
+    s = _checkerboard(h, w, z.device, z.real.dtype)
+    out = transform(z * s)
+    return out * (s if ((h + w) // 2) % 2 == 0 else -s)
 
 
 def centered_fft2(x: Tensor) -> Tensor:
     """Unitary centred 2-D DFT of a real ``(B, 2, H, W)`` image, returned in the same layout."""
-    z = to_complex(x)
-    k = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(z, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
-    return to_channels(k)
+    return to_channels(_centred(lambda z: torch.fft.fft2(z, norm="ortho"), to_complex(x)))
 
 
 def centered_ifft2(k: Tensor) -> Tensor:
     """Inverse (= adjoint) of ``centered_fft2``."""
-    z = to_complex(k)
-    x = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(z, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
-    return to_channels(x)
+    return to_channels(_centred(lambda z: torch.fft.ifft2(z, norm="ortho"), to_complex(k)))
 
 
 def mri_mask(
