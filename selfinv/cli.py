@@ -20,6 +20,8 @@ anything runs; errors name the field and the allowed values.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import sys
 from pathlib import Path
@@ -188,11 +190,34 @@ def identifiability_cmd(cfg: RunConfig, image_size: int = 8, transform: Optional
     return text
 
 
-def _parse_function(fn, argv: Sequence[str], prog: str) -> dict:
+def _function_parser(fn, prog: str):
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(prog=prog, description=(fn.__doc__ or "").split("\n")[0], exit_on_error=False)
     parser.add_function_arguments(fn, as_group=False, skip={"cfg"})
+    return parser
+
+
+def _command_help(command: str) -> str:
+    """Help of one command: generated from the typed signature it is parsed from."""
+    if command in ("predict", "demo", "finetune"):
+        if command == "demo":
+            from selfinv.demo import run_demo as fn
+        elif command == "finetune":
+            from selfinv.finetune import finetune_cmd as fn
+        else:
+            fn = predict
+        return _function_parser(fn, f"selfinv {command}").format_help()
+    from selfinv.config import RunConfig
+
+    sections = ", ".join(f.name for f in dataclasses.fields(RunConfig))
+    return (f"selfinv {command} --config run.yaml [--SECTION.FIELD VALUE ...]\n\n"
+            f"Run options come from the typed selfinv.config.RunConfig (sections: {sections}); any field\n"
+            f"can be overridden, e.g. --trainer.max_steps 100 --losses.0.name r2r. See configs/ for examples.\n")
+
+
+def _parse_function(fn, argv: Sequence[str], prog: str) -> dict:
+    parser = _function_parser(fn, prog)
     try:
         ns = parser.parse_args(list(argv))
     except Exception as e:  # noqa: BLE001
@@ -222,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"selfinv: unknown command '{command}'; expected one of {list(COMMANDS)}", file=sys.stderr)
         return 2
     if "-h" in rest or "--help" in rest:
-        print(__doc__)
+        print(_command_help(command))
         return 0
     try:
         if command == "fit":
