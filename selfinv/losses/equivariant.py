@@ -74,10 +74,13 @@ class EquivariantImaging(Loss):
             x_t = x_t.detach()
         if self.renoise:
             z = physics.A(x_t)
+            mean = z
             if getattr(physics.noise, "gain", None) is not None:
                 # photon-counting noise needs a non-negative mean; a network output may dip below 0
-                z = z.clamp_min(0)
-            y_t = physics.noise(z, generator=generator)
+                mean = z.clamp_min(0)
+            # The noise enters as a detached perturbation of the mean (E[y_t] = A T x̂): sampling
+            # Poisson counts has no gradient, which would otherwise cut the path through A T x̂.
+            y_t = z + (physics.noise(mean.detach(), generator=generator) - mean.detach())
         else:
             y_t = physics.A(x_t)
         x_tt = model(y_t, physics)
