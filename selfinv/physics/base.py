@@ -171,6 +171,15 @@ class LinearPhysics(Physics):
         return float(lam.abs().sqrt())
 
 
+def binary_mask(mask: Tensor, who: str) -> Tensor:
+    """``mask`` as a floating tensor, checked to hold only 0 and 1 (``who`` names the operator)."""
+    if not mask.is_floating_point():
+        mask = mask.float()
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"{who} mask must contain only 0 and 1")
+    return mask
+
+
 def _bdot(a: Tensor, b: Tensor) -> Tensor:
     """Per-sample inner products, shape (B, 1, ..., 1)."""
     return (a * b).flatten(1).sum(1).reshape((-1,) + (1,) * (a.ndim - 1))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from selfinv.physics.base import LinearPhysics
+from selfinv.physics.base import LinearPhysics, binary_mask
 from selfinv.physics.noise import NoiseModel
 from selfinv.utils import rng
 
@@ -102,11 +102,7 @@ class Inpainting(LinearPhysics):
             raise ValueError(
                 f"Inpainting mask must have shape (B or 1, {C} or 1, {H}, {W}), got {tuple(mask.shape)}"
             )
-        if not mask.is_floating_point():
-            mask = mask.float()
-        if not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError("Inpainting mask must contain only 0 and 1")
-        return mask
+        return binary_mask(mask, "Inpainting")
 
     def sample_params(self, batch_size: int, generator: torch.Generator | None = None,
                       device: torch.device | str | None = None) -> dict[str, Tensor]:

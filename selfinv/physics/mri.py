@@ -28,7 +28,7 @@ import functools
 import torch
 from torch import Tensor
 
-from selfinv.physics.base import LinearPhysics
+from selfinv.physics.base import LinearPhysics, binary_mask
 from selfinv.physics.noise import NoiseModel
 from selfinv.utils import rng
 
@@ -211,11 +211,7 @@ class MRI(LinearPhysics):
             raise ValueError(
                 f"MRI mask must have shape (B or 1, 1, 1, {W}) or (B or 1, 1, {H}, {W}), got {tuple(mask.shape)}"
             )
-        if not mask.is_floating_point():
-            mask = mask.float()
-        if not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError("MRI mask must contain only 0 and 1")
-        return mask
+        return binary_mask(mask, "MRI")
 
     def sample_params(self, batch_size: int, generator: torch.Generator | None = None,
                       device: torch.device | str | None = None) -> dict[str, Tensor]:
