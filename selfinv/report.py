@@ -54,8 +54,13 @@ def reconstruction_figure(path: str, y: Tensor, x_dagger: Tensor, x_hat: Tensor,
         for j, (title, img) in enumerate(panels):
             ax = axes[i, j]
             shown = to_display(img)
+            # images share the [0, 1] display range; a measurement too when it is an image
+            # (denoising, inpainting, blur); sinograms are auto-scaled, k-space as log-magnitude
+            fixed = j > 0 or (img.shape == x_dagger[i].shape and img.shape[0] != 2)
+            if j == 0 and img.shape[0] == 2:
+                shown = np.log1p(shown / max(float(shown.max()), 1e-12) * 1e3)
             if shown.ndim == 2:
-                ax.imshow(shown, cmap="gray", vmin=0 if j else None, vmax=1 if j else None)
+                ax.imshow(shown, cmap="gray", vmin=0 if fixed else None, vmax=1 if fixed else None)
             else:
                 ax.imshow(shown)
             if x is not None and title in ("A† y", "reconstruction") and img.shape == x[i].shape:
