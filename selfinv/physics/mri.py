@@ -66,29 +66,43 @@ def _checkerboard(h: int, w: int, device: torch.device, dtype: torch.dtype) -> T
     return (1 - 2 * ((i + j) % 2)).to(dtype)
 
 
-def _centred(transform, z: Tensor) -> Tensor:
-    """``fftshift(transform(ifftshift(z)))`` over the last two dims.
+def _centred(transform, z: Tensor, in_weight: Tensor | None = None, out_weight: Tensor | None = None) -> Tensor:
+    """``out_weight ⊙ fftshift(transform(ifftshift(in_weight ⊙ z)))`` over the last two dims.
 
     For even sizes the shifts are modulations: with ``s = (-1)^(i+j)`` and
     ``c = (-1)^((H+W)/2)``, ``fftshift(F(ifftshift(z))) = c · s ⊙ F(s ⊙ z)`` (a shift by
-    N/2 in one domain multiplies the other by ``(-1)^k``), which saves two copies.
+    N/2 in one domain multiplies the other by ``(-1)^k``), so the shifts and the
+    (mask) weights cost one multiplication on each side and no copies.
     """
     h, w = z.shape[-2:]
     if h % 2 or w % 2:
-        return torch.fft.fftshift(transform(torch.fft.ifftshift(z, dim=(-2, -1))), dim=(-2, -1))
+        z = z if in_weight is None else z * in_weight
+        out = torch.fft.fftshift(transform(torch.fft.ifftshift(z, dim=(-2, -1))), dim=(-2, -1))
+        return out if out_weight is None else out * out_weight
     s = _checkerboard(h, w, z.device, z.real.dtype)
-    out = transform(z * s)
-    return out * (s if ((h + w) // 2) % 2 == 0 else -s)
+    s_in = s if in_weight is None else s * in_weight
+    s_out = s if ((h + w) // 2) % 2 == 0 else -s
+    if out_weight is not None:
+        s_out = s_out * out_weight
+    return transform(z * s_in) * s_out
+
+
+def _fft2(z: Tensor) -> Tensor:
+    return torch.fft.fft2(z, norm="ortho")
+
+
+def _ifft2(z: Tensor) -> Tensor:
+    return torch.fft.ifft2(z, norm="ortho")
 
 
 def centered_fft2(x: Tensor) -> Tensor:
     """Unitary centred 2-D DFT of a real ``(B, 2, H, W)`` image, returned in the same layout."""
-    return to_channels(_centred(lambda z: torch.fft.fft2(z, norm="ortho"), to_complex(x)))
+    return to_channels(_centred(_fft2, to_complex(x)))
 
 
 def centered_ifft2(k: Tensor) -> Tensor:
     """Inverse (= adjoint) of ``centered_fft2``."""
-    return to_channels(_centred(lambda z: torch.fft.ifft2(z, norm="ortho"), to_complex(k)))
+    return to_channels(_centred(_ifft2, to_complex(k)))
 
 
 def mri_mask(
@@ -251,16 +265,16 @@ class MRI(LinearPhysics):
 
     def A(self, x: Tensor) -> Tensor:
         x, m = self._prepare(x, "MRI.A")
-        return centered_fft2(x) * m
+        return to_channels(_centred(_fft2, to_complex(x), out_weight=m.to(x.dtype)))
 
     def A_adjoint(self, y: Tensor) -> Tensor:
         y, m = self._prepare(y, "MRI.A_adjoint")
-        return centered_ifft2(y * m)
+        return to_channels(_centred(_ifft2, to_complex(y), in_weight=m.to(y.dtype)))
 
     def A_dagger(self, y: Tensor) -> Tensor:
         """Zero-filled inverse FFT ``Fᴴ M y`` — the exact pseudo-inverse."""
         y, m = self._prepare(y, "MRI.A_dagger")
-        return centered_ifft2(y * m)
+        return to_channels(_centred(_ifft2, to_complex(y), in_weight=m.to(y.dtype)))
 
     def extra_repr(self) -> str:
         kind = "user mask" if self._fixed_user_mask else (
