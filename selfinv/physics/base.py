@@ -103,6 +103,17 @@ class Physics(nn.Module):
             raise TypeError(f"parameter '{name}' must be a tensor, got {type(value).__name__}")
         self.register_buffer(name, value, persistent=False)
 
+    def _param_for(self, name: str, t: Tensor, who: str) -> Tensor:
+        """Per-sample parameter ``name`` on ``t``'s device and dtype, checked to have a
+        leading dimension of 1 or ``t``'s batch size."""
+        p = getattr(self, name)
+        if p.shape[0] not in (1, t.shape[0]):
+            raise ValueError(
+                f"{who}: the {name} has {p.shape[0]} samples but the batch has {t.shape[0]}; "
+                f"expected a {name} of leading dimension {t.shape[0]} or 1"
+            )
+        return p.to(device=t.device, dtype=t.dtype)
+
     def _shallow_copy(self) -> "Physics":
         new = copy.copy(self)
         new._buffers = dict(self._buffers)

@@ -101,13 +101,7 @@ class CompressedSensing(LinearPhysics):
 
     # -- the maps ------------------------------------------------------------------
     def _matrix_for(self, t: Tensor, who: str) -> Tensor:
-        G = self.matrix
-        if G.shape[0] not in (1, t.shape[0]):
-            raise ValueError(
-                f"{who}: {G.shape[0]} matrices for a batch of {t.shape[0]}; "
-                f"expected a matrix of leading dimension {t.shape[0]} or 1"
-            )
-        return G.to(device=t.device, dtype=t.dtype)
+        return self._param_for("matrix", t, who)
 
     def A(self, x: Tensor) -> Tensor:
         self._check_image(x, "CompressedSensing.A", channels=self.img_size[0], size=self.img_size[1:])

@@ -125,13 +125,7 @@ class Inpainting(LinearPhysics):
 
     def _mask_for(self, x: Tensor, who: str) -> Tensor:
         self._check_image(x, who, channels=self.img_size[0], size=self.img_size[1:])
-        m = self.mask
-        if m.shape[0] not in (1, x.shape[0]):
-            raise ValueError(
-                f"{who}: the mask has {m.shape[0]} samples but the batch has {x.shape[0]}; "
-                f"expected a mask of leading dimension {x.shape[0]} or 1"
-            )
-        return m.to(device=x.device, dtype=x.dtype)
+        return self._param_for("mask", x, who)
 
     def A(self, x: Tensor) -> Tensor:
         return x * self._mask_for(x, "Inpainting.A")

@@ -255,13 +255,7 @@ class MRI(LinearPhysics):
         if isinstance(t, Tensor) and t.is_complex():
             t = to_channels(t)
         self._check_image(t, who, channels=2, size=self.img_size)
-        m = self.mask
-        if m.shape[0] not in (1, t.shape[0]):
-            raise ValueError(
-                f"{who}: the mask has {m.shape[0]} samples but the batch has {t.shape[0]}; "
-                f"expected a mask of leading dimension {t.shape[0]} or 1"
-            )
-        return t, m.to(device=t.device, dtype=t.dtype)
+        return t, self._param_for("mask", t, who)
 
     def A(self, x: Tensor) -> Tensor:
         x, m = self._prepare(x, "MRI.A")
