@@ -14,13 +14,11 @@
 
 Run options (fit, validate, simulate, identifiability) come from the typed
 ``selfinv.config.RunConfig``; the other commands' options from the typed
-signatures of the functions below (jsonargparse). Configs are validated before
+signatures of the functions below (``selfinv.options``). Configs are validated before
 anything runs; errors name the field and the allowed values.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import os
 import sys
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 from selfinv.config import ConfigError, RunConfig, from_dict, parse_run_config
+from selfinv.options import parse_function_args
 
 COMMANDS = ("fit", "validate", "predict", "simulate", "identifiability", "demo", "finetune")
 
@@ -190,41 +189,27 @@ def identifiability_cmd(cfg: RunConfig, image_size: int = 8, transform: Optional
     return text
 
 
-def _function_parser(fn, prog: str):
-    from jsonargparse import ArgumentParser
+def _command_function(command: str):
+    if command == "demo":
+        from selfinv.demo import run_demo
 
-    parser = ArgumentParser(prog=prog, description=(fn.__doc__ or "").split("\n")[0], exit_on_error=False)
-    parser.add_function_arguments(fn, as_group=False, skip={"cfg"})
-    return parser
+        return run_demo
+    if command == "finetune":
+        from selfinv.finetune import finetune_cmd
+
+        return finetune_cmd
+    return predict
 
 
 def _command_help(command: str) -> str:
-    """Help of one command: generated from the typed signature it is parsed from."""
+    """Help of one command: generated from the typed signature (or ``RunConfig``) it is parsed from."""
+    from selfinv import options
+
     if command in ("predict", "demo", "finetune"):
-        if command == "demo":
-            from selfinv.demo import run_demo as fn
-        elif command == "finetune":
-            from selfinv.finetune import finetune_cmd as fn
-        else:
-            fn = predict
-        return _function_parser(fn, f"selfinv {command}").format_help()
-    from selfinv.config import RunConfig
+        return options.function_help(_command_function(command), f"selfinv {command}")
+    from selfinv.config import help_text
 
-    sections = ", ".join(f.name for f in dataclasses.fields(RunConfig))
-    return (f"selfinv {command} --config run.yaml [--SECTION.FIELD VALUE ...]\n\n"
-            f"Run options come from the typed selfinv.config.RunConfig (sections: {sections}); any field\n"
-            f"can be overridden, e.g. --trainer.max_steps 100 --losses.0.name r2r. See configs/ for examples.\n")
-
-
-def _parse_function(fn, argv: Sequence[str], prog: str) -> dict:
-    parser = _function_parser(fn, prog)
-    try:
-        ns = parser.parse_args(list(argv))
-    except Exception as e:  # noqa: BLE001
-        from selfinv.config import explain
-
-        raise ConfigError(explain(str(e))) from None
-    return ns.as_dict()
+    return help_text(command)
 
 
 def _split_known(argv: list[str], names: Sequence[str]) -> dict[str, str]:
@@ -267,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(validate(cfg, ckpt))
         elif command == "predict":
-            predict(**_parse_function(predict, rest, "selfinv predict"))
+            predict(**parse_function_args(predict, rest))
         elif command == "simulate":
             extra = _split_known(rest, ("output", "split"))
             if "output" not in extra:
@@ -282,16 +267,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif command == "demo":
             from selfinv.demo import run_demo
 
-            run_demo(**_parse_function(run_demo, rest, "selfinv demo"))
+            run_demo(**parse_function_args(run_demo, rest))
         elif command == "finetune":
             from selfinv.finetune import finetune_cmd
 
-            finetune_cmd(**_parse_function(finetune_cmd, rest, "selfinv finetune"))
+            finetune_cmd(**parse_function_args(finetune_cmd, rest))
     except (ConfigError, FileNotFoundError) as e:
         print(f"selfinv {command}: error: {e}", file=sys.stderr)
         return 2
     return 0
 
 
-if __name__ == "__main__":
+def run_as_script() -> None:
+    """``python -m selfinv[.cli]``: drop the working directory from the import path first, so a module
+    lying there (``tifffile.py``, ``payload.py``...) can never be imported in place of a real one."""
+    cwd = os.path.realpath(os.getcwd())
+    sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != cwd]
     raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    run_as_script()

@@ -2,7 +2,7 @@
 
 One ``RunConfig`` describes one experiment::
 
-    data:     where the measurements come from (bundled images + simulation, or a file)
+    data:     where the measurements come from (bundled images + simulation, or the user's files)
     physics:  {name, args, noise: {name, args}}       registered operator + noise model
     model:    {backbone: {name, args}, reconstructor: {name, args}}
     losses:   [{name, args, weight}, ...]             registered losses, weighted sum
@@ -10,28 +10,29 @@ One ``RunConfig`` describes one experiment::
     trainer:  steps/epochs, device, precision, checkpoints, early stopping, output dir
     select_by: 'val/loss' (self-supervised, default) or 'val/psnr' (needs ground truth)
 
-The command line is generated from these dataclasses by jsonargparse; every field
-can be overridden (``--trainer.max_steps 10``, ``--losses.0.name sure``). YAML is
-read with ``yaml.safe_load`` and component names are resolved only through
-``selfinv.registry`` — a config cannot import or execute anything else.
+The command line is generated from these dataclasses (``selfinv.options``); every
+field can be overridden (``--trainer.max_steps 10``, ``--losses.0.name sure``).
+Configs are plain data: YAML is read by ``selfinv.safe_yaml`` (no Python tags,
+no duplicated keys, bounded aliases), values are converted to the declared types
+and component names are resolved only through ``selfinv.registry`` — nothing in a
+config (or in the config stored in a checkpoint) can import or execute anything.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
-import yaml
+from selfinv import options, registry, safe_yaml
+from selfinv.options import ConfigError
 
-from selfinv import registry
 
-
-class ConfigError(ValueError):
-    """A config field is missing, misspelled, of the wrong type or out of range."""
+def _help(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, help: str = "") -> Any:
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -44,15 +45,15 @@ class Component:
 
 @dataclass
 class NoiseConfig:
-    name: str = "gaussian"
-    args: dict[str, Any] = field(default_factory=lambda: {"sigma": 0.1})
+    name: str = _help("gaussian", help="registered noise model")
+    args: dict[str, Any] = _help(factory=dict, help="its arguments, e.g. {sigma: 0.1} or {sigma: auto}")
 
 
 @dataclass
 class PhysicsConfig:
-    name: str = "denoising"
-    args: dict[str, Any] = field(default_factory=dict)
-    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    name: str = _help("denoising", help="registered operator")
+    args: dict[str, Any] = _help(factory=dict, help="its arguments, e.g. {acceleration: 4}")
+    noise: NoiseConfig = field(default_factory=lambda: NoiseConfig("gaussian", {"sigma": 0.1}))
 
 
 @dataclass
@@ -70,15 +71,12 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    #: a bundled clean-image data set (simulated measurements) ...
-    dataset: Optional[str] = "natural-gray"
-    #: ... or a measurement file written by ``selfinv simulate`` (.npz / .h5); overrides ``dataset``
-    path: Optional[str] = None
-    patch_size: int = 64
-    num_patches: int = 512
+    dataset: Optional[str] = _help("natural-gray", help="a bundled clean-image data set (simulated measurements)")
+    path: Optional[str] = _help(None, help="a measurement file written by 'selfinv simulate' (overrides dataset)")
+    patch_size: int = _help(64, help="side of the training patches")
+    num_patches: int = _help(512, help="training patches per epoch")
     batch_size: int = 8
-    #: fraction of the *measurements* held out for self-supervised validation
-    val_fraction: float = 0.1
+    val_fraction: float = _help(0.1, help="fraction of the measurements held out for self-supervised validation")
     seed: int = 0
     num_workers: int = 0
 
@@ -88,28 +86,24 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     scheduler: Literal["none", "cosine", "step"] = "none"
-    #: StepLR: decay by ``gamma`` every ``step_size`` steps
-    step_size: int = 1000
+    step_size: int = _help(1000, help="StepLR: decay by gamma every step_size steps")
     gamma: float = 0.5
 
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = -1
+    max_steps: int = _help(-1, help="optimiser steps (-1: use max_epochs)")
     max_epochs: Optional[int] = 10
-    #: wall-clock budget of the training in minutes (None = no limit)
-    max_time_minutes: Optional[float] = None
+    max_time_minutes: Optional[float] = _help(None, help="wall-clock budget of the training (null: no limit)")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    devices: Any = "auto"
+    devices: Union[int, str, list[int]] = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
-    #: 'auto' = bf16-mixed on CUDA, 32-true elsewhere
-    precision: Literal["auto", "32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true"] = "auto"
+    precision: Literal["auto", "32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true"] = _help(
+        "auto", help="'auto' = bf16-mixed on CUDA, 32-true elsewhere")
     deterministic: bool = False
-    #: write a checkpoint every N epochs (at the epoch boundary; see resume notes)
-    checkpoint_every: int = 1
-    #: stop after this many validations without improvement of ``select_by`` (0 = never)
-    early_stopping_patience: int = 0
+    checkpoint_every: int = _help(1, help="write a checkpoint every N epochs")
+    early_stopping_patience: int = _help(0, help="stop after N validations without improvement (0 = never)")
     val_every: int = 1
     seed: int = 0
     output_dir: str = "runs/run"
@@ -126,94 +120,66 @@ class RunConfig:
     losses: list[LossConfig] = field(default_factory=lambda: [LossConfig("sure")])
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    #: metric driving checkpoint selection and early stopping
-    select_by: Literal["val/loss", "val/psnr"] = "val/loss"
+    select_by: Literal["val/loss", "val/psnr"] = _help("val/loss", help="metric driving checkpoint selection")
 
 
 # -- dict <-> dataclass ------------------------------------------------------------
 
 def to_dict(cfg: RunConfig) -> dict:
     """Plain nested dict (YAML/JSON/checkpoint safe)."""
-    return dataclasses.asdict(cfg)
+    return options.to_plain(cfg)
 
 
 def from_dict(data: dict, where: str = "") -> RunConfig:
-    """Build and validate a ``RunConfig`` from a plain dict (e.g. a checkpoint's hyper-parameters)."""
-    from jsonargparse import ArgumentParser
+    """Build and validate a ``RunConfig`` from a plain dict (e.g. a checkpoint's hyper-parameters).
 
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(RunConfig, nested_key=None, as_group=False)
-    data = copy.deepcopy(data)  # jsonargparse annotates nested dicts in place; keep the caller's intact
+    Missing sections and fields take their defaults; the data is checked to be plain (no objects) and
+    is never interpreted beyond the declared types.
+    """
     try:
-        ns = parser.parse_object(data)
-        cfg = parser.instantiate_classes(ns)
-    except Exception as e:  # noqa: BLE001 - jsonargparse raises several types
-        raise ConfigError(explain(str(e))) from None
-    run = RunConfig(**{f.name: cfg[f.name] for f in dataclasses.fields(RunConfig)})
+        safe_yaml.check_plain(data, where)
+    except safe_yaml.YamlError as e:
+        raise ConfigError(str(e)) from None
+    merged = _merge(to_dict(RunConfig()), copy.deepcopy(data), RunConfig, where)
+    run = options.build_dataclass(RunConfig, merged, where)
     validate(run)
     return run
 
 
 def load_yaml(path: str) -> dict:
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    """A config file as a plain dict (``selfinv.safe_yaml``: plain data, no duplicated keys, bounded)."""
+    try:
+        data = safe_yaml.load_file(path)
+    except safe_yaml.YamlError as e:
+        raise ConfigError(str(e)) from None
+    if data is None:
+        raise ConfigError(f"{path}: the config file is empty; expected sections such as data, physics, losses")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
     return data
 
 
-def _fields_at(path: Sequence[str]) -> list[str] | None:
-    """Allowed field names of the dataclass found at ``path`` (indices skipped)."""
-    cls: Any = RunConfig
-    for part in path:
-        if part.isdigit():
-            continue
-        if not dataclasses.is_dataclass(cls):
-            return None
-        hints = {f.name: f.type for f in dataclasses.fields(cls)}
-        if part not in hints:
-            return None
-        cls = _DATACLASS_OF.get((cls.__name__, part))
-        if cls is None:
-            return None
-    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else None
+def _merge(base: dict, update: Any, cls: type, where: str) -> Any:
+    """``update`` laid over ``base`` field by field for dataclass sections; other values are replaced.
 
-
-_DATACLASS_OF: dict[tuple[str, str], Any] = {
-    ("RunConfig", "data"): DataConfig, ("RunConfig", "physics"): PhysicsConfig,
-    ("RunConfig", "model"): ModelConfig, ("RunConfig", "losses"): LossConfig,
-    ("RunConfig", "optim"): OptimConfig, ("RunConfig", "trainer"): TrainerConfig,
-    ("PhysicsConfig", "noise"): NoiseConfig, ("ModelConfig", "backbone"): Component,
-    ("ModelConfig", "reconstructor"): Component,
-}
-
-
-def _unknown_key_message(path: list[str]) -> str:
-    allowed = _fields_at(path[:-1])
-    dotted = ".".join(path)
-    if allowed is None:
-        return f"unknown config field '{dotted}'"
-    close = difflib.get_close_matches(path[-1], allowed, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown config field '{dotted}'{hint}; allowed fields here: {allowed}"
-
-
-def explain(message: str) -> str:
-    """Turn a jsonargparse message into one that names the field and the allowed values."""
-    m = re.search(r"unrecognized arguments: --([\w.\-]+)", message)
-    if m:
-        return _unknown_key_message(m.group(1).split("."))
-    m = re.search(r'Parser key "([\w.]+)":.*?Option \'(\w+)\' is not accepted', message, re.S)
-    if m:
-        return _unknown_key_message(m.group(1).split(".") + ["0", m.group(2)])
-    m = re.search(r"Key \"?'?([\w.]+)'?\"? is not expected", message)
-    if m:
-        return _unknown_key_message(m.group(1).split("."))
-    m = re.search(r'Parser key "([\w.]+)":\s*(.*)', message, re.S)
-    if m:
-        detail = " ".join(m.group(2).split())
-        return f"config field '{m.group(1)}': {detail}"
-    return " ".join(message.split())
+    Renaming a component (``name``) without giving its ``args`` resets the args to ``{}``: the old
+    component's arguments rarely fit the new one.
+    """
+    if not isinstance(update, dict):
+        return update
+    types_ = options.field_types(cls)
+    out = dict(base)
+    for key, value in update.items():
+        tp = types_.get(key)
+        if tp is None:  # unknown: reported by build_dataclass with a did-you-mean hint
+            out[key] = value
+        elif dataclasses.is_dataclass(tp) and isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = _merge(base[key], value, tp, f"{where}.{key}")
+        else:
+            out[key] = value
+    if "name" in update and "args" in types_ and "args" not in update and update["name"] != base.get("name"):
+        out["args"] = {}
+    return out
 
 
 # -- semantic validation -------------------------------------------------------------
@@ -243,19 +209,23 @@ def validate(cfg: RunConfig) -> None:
            f"trainer.early_stopping_patience must be >= 0, got {t.early_stopping_patience}")
     _check(len(cfg.losses) >= 1, "losses: give at least one loss, e.g. [{name: sure}]")
     try:
-        registry.validate("physics", cfg.physics.name, physics_args(cfg), "physics")
-        registry.validate("noise", cfg.physics.noise.name, cfg.physics.noise.args, "physics.noise")
-        registry.validate("backbone", cfg.model.backbone.name, cfg.model.backbone.args, "model.backbone")
-        registry.resolve("model", cfg.model.reconstructor.name, "model.reconstructor")
-        for i, loss in enumerate(cfg.losses):
-            registry.validate("loss", loss.name, loss.args, f"losses.{i}")
-    except registry.RegistryError as e:
-        raise ConfigError(str(e)) from None
-    try:
         from selfinv.training.auto_noise import IMAGE_DOMAIN_PHYSICS, auto_noise_args
 
         auto = auto_noise_args(cfg.physics.noise.name, cfg.physics.noise.args)
     except ValueError as e:
+        raise ConfigError(str(e)) from None
+    noise_args = {k: (1.0 if k in auto else v) for k, v in cfg.physics.noise.args.items()}  # 'auto': a number later
+    try:
+        registry.validate("physics", cfg.physics.name, physics_args(cfg), "physics")
+        registry.validate("noise", cfg.physics.noise.name, noise_args, "physics.noise")
+        registry.validate("backbone", cfg.model.backbone.name, cfg.model.backbone.args, "model.backbone")
+        rec = registry.resolve("model", cfg.model.reconstructor.name, "model.reconstructor")
+        takes = registry.accepted_args(rec)
+        registry.validate("model", cfg.model.reconstructor.name, cfg.model.reconstructor.args,
+                          "model.reconstructor", supplied=tuple(k for k in ("backbone", "prior") if k in takes))
+        for i, loss in enumerate(cfg.losses):
+            registry.validate("loss", loss.name, loss.args, f"losses.{i}")
+    except registry.RegistryError as e:
         raise ConfigError(str(e)) from None
     if auto:  # ``sigma: auto`` / ``gain: auto``: estimated from the measurements (training/auto_noise.py)
         _check(d.path is not None, f"physics.noise.args.{auto[0]}: 'auto' estimates the noise level from "
@@ -284,100 +254,60 @@ def physics_args(cfg: RunConfig) -> dict:
     return args
 
 
-# -- the parser ------------------------------------------------------------------------
-
-_INDEXED = re.compile(r"^--(losses)\.(\d+)\.([\w.]+)$")
-
+# -- the command line --------------------------------------------------------------
 
 def parse_run_config(argv: Sequence[str], config_path: str | None = None) -> RunConfig:
-    """Parse ``--config run.yaml`` plus dotted overrides into a validated ``RunConfig``.
+    """``--config run.yaml`` (optional) plus ``--section.field VALUE`` overrides -> a validated ``RunConfig``.
 
-    ``--losses.<i>.<field> value`` overrides one entry of the loss list (values
-    are read as YAML scalars).
+    The YAML file is laid over the defaults; then each override sets one field (``--losses.0.args.tau
+    0.02`` reaches into the loss list); renaming a component without giving its args resets them.
     """
-    from jsonargparse import ArgumentParser
-
-    argv = list(argv)
-    indexed: list[tuple[str, int, list[str], Any]] = []
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        key, eq, val = a.partition("=")
-        m = _INDEXED.match(key)
-        if m:
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise ConfigError(f"{a} needs a value")
-                val = argv[i + 1]
-                i += 1
-            indexed.append((m.group(1), int(m.group(2)), m.group(3).split("."), yaml.safe_load(val)))
-        else:
-            rest.append(a)
-        i += 1
-
-    from jsonargparse import ActionConfigFile
-
-    parser = ArgumentParser(exit_on_error=False, prog="selfinv fit")
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(RunConfig, nested_key=None, as_group=False)
+    data = to_dict(RunConfig())
     if config_path is not None:
-        _flatten_top(load_yaml(config_path), parser)  # strict key check, clear messages
-        rest = ["--config", str(config_path)] + rest
-    try:
-        ns = parser.parse_args(rest)
-        ns.pop("config", None)
-        data = ns.as_dict()
-        for section, idx, keys, value in indexed:
-            items = data[section]
-            if not 0 <= idx < len(items):
-                raise ConfigError(f"--{section}.{idx}: there are only {len(items)} {section} (indices 0.."
-                                  f"{len(items) - 1})")
-            target = items[idx]
-            for k in keys[:-1]:
-                target = target.setdefault(k, {})
-            target[keys[-1]] = value
-        ns = parser.parse_object(data)
-        cfg = parser.instantiate_classes(ns)
-    except ConfigError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(explain(str(e))) from None
-    run = RunConfig(**{f.name: cfg[f.name] for f in dataclasses.fields(RunConfig)})
+        data = _merge(data, load_yaml(config_path), RunConfig, "")
+    pairs = options.split_flags(argv, _is_bool_option)
+    given = [k for k, _ in pairs]
+    for key, raw in pairs:
+        if given.count(key) > 1:
+            raise ConfigError(f"--{key} is given twice")
+        path = key.split(".")
+        tp = options.type_at(RunConfig, path)
+        value = options.read_cli_value(raw, tp, key)
+        parent = _get(data, path[:-1])
+        renamed = (path[-1] == "name" and isinstance(parent, dict) and "args" in parent
+                   and parent.get("name") != value and ".".join(path[:-1] + ["args"]) not in given)
+        options.set_path(data, path, value, key)
+        if renamed:
+            parent["args"] = {}
+    run = options.build_dataclass(RunConfig, data)
     validate(run)
     return run
 
 
-def _flatten_top(base: dict, parser) -> dict:
-    allowed = [f.name for f in dataclasses.fields(RunConfig)]
-    for key in base:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown config section '{key}'{hint}; allowed sections: {allowed}")
-    # validate each section's keys strictly before handing it to jsonargparse
-    out = {}
-    for key, value in base.items():
-        _check_keys(value, [key])
-        out[key] = value
-    return out
+def _get(data: Any, path: Sequence[str]) -> Any:
+    node = data
+    for part in path:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node
 
 
-def _check_keys(value: Any, path: list[str]) -> None:
-    allowed = _fields_at(path)
-    if allowed is None:
-        return
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_keys(v, path + [str(i)])
-        return
-    if not isinstance(value, dict):
-        if value is not None and path[-1] != "devices":
-            raise ConfigError(f"config field '{'.'.join(path)}' must be a mapping with fields {allowed}, "
-                              f"got {type(value).__name__} {value!r}")
-        return
-    for k, v in value.items():
-        if k not in allowed:
-            raise ConfigError(_unknown_key_message(path + [str(k)]))
-        if k != "args":
-            _check_keys(v, path + [str(k)])
+def _is_bool_option(key: str) -> bool:
+    try:
+        return options.type_at(RunConfig, key.split(".")) is bool
+    except ConfigError:
+        return False
+
+
+def help_text(command: str) -> str:
+    """``selfinv COMMAND --help`` for the commands driven by a ``RunConfig``."""
+    lines = [f"usage: selfinv {command} [--config run.yaml] [--SECTION.FIELD VALUE ...]", "",
+             "Options come from the typed selfinv.config.RunConfig; a YAML file (--config) gives any of them, the",
+             "command line overrides single fields (--trainer.max_steps 100, --losses.0.name r2r,",
+             "--physics.args '{acceleration: 8}'). Registered names: selfinv/registry.py; examples: configs/.", "",
+             "options:"]
+    return "\n".join(lines + options.dataclass_help(RunConfig())) + "\n"

@@ -16,7 +16,11 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import typing
 from typing import Any, Mapping
+
+from selfinv import options
+from selfinv.options import ConfigError
 
 #: category -> registered name -> "module:attribute" inside selfinv
 _REGISTRY: dict[str, dict[str, str]] = {
@@ -89,7 +93,7 @@ _NESTED: dict[str, str] = {
 }
 
 
-class RegistryError(ValueError):
+class RegistryError(ConfigError):
     """A config named an unregistered component or gave it arguments it does not take."""
 
 
@@ -151,37 +155,91 @@ def resolve(category: str, name: str, where: str | None = None) -> type:
         ) from e
 
 
+def _own_signature(cls: type) -> inspect.Signature:
+    """``cls``'s constructor signature; a class that does not define one (``nn.Module``'s
+    ``(*args, **kwargs)``) takes no arguments."""
+    sig = inspect.signature(cls)
+    params = list(sig.parameters.values())
+    if params and all(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        return sig.replace(parameters=[])
+    return sig
+
+
 def accepted_args(cls: type) -> list[str]:
     """Keyword arguments accepted by ``cls`` (from its signature)."""
-    sig = inspect.signature(cls)
-    return [p.name for p in sig.parameters.values()
+    return [p.name for p in _own_signature(cls).parameters.values()
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-def check_args(cls: type, args: Mapping[str, Any], where: str) -> None:
-    """Raise ``RegistryError`` naming the field if ``args`` do not fit ``cls``'s signature."""
+def _argument_types(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: values are then only checked to be plain
+        return {}
+
+
+def _config_value(value: Any, tp: Any, where: str) -> Any:
+    """Types a config cannot express as plain data: tensors come from numbers or nested lists of numbers;
+    modules, generators and callables cannot be given at all (nested components go through the registry)."""
+    import torch
+
+    if isinstance(tp, type) and issubclass(tp, torch.Tensor):
+        if isinstance(value, bool) or not isinstance(value, (int, float, list)):
+            raise ConfigError(f"{where}: expected a number or a (nested) list of numbers, got "
+                              f"{type(value).__name__} {value!r}"[:200])
+        try:
+            return torch.tensor(value, dtype=torch.float32)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: expected a number or a rectangular list of numbers ({e})") from None
+    name = getattr(tp, "__name__", str(tp))
+    raise ConfigError(f"{where}: cannot be given in a config (it takes a {name} object)")
+
+
+def check_args(cls: type, args: Mapping[str, Any], where: str, supplied: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``args`` checked against ``cls``'s signature and converted to the annotated types.
+
+    Raises ``RegistryError`` naming the field for an unknown or missing argument or a value of the
+    wrong type. Arguments holding a nested component (``_NESTED``) are validated through the
+    registry and returned unchanged (``build`` builds them). ``supplied`` names arguments the engine
+    passes itself (a reconstructor's backbone): they count as given and may not appear in ``args``.
+    """
     if not isinstance(args, Mapping):
         raise RegistryError(f"{where}.args must be a mapping of argument names to values, "
                             f"got {type(args).__name__}")
-    sig = inspect.signature(cls)
-    params = sig.parameters
-    takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    params = _own_signature(cls).parameters
     accepted = accepted_args(cls)
-    if not takes_kwargs:
-        for key in args:
-            if key not in accepted:
-                close = difflib.get_close_matches(key, accepted, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise RegistryError(
-                    f"{where}.args.{key}: {cls.__name__} has no argument '{key}'{hint}; "
-                    f"accepted arguments: {accepted}"
-                )
+    for key in args:
+        if key in supplied:
+            raise RegistryError(f"{where}.args.{key}: set by selfinv (e.g. from model.backbone), not in args")
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise RegistryError(
+                f"{where}.args.{key}: {cls.__name__} has no argument '{key}'{hint}; "
+                f"accepted arguments: {accepted}"
+            )
     missing = [p.name for p in params.values()
                if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-               and p.name not in args]
+               and p.name not in args and p.name not in supplied]
     if missing:
         raise RegistryError(f"{where}.args: {cls.__name__} needs argument(s) {missing}; "
                             f"accepted arguments: {accepted}")
+    hints = _argument_types(cls)
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        sub = f"{where}.args.{key}"
+        if key in _NESTED and (_is_component(value) or (
+                isinstance(value, list) and value and all(_is_component(v) for v in value))):
+            for i, v in enumerate(value if isinstance(value, list) else [value]):
+                at = f"{sub}[{i}]" if isinstance(value, list) else sub
+                validate(_NESTED[key], v["name"], v.get("args"), at)
+            out[key] = value
+            continue
+        try:
+            out[key] = options.convert(value, hints.get(key, Any), sub, convert_other=_config_value)
+        except ConfigError as e:
+            raise RegistryError(str(e)) from None
+    return out
 
 
 def _is_component(value: Any) -> bool:
@@ -209,8 +267,7 @@ def build(category: str, name: str, args: Mapping[str, Any] | None = None, where
     """
     where = where or category
     cls = resolve(category, name, where)
-    args = dict(args or {})
-    check_args(cls, {**args, **extra}, where)
+    args = check_args(cls, dict(args or {}), where, supplied=tuple(extra))
     kwargs = {k: _build_nested(k, v, where) for k, v in args.items()}
     try:
         return cls(**kwargs, **extra)
@@ -218,18 +275,7 @@ def build(category: str, name: str, args: Mapping[str, Any] | None = None, where
         raise RegistryError(f"{where}: building {category} '{name}' ({cls.__name__}) failed: {e}") from e
 
 
-def validate(category: str, name: str, args: Mapping[str, Any] | None, where: str) -> None:
+def validate(category: str, name: str, args: Mapping[str, Any] | None, where: str,
+             supplied: tuple[str, ...] = ()) -> None:
     """Check a component spec without building it (nested specs included)."""
-    cls = resolve(category, name, where)
-    args = dict(args or {})
-    check_args(cls, args, where)
-    for key, value in args.items():
-        nested = _NESTED.get(key)
-        if nested is None:
-            continue
-        if _is_component(value):
-            validate(nested, value["name"], value.get("args"), f"{where}.args.{key}")
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                if _is_component(v):
-                    validate(nested, v["name"], v.get("args"), f"{where}.args.{key}[{i}]")
+    check_args(resolve(category, name, where), dict(args or {}), where, supplied)
