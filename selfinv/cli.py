@@ -221,61 +221,120 @@ def _split_known(argv: list[str], names: Sequence[str]) -> dict[str, str]:
     return out
 
 
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+               ImportError)
+
+
+def _one_line(e: BaseException, limit: int = 600) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _report(command: str, e: BaseException) -> int:
+    """Print ``e`` as the user should see it (no traceback) and return the exit code."""
+    import errno
+
+    from selfinv.training.module import TrainingDiverged
+
+    if isinstance(e, TrainingDiverged):
+        print(f"selfinv {command}: error: {_one_line(e)}", file=sys.stderr)
+        return 3
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"selfinv {command}: error: the disk is full{where}; free some space and resume with --resume last "
+              f"(the previous checkpoint is intact)", file=sys.stderr)
+        return 1
+    if isinstance(e, KeyboardInterrupt):
+        print(f"selfinv {command}: interrupted; a run continues with --resume last", file=sys.stderr)
+        return 130
+    if isinstance(e, USER_ERRORS):
+        print(f"selfinv {command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    print(f"selfinv {command}: internal error: {type(e).__name__}: {_one_line(e, 300)}\n"
+          f"run again with --debug for the traceback, and please report it", file=sys.stderr)
+    return 1
+
+
+def _flag(argv: list[str], name: str) -> bool:
+    """Remove a value-less ``name`` flag from ``argv``; whether it was there."""
+    if name in argv:
+        argv[:] = [a for a in argv if a != name]
+        return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``selfinv`` command; returns the exit code."""
+    """Entry point of the ``selfinv`` command; returns the exit code (0 ok, 2 bad input or config,
+    3 training diverged, 1 anything else). ``--debug`` shows the traceback of an error."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _flag(argv, "--debug")
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"selfinv: unknown command '{command}'; expected one of {list(COMMANDS)}", file=sys.stderr)
+        import difflib
+
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"selfinv: unknown command '{command}'{hint}; expected one of {list(COMMANDS)}", file=sys.stderr)
         return 2
     if "-h" in rest or "--help" in rest:
         print(_command_help(command))
         return 0
     try:
-        if command == "fit":
-            resume = _pop(rest, "--resume")
-            cfg = _run_config(rest)
-            from selfinv.training.engine import fit
-
-            trainer, _ = fit(cfg, resume=resume)
-            cb = trainer.checkpoint_callback
-            print(f"best checkpoint ({cfg.select_by}): {cb.best_model_path} "
-                  f"score={float(cb.best_model_score) if cb.best_model_score is not None else float('nan'):.6g}")
-            print(f"run folder: {cfg.trainer.output_dir}")
-        elif command == "validate":
-            ckpt = _pop(rest, "--checkpoint")
-            cfg = _run_config(rest)
-            from selfinv.training.engine import validate
-
-            print(validate(cfg, ckpt))
-        elif command == "predict":
-            predict(**parse_function_args(predict, rest))
-        elif command == "simulate":
-            extra = _split_known(rest, ("output", "split"))
-            if "output" not in extra:
-                raise ConfigError("simulate needs --output FILE (.npz or .h5)")
-            cfg = _run_config(rest)
-            simulate(cfg, **extra)
-        elif command == "identifiability":
-            extra = _split_known(rest, ("image_size", "transform", "n_operators"))
-            cfg = _run_config(rest)
-            kw = {k: (int(v) if k in ("image_size", "n_operators") else v) for k, v in extra.items()}
-            identifiability_cmd(cfg, **kw)
-        elif command == "demo":
-            from selfinv.demo import run_demo
-
-            run_demo(**parse_function_args(run_demo, rest))
-        elif command == "finetune":
-            from selfinv.finetune import finetune_cmd
-
-            finetune_cmd(**parse_function_args(finetune_cmd, rest))
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"selfinv {command}: error: {e}", file=sys.stderr)
-        return 2
+        _run(command, rest)
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every failure becomes one clear message
+        if debug:
+            raise
+        return _report(command, e)
     return 0
+
+
+def _run(command: str, rest: list[str]) -> None:
+    if command == "fit":
+        resume = _pop(rest, "--resume")
+        weights_only = _flag(rest, "--resume-weights-only")
+        if weights_only and resume is None:
+            raise ConfigError("--resume-weights-only needs --resume CKPT (the checkpoint to take the weights from)")
+        cfg = _run_config(rest)
+        from selfinv.training.engine import fit
+
+        trainer, _ = fit(cfg, resume=resume, resume_weights_only=weights_only)
+        cb = trainer.checkpoint_callback
+        score = float(cb.best_model_score) if cb.best_model_score is not None else float("nan")
+        print(f"best checkpoint ({cfg.select_by}): {cb.best_model_path or 'none'} score={score:.6g}")
+        print(f"run folder: {cfg.trainer.output_dir}")
+    elif command == "validate":
+        ckpt = _pop(rest, "--checkpoint")
+        if ckpt is None:
+            raise ConfigError("validate needs --checkpoint CKPT: the self-supervised validation loss of an "
+                              "untrained network means nothing")
+        cfg = _run_config(rest)
+        from selfinv.training.engine import validate
+
+        print(validate(cfg, ckpt))
+    elif command == "predict":
+        predict(**parse_function_args(predict, rest))
+    elif command == "simulate":
+        extra = _split_known(rest, ("output", "split"))
+        if "output" not in extra:
+            raise ConfigError("simulate needs --output FILE (.npz or .h5)")
+        cfg = _run_config(rest)
+        simulate(cfg, **extra)
+    elif command == "identifiability":
+        extra = _split_known(rest, ("image_size", "transform", "n_operators"))
+        cfg = _run_config(rest)
+        kw = {k: (int(v) if k in ("image_size", "n_operators") else v) for k, v in extra.items()}
+        identifiability_cmd(cfg, **kw)
+    elif command == "demo":
+        from selfinv.demo import run_demo
+
+        run_demo(**parse_function_args(run_demo, rest))
+    elif command == "finetune":
+        from selfinv.finetune import finetune_cmd
+
+        finetune_cmd(**parse_function_args(finetune_cmd, rest))
 
 
 def run_as_script() -> None:

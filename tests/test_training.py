@@ -109,14 +109,15 @@ def test_checkpoint_is_weights_only_and_holds_loss_state_and_rng(tmp_path):
     assert torch.equal(rng["loss_generator"], module.generator.get_state())
 
 
-def test_validation_keeps_autograd_for_losses_that_need_it(tmp_path):
+def test_losses_that_differentiate_the_network_work_in_validation(tmp_path):
+    """The contract: a loss that needs autograd at evaluation (SURE's exact divergence) enables it
+    itself; validation runs under no_grad and must not touch the weights."""
     class GradLoss(Loss):
-        needs_grad_at_eval = True
-
         def forward(self, y, physics, model, x=None, generator=None):
-            y = y.detach().requires_grad_(True)
-            out = model(y, physics)
-            (div,) = torch.autograd.grad(out.sum(), y, create_graph=self.training)
+            with torch.enable_grad():
+                y = y.detach().requires_grad_(True)
+                out = model(y, physics)
+                (div,) = torch.autograd.grad(out.sum(), y, create_graph=torch.is_grad_enabled())
             return (out - y).pow(2).mean() + 0.0 * div.mean()
 
     module, dm, trainer = _tiny_setup(tmp_path, GradLoss())

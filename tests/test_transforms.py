@@ -48,10 +48,10 @@ def test_batched_apply_matches_per_sample_reference():
     p = Shift().sample(16, _gen(4))
     ref = torch.stack([torch.roll(x[b], (int(p["shift"][b, 0]) % 6, int(p["shift"][b, 1]) % 6), dims=(-2, -1))
                        for b in range(16)])
-    assert torch.equal(Shift().apply(x, p), ref)
+    assert torch.equal(Shift().transform(x, p), ref)
     p = Rotate().sample(16, _gen(4))
     ref = torch.stack([torch.rot90(x[b], int(p["k"][b]), dims=(-2, -1)) for b in range(16)])
-    assert torch.equal(Rotate().apply(x, p), ref)
+    assert torch.equal(Rotate().transform(x, p), ref)
     r = Reflect(dims=(-2, -1))
     p = r.sample(16, _gen(4))
     ref = []
@@ -59,7 +59,7 @@ def test_batched_apply_matches_per_sample_reference():
         z = x[b]
         z = z.flip(-2) if p["flip"][b, 0] else z
         ref.append(z.flip(-1) if p["flip"][b, 1] else z)
-    assert torch.equal(r.apply(x, p), torch.stack(ref))
+    assert torch.equal(r.transform(x, p), torch.stack(ref))
 
 
 def test_shift_any_is_uniform_modulo_size():
@@ -77,10 +77,10 @@ def test_exact_inverse_and_orthogonality(t: Transform):
     x = torch.randn(6, 2, 7, 7, generator=g, dtype=torch.float64)
     y = torch.randn(6, 2, 7, 7, generator=g, dtype=torch.float64)
     p = t.sample(6, g)
-    assert torch.equal(t.inverse(t.apply(x, p), p), x)
-    assert torch.equal(t.apply(t.inverse(x, p), p), x)
+    assert torch.equal(t.inverse(t.transform(x, p), p), x)
+    assert torch.equal(t.transform(t.inverse(x, p), p), x)
     # <T x, y> = <x, T^{-1} y> per sample: T is a permutation (orthogonal); float64 rounding only
-    lhs = (t.apply(x, p) * y).flatten(1).sum(1)
+    lhs = (t.transform(x, p) * y).flatten(1).sum(1)
     rhs = (x * t.inverse(y, p)).flatten(1).sum(1)
     assert torch.allclose(lhs, rhs, rtol=0, atol=1e-12)
 
@@ -96,11 +96,11 @@ def test_elements_form_a_group(t: Transform, size, order):
     els = t.elements(size)
     assert len(els) == order
     assert all(v.shape[0] == 1 for e in els for v in e.values())
-    perms = {tuple(t.apply(lab, e).flatten().long().tolist()) for e in els}
+    perms = {tuple(t.transform(lab, e).flatten().long().tolist()) for e in els}
     assert len(perms) == order  # distinct maps
     assert tuple(range(h * w)) in perms  # identity
     for e1, e2 in itertools.product(els, els):
-        assert tuple(t.apply(t.apply(lab, e1), e2).flatten().long().tolist()) in perms
+        assert tuple(t.transform(t.transform(lab, e1), e2).flatten().long().tolist()) in perms
 
 
 def test_elements_broadcast_over_batch():
@@ -108,8 +108,8 @@ def test_elements_broadcast_over_batch():
     x = torch.randn(4, 1, 5, 5, generator=_gen(0))
     for t in (Shift(), Rotate(), Reflect(dims=(-2, -1))):
         for e in t.elements((5, 5)):
-            batched = t.apply(x, e)
-            single = torch.cat([t.apply(x[b:b + 1], e) for b in range(4)])
+            batched = t.transform(x, e)
+            single = torch.cat([t.transform(x[b:b + 1], e) for b in range(4)])
             assert torch.equal(batched, single)
 
 
@@ -126,16 +126,16 @@ def test_not_invertible_or_not_finite_raise_clearly():
     with pytest.raises(ValueError, match="square"):
         Rotate()(torch.randn(2, 1, 4, 6))
     with pytest.raises(ValueError, match=r"leading dimension 2 \(batch\) or 1"):
-        Shift().apply(x, {"shift": torch.zeros(3, 2, dtype=torch.long)})
+        Shift().transform(x, {"shift": torch.zeros(3, 2, dtype=torch.long)})
     with pytest.raises(KeyError, match="shift"):
-        Shift().apply(x, {})
+        Shift().transform(x, {})
 
 
 def test_arbitrary_rotation_by_90_equals_rot90():
     x = torch.randn(3, 1, 9, 9, generator=_gen(0))
     r = Rotate(multiples_of_90=False)
     for k in range(4):
-        out = r.apply(x, {"angle": torch.full((3,), 90.0 * k)})
+        out = r.transform(x, {"angle": torch.full((3,), 90.0 * k)})
         # sampling points fall on pixel centres up to float32 rounding of the grid (~1e-7 px)
         assert torch.allclose(out, torch.rot90(x, k, dims=(-2, -1)), atol=1e-5)
 
@@ -156,7 +156,7 @@ def test_arbitrary_rotation_matches_analytic_rotation():
     x = _gaussian_blob(h, w, 0.0, s1=10.0, s2=5.0)  # blob well inside: no boundary effect
     r = Rotate(multiples_of_90=False, interpolation="bilinear")
     p = {"angle": torch.tensor([30.0])}
-    out = r.apply(x, p)
+    out = r.transform(x, p)
     err = (out - _gaussian_blob(h, w, 30.0, s1=10.0, s2=5.0)).abs().max().item()
     # bilinear error <= (1/8)(max|f_uu| + max|f_vv|) <= (1/8)(2 / s2^2) = 0.01 (pixel units);
     # measured 0.0056, and 0.0015 when the blob is twice as large (h^2 convergence: the geometry is right)
@@ -171,8 +171,8 @@ def test_rotate_reflect_padding_has_no_zero_corners():
     x = torch.ones(2, 1, 12, 12)
     r = Rotate(False, padding="reflect")
     p = {"angle": torch.tensor([45.0, -30.0])}
-    assert torch.allclose(r.apply(x, p), x, atol=1e-6)
-    assert Rotate(False, padding="zeros").apply(x, p)[..., 0, 0].abs().max() < 1e-6
+    assert torch.allclose(r.transform(x, p), x, atol=1e-6)
+    assert Rotate(False, padding="zeros").transform(x, p)[..., 0, 0].abs().max() < 1e-6
 
 
 def test_scale_params_and_constant_image():
@@ -182,14 +182,14 @@ def test_scale_params_and_constant_image():
     assert p["center"].shape == (200, 2) and p["center"].abs().max() <= 1
     x = torch.full((200, 1, 10, 13), 3.0)
     # bicubic weights sum to 1 and reflection padding keeps the constant: exact up to float32 rounding
-    assert torch.allclose(s.apply(x, p), x, atol=1e-5)
+    assert torch.allclose(s.transform(x, p), x, atol=1e-5)
 
 
 def test_scale_factor_one_is_identity():
     x = torch.randn(4, 2, 11, 8, generator=_gen(0), dtype=torch.float64)
     p = {"factor": torch.ones(4, dtype=torch.float64), "center": 2 * torch.rand(4, 2, generator=_gen(1)) - 1}
     # the grid falls on pixel centres, where the bicubic kernel is a Kronecker delta
-    assert torch.allclose(Scale().apply(x, p), x, atol=1e-12)
+    assert torch.allclose(Scale().transform(x, p), x, atol=1e-12)
 
 
 @pytest.mark.parametrize("factor, center", [(0.5, (0.3, -0.2)), (0.75, (-0.6, 0.5)), (1.5, (0.1, 0.2))])
@@ -204,7 +204,7 @@ def test_scale_matches_analytic_resampling(factor, center):
     ys = (2 * torch.arange(h, dtype=torch.float64) + 1) / h - 1
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     img = f(xx, yy).view(1, 1, h, w)
-    out = Scale().apply(img, {"factor": torch.tensor([factor]), "center": torch.tensor([center])})
+    out = Scale().transform(img, {"factor": torch.tensor([factor]), "center": torch.tensor([center])})
     cx, cy = center
     sx, sy = cx + (xx - cx) / factor, cy + (yy - cy) / factor
     # points whose source and the 4x4 bicubic footprint lie inside the image (no padding involved)
@@ -223,7 +223,7 @@ def test_compose_order_and_inverse():
     x = torch.randn(4, 1, 6, 6, generator=_gen(0))
     c = Compose([Shift(), Rotate()])
     p = c.sample(4, _gen(1))
-    manual = Rotate().apply(Shift().apply(x, {"shift": p["0.shift"]}), {"k": p["1.k"]})
-    assert torch.equal(c.apply(x, p), manual)
-    assert torch.equal(c.inverse(c.apply(x, p), p), x)
+    manual = Rotate().transform(Shift().transform(x, {"shift": p["0.shift"]}), {"k": p["1.k"]})
+    assert torch.equal(c.transform(x, p), manual)
+    assert torch.equal(c.inverse(c.transform(x, p), p), x)
     assert c.exact_inverse and c.is_linear and not Compose([Shift(), Scale()]).is_invertible

@@ -9,7 +9,11 @@ but not MMSE-optimal. Any physics (measurement-domain fit ``||y - A f(y)||²``).
 from __future__ import annotations
 
 from selfinv.losses.consistency import MeasurementConsistency
+from selfinv.physics.base import Physics
 
 
 class AutoencoderLoss(MeasurementConsistency):
     """``||y - A f_AE(y, A)||² / m`` meant for a bottleneck autoencoder ``f_AE``."""
+
+    def check(self, physics: Physics) -> None:
+        """Any physics; on denoising the bottleneck (not the loss) keeps the identity out of reach."""

@@ -8,11 +8,13 @@ Works for any ``Physics`` (linear or not): ``A`` is only applied forward.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
-from selfinv.losses.base import Loss
-from selfinv.physics.base import Physics
+from selfinv.losses.base import Loss, Reconstructor
+from selfinv.physics.base import Denoising, Physics
 
 
 def measurement_residual(y: Tensor, physics: Physics, model: nn.Module) -> Tensor:
@@ -26,6 +28,12 @@ def measurement_residual(y: Tensor, physics: Physics, model: nn.Module) -> Tenso
 class MeasurementConsistency(Loss):
     """``L_MC(y, f) = ||y - A f(y, A)||² / m`` (mean over entries). Any physics."""
 
-    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+    def check(self, physics: Physics) -> None:
+        if isinstance(physics, Denoising):
+            warnings.warn("measurement consistency on denoising (A = I) is minimised by the identity: the "
+                          "network learns to return its noisy input. Use a denoising loss (SURE, R2R, "
+                          "Noise2Void, ...) unless that is the point.", UserWarning, stacklevel=2)
+
+    def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         return measurement_residual(y, physics, model)

@@ -29,8 +29,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from selfinv.losses.base import Loss, LossConfigError
-from selfinv.physics.base import Physics
+import warnings
+
+from selfinv.losses.base import Loss, LossConfigError, Reconstructor
+from selfinv.physics.base import Denoising, Physics
+from selfinv.transforms.base import Transform
 
 
 class EquivariantImaging(Loss):
@@ -47,7 +50,7 @@ class EquivariantImaging(Loss):
 
     evaluations_per_step = 2
 
-    def __init__(self, transform: nn.Module, renoise: bool = False, stop_gradient: bool = False):
+    def __init__(self, transform: Transform, renoise: bool = False, stop_gradient: bool = False):
         super().__init__()
         _check_transform(transform, type(self).__name__)
         self.transform = transform
@@ -55,9 +58,11 @@ class EquivariantImaging(Loss):
         self.stop_gradient = bool(stop_gradient)
 
     def check(self, physics: Physics) -> None:
-        if not callable(getattr(physics, "A", None)):
-            raise LossConfigError(f"{type(self).__name__} needs a physics with a forward map A, got "
-                                  f"{type(physics).__name__}")
+        if isinstance(physics, Denoising):
+            warnings.warn(f"{type(self).__name__} on denoising (A = I): the operator has no null space, so "
+                          "equivariance adds nothing to learn; with measurement consistency the identity "
+                          "(the noisy input) stays a minimiser. Use a denoising loss (SURE, R2R, ...).",
+                          UserWarning, stacklevel=2)
 
     def forward(self, y: Tensor, physics: Physics, model, x: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
@@ -69,7 +74,7 @@ class EquivariantImaging(Loss):
                           generator: torch.Generator | None = None) -> Tensor:
         """``mean || T_g x̂ − f(A T_g x̂, A) ||²`` for a given reconstruction ``x̂``."""
         params = self.transform.sample(x_hat.shape[0], generator, x_hat.device)
-        x_t = self.transform.apply(x_hat, params)
+        x_t = self.transform.transform(x_hat, params)
         if self.stop_gradient:
             x_t = x_t.detach()
         if self.renoise:
@@ -93,10 +98,7 @@ class EquivariantImaging(Loss):
         return f"renoise={self.renoise}, stop_gradient={self.stop_gradient}"
 
 
-def _check_transform(transform, who: str) -> None:
-    if transform is None:
-        raise LossConfigError(f"{who} needs a transform (e.g. selfinv.transforms.Shift or Rotate), got None")
-    for name in ("sample", "apply"):
-        if not callable(getattr(transform, name, None)):
-            raise LossConfigError(f"{who} needs a transform with sample(B, generator, device) and "
-                                  f"apply(x, params); {type(transform).__name__} has no '{name}'")
+def _check_transform(transform: object, who: str) -> None:
+    if not isinstance(transform, Transform):
+        raise LossConfigError(f"{who} needs a selfinv.transforms.Transform (e.g. Shift or Rotate), got "
+                              f"{type(transform).__name__}")

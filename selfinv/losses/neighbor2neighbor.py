@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from selfinv.losses.base import Loss, LossConfigError
+from selfinv.losses.base import Loss, LossConfigError, Reconstructor
 from selfinv.losses.sure import noise_kind
 from selfinv.physics.base import Denoising, Physics
 from selfinv.utils import rng
@@ -70,7 +70,7 @@ class Neighbor2Neighbor(Loss):
         idx = positions[:, None, :, :, None].expand(B, C, H // 2, W // 2, 1)
         return torch.gather(cells, -1, idx).squeeze(-1)
 
-    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+    def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         self.check(physics)
         pairs = self.sample_pairs(y, generator)

@@ -16,14 +16,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from selfinv.losses.base import Loss, LossConfigError
+from selfinv.losses.base import Loss, LossConfigError, Reconstructor
 from selfinv.physics.base import Physics
 
 
 class Noise2Noise(Loss):
     """``||y2 - A f(y, A)||² / m`` — needs a second independent noisy copy ``y2`` of the same image."""
 
-    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+    batch_keys = ("y2",)
+
+    def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None, *, y2: Tensor | None = None) -> Tensor:
         if y2 is None:
             raise LossConfigError(

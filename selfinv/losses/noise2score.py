@@ -28,7 +28,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from selfinv.losses.base import Loss, LossConfigError
+from selfinv.losses.base import Estimator, Loss, Reconstructor, LossConfigError
 from selfinv.losses.sure import noise_kind
 from selfinv.physics.base import Denoising, Physics
 from selfinv.utils import rng
@@ -85,7 +85,7 @@ class Noise2Score(Loss):
         t = min(int(self.step), self.anneal_steps) / self.anneal_steps
         return math.exp((1 - t) * math.log(self.sigma_max) + t * math.log(self.sigma_min))
 
-    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+    def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         self.check(physics)
         s_a = self.current_sigma()
@@ -95,10 +95,12 @@ class Noise2Score(Loss):
             self.step += 1
         return loss
 
-    def estimator(self, model: nn.Module) -> Callable[[Tensor, Physics], Tensor]:
-        """Tweedie's formula applied to the learnt score (see module docstring)."""
+    custom_estimator = True
 
-        def f_test(y: Tensor, physics: Physics) -> Tensor:
+    def estimator(self, model: Reconstructor) -> Estimator:
+        """Tweedie's formula applied to the learnt score (see module docstring); deterministic."""
+
+        def f_test(y: Tensor, physics: Physics, generator: torch.Generator | None = None) -> Tensor:
             self.check(physics)
             noise = physics.noise
             if self.noise == "gaussian":

@@ -25,7 +25,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from selfinv.losses.base import Loss, LossConfigError
+from selfinv.losses.base import Estimator, Loss, LossConfigError, Reconstructor, default_test_generator
 from selfinv.losses.sure import noise_kind
 from selfinv.physics.base import Physics
 from selfinv.utils import rng
@@ -41,6 +41,7 @@ class R2R(Loss):
     """
 
     evaluates_measurement = False  # never evaluates f(y, A) on the raw measurement
+    custom_estimator = True
 
     def __init__(self, noise: Literal["gaussian", "poisson", "gamma"] = "gaussian", alpha: float = 0.15,
                  n_test: int = 8):
@@ -90,15 +91,17 @@ class R2R(Loss):
         """Only ``y1`` (the network input)."""
         return self.recorrupt(y, physics, generator)[0]
 
-    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+    def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         y1, y2 = self.recorrupt(y, physics, generator)
         return ((y2 - physics.A(model(y1, physics))) ** 2).mean()
 
-    def estimator(self, model: nn.Module) -> Callable[..., Tensor]:
-        """``f_test(y) = (1/N) Σ_i f(y1_i, A)`` with ``N = n_test`` fresh recorruptions."""
+    def estimator(self, model: Reconstructor) -> Estimator:
+        """``f_test(y) = (1/N) Σ_i f(y1_i, A)`` with ``N = n_test`` recorruptions drawn from ``generator``
+        (default: seeded with 0, so a reconstruction is reproducible)."""
 
         def f_test(y: Tensor, physics: Physics, generator: torch.Generator | None = None) -> Tensor:
+            generator = generator if generator is not None else default_test_generator(y)
             total = None
             for _ in range(self.n_test):
                 out = model(self.recorrupt_input(y, physics, generator), physics)

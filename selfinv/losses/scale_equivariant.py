@@ -14,51 +14,58 @@ operators: they are equivariant with ``A``.
 Scanvic, Davies, Abry & Tachella, "Scale-Equivariant Imaging: Self-Supervised
 Learning for Image Super-Resolution and Deblurring", 2024.
 
-For deblurring the SURE term may ignore a border margin (the ``margin`` option
-of the SURE loss you pass).
+A composition: ``WeightedSum([sure, EquivariantImaging(scale, renoise=True,
+stop_gradient=True)], [1, weight])`` with the terms named ``sure`` and ``seq``.
+For deblurring the SURE term may ignore a border margin (the ``margin`` option of
+the SURE loss you pass).
+
+Example::
+
+    >>> from selfinv.losses import SURE
+    >>> loss = ScaleEquivariantImaging(SURE())
+    >>> loss.names, loss.equivariance.stop_gradient
+    (['sure', 'seq'], True)
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from selfinv.losses.base import Loss, LossConfigError, SharedEvaluation
+from selfinv.losses.base import Loss, LossConfigError, WeightedSum
 from selfinv.losses.equivariant import EquivariantImaging
 from selfinv.physics.base import Physics
 
 
-class ScaleEquivariantImaging(Loss):
+class ScaleEquivariantImaging(WeightedSum):
     """``L_SURE + weight · || f(N(A x2), A) − x2 ||²`` with ``x2 = stopgrad(Scale(f(y, A)))``.
 
     Args:
         sure: the SURE loss object (``selfinv.losses.sure``) — SEI needs a noise level.
         transform: the random downscaling; ``None`` builds ``selfinv.transforms.Scale()``.
         weight: weight ``w`` of the scale-equivariance term ``L_SEQ``.
-
-    Evaluations per step: those of SURE (``f(y)`` shared) plus one for ``x3``.
-    ``last_terms`` holds the detached ``sure`` and ``seq`` values after a call.
     """
 
     def __init__(self, sure: Loss, transform: nn.Module | None = None, weight: float = 1.0):
-        super().__init__()
-        if sure is None or not isinstance(sure, nn.Module):
+        if not isinstance(sure, Loss):
             raise LossConfigError(f"ScaleEquivariantImaging needs a SURE loss object, got {type(sure).__name__}")
         if transform is None:
-            try:
-                from selfinv.transforms import Scale
-            except ImportError as err:  # pragma: no cover - depends on the transforms package
-                raise LossConfigError("ScaleEquivariantImaging needs a scaling transform; "
-                                      "selfinv.transforms.Scale is not available, pass transform=") from err
+            from selfinv.transforms import Scale
+
             transform = Scale()
-        self.sure = sure
-        self.equivariance = EquivariantImaging(transform, renoise=True, stop_gradient=True)
-        self.weight = float(weight)
-        self.last_terms: dict[str, Tensor] = {}
+        super().__init__([sure, EquivariantImaging(transform, renoise=True, stop_gradient=True)], [1.0, weight],
+                         ["sure", "seq"])
 
     @property
-    def evaluations_per_step(self) -> int:  # type: ignore[override]
-        return int(getattr(self.sure, "evaluations_per_step", 2)) + 1
+    def sure(self) -> Loss:
+        return self.losses[0]
+
+    @property
+    def equivariance(self) -> EquivariantImaging:
+        return self.losses[1]
+
+    @property
+    def weight(self) -> float:
+        return self.weights[1]
 
     def check(self, physics: Physics) -> None:
         noise = physics.noise
@@ -67,21 +74,4 @@ class ScaleEquivariantImaging(Loss):
                 "ScaleEquivariantImaging uses SURE, which needs a known noise level: the physics' noise "
                 f"model {type(noise).__name__} has neither sigma nor gain (use GaussianNoise(sigma=...), "
                 "PoissonNoise(gain=...) or PoissonGaussianNoise)")
-        self.sure.check(physics)
-        self.equivariance.check(physics)
-
-    def forward(self, y: Tensor, physics: Physics, model, x: Tensor | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
-        self.check(physics)
-        shared = model if isinstance(model, SharedEvaluation) else SharedEvaluation(model)
-        x1 = shared(y, physics)
-        l_sure = self.sure(y, physics, shared, x=x, generator=generator)
-        l_seq = self.equivariance.equivariance_term(x1, physics, shared, generator)
-        self.last_terms = {"sure": l_sure.detach(), "seq": l_seq.detach()}
-        return l_sure + self.weight * l_seq
-
-    def estimator(self, model):
-        return self.sure.estimator(model)
-
-    def extra_repr(self) -> str:
-        return f"weight={self.weight}"
+        super().check(physics)

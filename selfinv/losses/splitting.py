@@ -34,7 +34,8 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
-from selfinv.losses.base import Loss, LossConfigError
+from selfinv.losses.base import (Estimator, Loss, LossConfigError, ModelEstimator, Reconstructor,
+                                 default_test_generator)
 from selfinv.losses.sure import noise_kind
 from selfinv.physics.base import Physics
 from selfinv.utils import rng
@@ -105,7 +106,7 @@ class SplittingLoss(Loss):
         y_a = torch.where(mask > 0, value, y)
         return y_a, mask
 
-    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+    def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         self.check(physics)
         y_a, mask = self.split(y, generator)
@@ -113,12 +114,18 @@ class SplittingLoss(Loss):
         count = (mask.sum() * y.shape[1]).clamp_min(1)
         return res.sum() / count
 
-    def estimator(self, model: nn.Module) -> Callable[..., Tensor]:
-        """Test-time reconstructor for ``self.mode`` (see module docstring)."""
+    @property
+    def custom_estimator(self) -> bool:  # type: ignore[override]
+        return self.mode != "full"
+
+    def estimator(self, model: Reconstructor) -> Estimator:
+        """Test-time reconstructor for ``self.mode`` (see module docstring); random splits come from
+        ``generator`` (default: seeded with 0, so a reconstruction is reproducible)."""
         if self.mode == "full":
-            return model
+            return ModelEstimator(model)
 
         def f_test(y: Tensor, physics: Physics, generator: torch.Generator | None = None) -> Tensor:
+            generator = generator if generator is not None else default_test_generator(y)
             if self.mode == "split":
                 return model(self.split(y, generator)[0], physics)
             num, den, plain = 0.0, 0.0, 0.0

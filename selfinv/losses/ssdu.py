@@ -43,7 +43,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from selfinv.losses.base import Loss, LossConfigError, SharedEvaluation
+from selfinv.losses.base import (Estimator, Loss, LossConfigError, ModelEstimator, Reconstructor,
+                                 SharedEvaluation, default_test_generator)
 from selfinv.physics.base import Physics
 from selfinv.utils import rng
 
@@ -145,12 +146,18 @@ class SSDUSplitting(Loss):
             loss = loss + self.noisy_term(sp.y_in, sp.physics_in, shared, generator=generator)
         return loss
 
-    def estimator(self, model):
-        if self.test_mode == "full":
-            return model
+    @property
+    def custom_estimator(self) -> bool:  # type: ignore[override]
+        return self.test_mode != "full"
 
-        def average_over_splits(y: Tensor, physics: Physics) -> Tensor:
-            gen = torch.Generator(device=y.device).manual_seed(self.test_seed)
+    def estimator(self, model: Reconstructor) -> Estimator:
+        """``f(y, A)`` (``test_mode="full"``) or the mean of ``f(S_i y, S_i A)`` over ``n_test_splits``
+        splits drawn from ``generator`` (default: seeded with ``test_seed``)."""
+        if self.test_mode == "full":
+            return ModelEstimator(model)
+
+        def average_over_splits(y: Tensor, physics: Physics, generator: torch.Generator | None = None) -> Tensor:
+            gen = generator if generator is not None else default_test_generator(y, self.test_seed)
             total = None
             for _ in range(self.n_test_splits):
                 sp = self.split(y, physics, gen)

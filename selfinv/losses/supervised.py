@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from selfinv.losses.base import Loss, LossConfigError
+from selfinv.losses.base import Loss, LossConfigError, Reconstructor
 from selfinv.physics.base import Physics
 
 
@@ -17,7 +17,7 @@ class SupervisedLoss(Loss):
 
     needs_ground_truth = True
 
-    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+    def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         if x is None:
             raise LossConfigError("SupervisedLoss needs the ground truth x (got x=None); "

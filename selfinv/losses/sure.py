@@ -52,7 +52,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from selfinv.losses.base import Loss, LossConfigError
+from selfinv.losses.base import Loss, LossConfigError, Reconstructor
 from selfinv.physics.base import Physics
 from selfinv.physics.noise import ColoredGaussianNoise, NoiseModel
 from selfinv.utils import rng
@@ -218,7 +218,7 @@ class SURE(Loss):
         v = g * g * y / 2 + g * s2 if self.second_order else None
         return w, w, v
 
-    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+    def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         self.check(physics)
 

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from selfinv.losses.base import Loss, LossConfigError
+from selfinv.losses.base import Loss, LossConfigError, Reconstructor
 from selfinv.physics.base import Physics
 from selfinv.utils import rng
 
@@ -93,7 +93,7 @@ class UNSURE(Loss):
             rows.append(torch.stack(row))
         return torch.stack(rows)
 
-    def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
+    def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         def h(v: Tensor) -> Tensor:
             return physics.A(model(v, physics))

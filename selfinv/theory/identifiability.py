@@ -177,7 +177,7 @@ def identifiability(
         pending: list[Tensor] = []  # stacked rows, one matmul per ~4096 rows
         check_equivariance = null.shape[1] > 0
         for i, params in enumerate(elements):
-            mat_g = operator_matrix(lambda x, p=params, op=op: op.A(transform.apply(x, p)),
+            mat_g = operator_matrix(lambda x, p=params, op=op: op.A(transform.transform(x, p)),
                                     shape, dtype, device, batch_size, basis)
             pending.append(mat_g)
             if sum(t.shape[0] for t in pending) >= 4096 or i == len(elements) - 1:

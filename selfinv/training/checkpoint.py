@@ -67,3 +67,58 @@ class AtomicCheckpointIO(CheckpointIO):
     def remove_checkpoint(self, path: str | os.PathLike) -> None:
         if os.path.exists(path):
             os.remove(path)
+
+
+def clean_stale_files(checkpoint_dir: str | os.PathLike, keep_best: str | None = None) -> list[str]:
+    """Remove what a killed run leaves in ``checkpoint_dir``: ``atomic_save`` temporaries
+    (``.NAME.*.tmp``) and, when ``keep_best`` is given, every ``best-*.ckpt`` but that one (a kill
+    between writing a new best and deleting the old leaves two). Returns the removed paths."""
+    d = Path(checkpoint_dir)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in d.iterdir():
+        stale_tmp = p.name.startswith(".") and p.name.endswith(".tmp")
+        stale_best = (keep_best is not None and p.name.startswith("best-") and p.suffix == ".ckpt"
+                      and p.resolve() != Path(keep_best).resolve())
+        if p.is_file() and (stale_tmp or stale_best):
+            p.unlink()
+            removed.append(str(p))
+    return removed
+
+
+class CheckpointError(ValueError):
+    """A file is not a readable selfinv checkpoint."""
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """``load_checkpoint`` with one-line errors for the files a user may point at by mistake
+    (missing, empty, truncated, not a checkpoint, not written by selfinv)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder; expected a .ckpt file written by 'selfinv fit' "
+                              f"(e.g. {p / 'checkpoints' / 'last.ckpt'})")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p} is empty (0 bytes): not a checkpoint")
+    try:
+        ckpt = load_checkpoint(p, map_location=map_location)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for damaged files
+        text = str(e).split("\n")[0]
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            why = "it holds Python objects that selfinv refuses to unpickle (not a selfinv checkpoint)"
+        elif isinstance(e, (EOFError, OSError, RuntimeError)) or "zip" in text.lower():
+            why = f"it is truncated or damaged ({type(e).__name__}: {text[:120]})"
+        else:
+            why = f"{type(e).__name__}: {text[:160]}"
+        raise CheckpointError(f"cannot read checkpoint {p}: {why}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{p} is not a selfinv checkpoint (no 'state_dict'); expected a .ckpt written "
+                              f"by 'selfinv fit'")
+    config = ckpt.get("hyper_parameters", {}).get("config") if isinstance(ckpt.get("hyper_parameters"), dict) \
+        else None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{p} holds weights but no selfinv run config (hyper_parameters.config); it was "
+                              f"not written by 'selfinv fit'")
+    return ckpt

@@ -6,7 +6,10 @@ batch's operator. A fraction of the **measurements** is held out for
 self-supervised validation (no ground truth needed).
 
 The training order is drawn by ``EpochSeededSampler`` from ``(seed, epoch)``
-only, so a run resumed at an epoch boundary replays that epoch's batches exactly.
+only. The data module's ``state_dict`` (saved in every checkpoint) records the
+epoch and the number of batches already trained in it, so a run resumed from a
+mid-epoch checkpoint (a ``max_steps`` or ``max_time`` stop) skips exactly those
+batches and continues with the next one: resume is exact at any step.
 Under DDP the sampler shards that order across ranks itself (Lightning's sampler
 replacement is switched off in ``engine.build_trainer``); the validation set is
 evaluated whole on every rank (identical values, averaged by ``sync_dist``).
@@ -47,9 +50,14 @@ class EpochSeededSampler(Sampler[int]):
     def __init__(self, n: int, seed: int = 0, rank: int | None = None, world_size: int | None = None):
         self.n, self.seed, self.epoch = n, seed, 0
         self._rank, self._world = rank, world_size
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, items_done: int) -> None:
+        """The next pass over ``epoch`` skips its first ``items_done`` indices (of this rank's shard)."""
+        self._resume = (int(epoch), int(items_done))
 
     def _shard(self) -> tuple[int, int]:
         rank, world = _world()
@@ -63,11 +71,13 @@ class EpochSeededSampler(Sampler[int]):
         g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(self.epoch))
         order = torch.randperm(self.n, generator=g).tolist()
         rank, world = self._shard()
-        if world == 1:
-            return iter(order)
-        total = math.ceil(self.n / world) * world
-        order = (order * math.ceil(total / self.n))[:total]
-        return iter(order[rank::world])
+        if world > 1:
+            total = math.ceil(self.n / world) * world
+            order = (order * math.ceil(total / self.n))[:total][rank::world]
+        if self._resume is not None and self._resume[0] == self.epoch:
+            order = order[self._resume[1]:]
+            self._resume = None
+        return iter(order)
 
     def __len__(self) -> int:
         _, world = self._shard()
@@ -91,6 +101,17 @@ def has_ground_truth(ds: Dataset) -> bool:
     return bool(getattr(ds, "has_ground_truth", False))
 
 
+class _PositionedLoader(DataLoader):
+    """A ``DataLoader`` whose resume position is restored by ``MeasurementDataModule`` (through its
+    sampler): declares itself resumable to Lightning, with no state of its own."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        return None
+
+
 class MeasurementDataModule(pl.LightningDataModule):
     """Train / self-supervised-validation loaders over measurement data sets."""
 
@@ -100,13 +121,28 @@ class MeasurementDataModule(pl.LightningDataModule):
             raise ValueError(f"need non-empty train and val sets, got {len(train)} and {len(val)}")
         self.train_set, self.val_set = train, val
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self._resume: dict | None = None
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size,
-                          sampler=EpochSeededSampler(len(self.train_set), self.seed),
-                          num_workers=self.num_workers, collate_fn=collate_measurements,
-                          persistent_workers=self.num_workers > 0,
-                          generator=torch.Generator().manual_seed(self.seed))
+        sampler = EpochSeededSampler(len(self.train_set), self.seed)
+        if self._resume is not None:
+            sampler.resume_at(self._resume["epoch"], self._resume["batches_done"] * self.batch_size)
+            self._resume = None
+        return _PositionedLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
+                                 num_workers=self.num_workers, collate_fn=collate_measurements,
+                                 persistent_workers=self.num_workers > 0,
+                                 generator=torch.Generator().manual_seed(self.seed))
+
+    def state_dict(self) -> dict:
+        """Position in the training data: the epoch and the batches of it already trained."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return {"epoch": int(trainer.current_epoch), "batches_done": int(done)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume = dict(state_dict) if state_dict else None
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False,

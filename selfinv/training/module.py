@@ -13,6 +13,12 @@ rank)``; validation uses a generator re-seeded at each validation, so the
 selection criterion is comparable from one epoch to the next. Generator,
 torch/CUDA/numpy/python RNG states are saved in checkpoints as tensors and
 plain types (loadable with ``weights_only=True``).
+
+Divergence: every step records, on the device and without a host sync, whether
+the loss, each term and the gradient norm are finite; the record is read every
+``check_every`` steps (the logging interval) and before every validation and
+checkpoint. A non-finite value stops training with ``TrainingDiverged`` naming
+the first bad step and term, so no non-finite weights are ever checkpointed.
 """
 
 from __future__ import annotations
@@ -23,21 +29,17 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from selfinv.losses.base import WeightedSum
+from selfinv.losses.base import WeightedSum, set_input_checks
 from selfinv.physics.base import Physics
 from selfinv.training.metrics import psnr, ssim
 
 _RNG_KEY = "selfinv_rng"
 
 
-def needs_grad_at_eval(loss: nn.Module) -> bool:
-    """Whether a loss (or a term of a sum) needs autograd at evaluation (e.g. SURE's exact divergence)."""
-    if getattr(loss, "needs_grad_at_eval", False):
-        return True
-    return any(needs_grad_at_eval(l) for l in getattr(loss, "losses", []))
+class TrainingDiverged(ArithmeticError):
+    """The loss, one of its terms or the gradient became non-finite (inf/NaN) during training."""
 
 
 class SelfSupervisedModule(pl.LightningModule):
@@ -55,16 +57,19 @@ class SelfSupervisedModule(pl.LightningModule):
 
     def __init__(self, model: nn.Module, physics: Physics, loss: WeightedSum, lr: float = 1e-3,
                  weight_decay: float = 0.0, scheduler: str = "none", step_size: int = 1000,
-                 gamma: float = 0.5, seed: int = 0, config: dict | None = None):
+                 gamma: float = 0.5, seed: int = 0, config: dict | None = None, check_every: int = 10):
         super().__init__()
         self.model, self.physics, self.loss = model, physics, loss
         self.lr, self.weight_decay, self.scheduler = lr, weight_decay, scheduler
         self.step_size, self.gamma, self.seed = step_size, gamma, seed
+        self.check_every = max(1, int(check_every))
         self.save_hyperparameters({"config": config or {}})
         self._generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
         self._val_generator: torch.Generator | None = None
-        self._grad_at_eval = needs_grad_at_eval(loss)
+        self._bad_step: Tensor | None = None  # first step with a non-finite value (-1: none), on the device
+        self._bad_what: Tensor | None = None  # which values were non-finite at that step
+        set_input_checks(loss, False)  # the engine checks the measurements once, when they are loaded
 
     # -- generators ----------------------------------------------------------------------
     def _rank(self) -> int:
@@ -92,13 +97,14 @@ class SelfSupervisedModule(pl.LightningModule):
         x = batch.get("x") if self.loss.needs_ground_truth else None
         if self.loss.needs_ground_truth and x is None:
             raise ValueError("a supervised loss term needs ground truth 'x' in the batch, but the data has none")
-        # extra batch entries (e.g. Noise2Noise's second copy ``y2``) go to the terms that accept them
-        extra = {k: v for k, v in batch.items() if k not in ("y", "x", "params")}
+        # extra batch entries the loss declares (e.g. Noise2Noise's second copy ``y2``)
+        extra = {k: batch.get(k) for k in self.loss.batch_keys}
         return self.loss(y, phys, self.model, x=x, generator=generator, **extra)
 
-    def forward(self, y: Tensor, physics: Physics | None = None) -> Tensor:
-        """The test-time reconstruction ``loss.estimator(model)(y, physics)``."""
-        return self.loss.estimator(self.model)(y, physics if physics is not None else self.physics)
+    def forward(self, y: Tensor, physics: Physics | None = None, generator: torch.Generator | None = None
+                ) -> Tensor:
+        """The test-time reconstruction ``loss.estimator(model)(y, physics, generator)``."""
+        return self.loss.estimator(self.model)(y, physics if physics is not None else self.physics, generator)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         value = self._loss(batch, self.generator)
@@ -106,7 +112,62 @@ class SelfSupervisedModule(pl.LightningModule):
         self.log("train/loss", value, prog_bar=True, batch_size=bs)
         for name, term in self.loss.last_terms.items():
             self.log(f"train/{name}", term, batch_size=bs)
+        self._record_finite([value.detach(), *self.loss.last_terms.values()])
         return value
+
+    # -- divergence ------------------------------------------------------------------------
+    def _value_names(self) -> list[str]:
+        return ["loss", *(f"loss term '{n}'" for n in self.loss.last_terms), "gradient"]
+
+    def _record_finite(self, values: list[Tensor]) -> None:
+        """Remember (on the device, no host sync) the first step where a value is non-finite."""
+        finite = torch.stack([torch.isfinite(v).all() for v in values])
+        n = len(values) + 1  # + the gradient, recorded in on_before_optimizer_step
+        if self._bad_step is None or self._bad_what is None or self._bad_what.numel() != n:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=finite.device)
+            self._bad_what = torch.zeros(n, dtype=torch.bool, device=finite.device)
+        self._flag(~finite, slice(0, len(values)))
+
+    def _flag(self, bad: Tensor, where: slice) -> None:
+        assert self._bad_step is not None and self._bad_what is not None
+        first = (self._bad_step < 0) & bad.any()
+        step = torch.as_tensor(int(self.global_step), device=bad.device)
+        self._bad_step = torch.where(first, step, self._bad_step)
+        what = self._bad_what.clone()
+        what[where] = torch.where(first, bad, self._bad_what[where])
+        self._bad_what = what
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._bad_what is None:
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            norms = torch._foreach_norm(grads)
+            self._flag((~torch.isfinite(torch.stack(norms))).any().reshape(1), slice(-1, None))
+
+    def check_finite(self) -> None:
+        """Raise ``TrainingDiverged`` if a non-finite value was recorded (one host sync)."""
+        if self._bad_step is None or self._bad_what is None:
+            return
+        step = int(self._bad_step)
+        if step < 0:
+            return
+        names = self._value_names()
+        bad = [names[i] for i, b in enumerate(self._bad_what.tolist()) if b and i < len(names)]
+        raise TrainingDiverged(
+            f"training diverged at step {step}: non-finite (inf/NaN) {', '.join(bad) or 'values'}; "
+            f"nothing after the last finite checkpoint was saved. Lower optim.lr (now {self.lr:g}), "
+            f"check the data and noise settings, or use a gentler loss setting")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (self.global_step % self.check_every) == 0:
+            self.check_finite()
+
+    def on_validation_start(self) -> None:
+        self.check_finite()
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
 
     def on_validation_epoch_start(self) -> None:
         self._val_generator = torch.Generator(device=self.device)
@@ -116,12 +177,7 @@ class SelfSupervisedModule(pl.LightningModule):
         bs = batch["y"].shape[0]
         if self._val_generator is None:
             self.on_validation_epoch_start()
-        if self._grad_at_eval:
-            # SURE's exact divergence differentiates the network: autograd on, weights untouched.
-            with torch.enable_grad():
-                value = self._loss(batch, self._val_generator).detach()
-        else:
-            value = self._loss(batch, self._val_generator)
+        value = self._loss(batch, self._val_generator)
         self.log("val/loss", value, prog_bar=True, batch_size=bs, sync_dist=True)
         for name, term in self.loss.last_terms.items():
             self.log(f"val/{name}", term, batch_size=bs, sync_dist=True)
@@ -129,17 +185,12 @@ class SelfSupervisedModule(pl.LightningModule):
         if x is not None:
             with torch.no_grad():
                 phys = self._operator(batch)
-                x_hat = self(batch["y"], phys).float()
+                x_hat = self(batch["y"], phys, self._val_generator).float()
                 x0 = phys.A_dagger(batch["y"]).float()
             self.log("val/psnr", psnr(x_hat, x.float()).mean(), prog_bar=True, batch_size=bs, sync_dist=True)
             self.log("val/psnr_dagger", psnr(x0, x.float()).mean(), batch_size=bs, sync_dist=True)
             if min(x.shape[-2:]) >= 11:
                 self.log("val/ssim", ssim(x_hat, x.float()).mean(), batch_size=bs, sync_dist=True)
-
-    def on_fit_start(self) -> None:
-        if self._grad_at_eval:
-            rank_zero_info("selfinv: validation keeps autograd on for the loss (a term declares "
-                           "needs_grad_at_eval, e.g. SURE's exact divergence); weights are not updated.")
 
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

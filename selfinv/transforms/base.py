@@ -2,13 +2,13 @@
 
 A ``Transform`` draws per-sample parameters with ``sample(B, generator,
 device)`` (a dict of tensors with leading dimension ``B``), applies them with
-``apply(x, params)`` and undoes them with ``inverse(x, params)`` when the
+``transform(x, params)`` and undoes them with ``inverse(x, params)`` when the
 action is invertible. A parameter tensor with leading dimension 1 is shared by
 the whole batch, which is how the identifiability tools apply one group
 element ``T_g`` (from ``elements()``) to a batch of basis images.
 
 Equivariant imaging (Chen, Tachella & Davies 2021) and its relatives use
-``x -> T_g x`` with ``g`` drawn per sample; ``transform(x, generator)`` does
+``x -> T_g x`` with ``g`` drawn per sample; calling ``t(x, generator)`` does
 both steps.
 """
 
@@ -25,7 +25,7 @@ class Transform(nn.Module):
     is_linear: bool = True
     #: ``inverse`` exists (exactly or approximately, see ``exact_inverse``).
     is_invertible: bool = True
-    #: ``inverse(apply(x)) == x`` up to rounding.
+    #: ``inverse(transform(x)) == x`` up to rounding.
     exact_inverse: bool = True
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None,
@@ -33,7 +33,7 @@ class Transform(nn.Module):
         """Draw the parameters ``g`` of ``batch_size`` independent transforms."""
         raise NotImplementedError
 
-    def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def transform(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         """``T_g x`` with the given parameters (leading dimension ``B`` or 1)."""
         raise NotImplementedError
 
@@ -48,7 +48,7 @@ class Transform(nn.Module):
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``T_g x`` with ``g`` drawn independently for every sample."""
         _check_image(x, type(self).__name__)
-        return self.apply(x, self.sample(x.shape[0], generator=generator, device=x.device))
+        return self.transform(x, self.sample(x.shape[0], generator=generator, device=x.device))
 
 
 def _check_image(x: Tensor, who: str) -> None:

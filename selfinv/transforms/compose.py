@@ -46,9 +46,9 @@ class Compose(Transform):
         prefix = f"{i}."
         return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
-    def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def transform(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         for i, t in enumerate(self.transforms):
-            x = t.apply(x, self._split(params, i))
+            x = t.transform(x, self._split(params, i))
         return x
 
     def inverse(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:

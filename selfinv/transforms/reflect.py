@@ -36,7 +36,7 @@ class Reflect(Transform):
                device: torch.device | str | None = None) -> dict[str, Tensor]:
         return {"flip": rng.rand((batch_size, len(self.dims)), generator=generator, device=device) < 0.5}
 
-    def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def transform(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         _check_image(x, "Reflect")
         flip = per_sample(get_param(params, "flip", "Reflect"), x, "flip", "Reflect")
         if flip.ndim != 2 or flip.shape[1] != len(self.dims):
@@ -52,7 +52,7 @@ class Reflect(Transform):
         return x
 
     def inverse(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
-        return self.apply(x, params)  # every element is an involution
+        return self.transform(x, params)  # every element is an involution
 
     def elements(self, img_size: tuple[int, int] | None = None) -> list[dict[str, Tensor]]:
         return [{"flip": torch.tensor([bits], dtype=torch.bool)}

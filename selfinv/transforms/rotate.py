@@ -66,7 +66,7 @@ class Rotate(Transform):
         u = rng.rand((batch_size,), generator=generator, device=device)
         return {"angle": lo + (hi - lo) * u}
 
-    def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def transform(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         _check_image(x, "Rotate")
         if self.multiples_of_90:
             return _rot90_per_sample(x, per_sample(get_param(params, "k", "Rotate"), x, "k", "Rotate"))

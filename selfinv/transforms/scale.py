@@ -64,7 +64,7 @@ class Scale(Transform):
         center = 2 * rng.rand((batch_size, 2), generator=generator, device=device) - 1
         return {"factor": factor, "center": center}
 
-    def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def transform(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         _check_image(x, "Scale")
         b, _, h, w = x.shape
         s = per_sample(get_param(params, "factor", "Scale"), x, "factor", "Scale").to(x.dtype).reshape(-1, 1, 1, 1)

@@ -43,7 +43,7 @@ class Shift(Transform):
             s = rng.randint(-self.max_shift, self.max_shift + 1, (batch_size, 2), generator=generator, device=device)
         return {"shift": s}
 
-    def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def transform(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         return _roll(x, per_sample(get_param(params, "shift", "Shift"), x, "shift", "Shift"))
 
     def inverse(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
