@@ -234,7 +234,7 @@ def _report(command: str, e: BaseException) -> int:
     """Print ``e`` as the user should see it (no traceback) and return the exit code."""
     import errno
 
-    from selfinv.training.module import TrainingDiverged
+    from selfinv.training.divergence import TrainingDiverged
 
     if isinstance(e, TrainingDiverged):
         print(f"selfinv {command}: error: {_one_line(e)}", file=sys.stderr)

@@ -74,8 +74,9 @@ class EpochSeededSampler(Sampler[int]):
         if world > 1:
             total = math.ceil(self.n / world) * world
             order = (order * math.ceil(total / self.n))[:total][rank::world]
-        if self._resume is not None and self._resume[0] == self.epoch:
-            order = order[self._resume[1]:]
+        if self._resume is not None:
+            if self._resume[0] == self.epoch:
+                order = order[self._resume[1]:]
             self._resume = None
         return iter(order)
 
@@ -122,9 +123,10 @@ class MeasurementDataModule(pl.LightningDataModule):
         self.train_set, self.val_set = train, val
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self._resume: dict | None = None
+        self._sampler: EpochSeededSampler | None = None
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochSeededSampler(len(self.train_set), self.seed)
+        sampler = self._sampler = EpochSeededSampler(len(self.train_set), self.seed)
         if self._resume is not None:
             sampler.resume_at(self._resume["epoch"], self._resume["batches_done"] * self.batch_size)
             self._resume = None
@@ -136,10 +138,10 @@ class MeasurementDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict:
         """Position in the training data: the epoch and the batches of it already trained."""
         trainer = self.trainer
-        if trainer is None:
+        if trainer is None or self._sampler is None:
             return {}
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return {"epoch": int(trainer.current_epoch), "batches_done": int(done)}
+        return {"epoch": int(self._sampler.epoch), "batches_done": int(done)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._resume = dict(state_dict) if state_dict else None

@@ -14,11 +14,12 @@ selection criterion is comparable from one epoch to the next. Generator,
 torch/CUDA/numpy/python RNG states are saved in checkpoints as tensors and
 plain types (loadable with ``weights_only=True``).
 
-Divergence: every step records, on the device and without a host sync, whether
-the loss, each term and the gradient norm are finite; the record is read every
-``check_every`` steps (the logging interval) and before every validation and
-checkpoint. A non-finite value stops training with ``TrainingDiverged`` naming
-the first bad step and term, so no non-finite weights are ever checkpointed.
+Divergence (``selfinv.training.divergence``): every step records, on the device and
+without a host sync, whether the loss, each term and the gradient norm are finite
+and the loss has not exploded; the record is read every ``check_every`` steps (the
+logging interval) and before every validation and checkpoint. Divergence stops
+training with ``TrainingDiverged`` naming the first bad step and term, so no
+diverged weights are ever checkpointed.
 """
 
 from __future__ import annotations
@@ -33,13 +34,10 @@ from torch import Tensor, nn
 
 from selfinv.losses.base import WeightedSum, set_input_checks
 from selfinv.physics.base import Physics
+from selfinv.training.divergence import DivergenceMonitor
 from selfinv.training.metrics import psnr, ssim
 
 _RNG_KEY = "selfinv_rng"
-
-
-class TrainingDiverged(ArithmeticError):
-    """The loss, one of its terms or the gradient became non-finite (inf/NaN) during training."""
 
 
 class SelfSupervisedModule(pl.LightningModule):
@@ -67,8 +65,7 @@ class SelfSupervisedModule(pl.LightningModule):
         self._generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
         self._val_generator: torch.Generator | None = None
-        self._bad_step: Tensor | None = None  # first step with a non-finite value (-1: none), on the device
-        self._bad_what: Tensor | None = None  # which values were non-finite at that step
+        self.divergence = DivergenceMonitor()
         set_input_checks(loss, False)  # the engine checks the measurements once, when they are loaded
 
     # -- generators ----------------------------------------------------------------------
@@ -112,52 +109,21 @@ class SelfSupervisedModule(pl.LightningModule):
         self.log("train/loss", value, prog_bar=True, batch_size=bs)
         for name, term in self.loss.last_terms.items():
             self.log(f"train/{name}", term, batch_size=bs)
-        self._record_finite([value.detach(), *self.loss.last_terms.values()])
+        self.divergence.record(int(self.global_step), [value.detach(), *self.loss.last_terms.values()])
         return value
 
     # -- divergence ------------------------------------------------------------------------
     def _value_names(self) -> list[str]:
         return ["loss", *(f"loss term '{n}'" for n in self.loss.last_terms), "gradient"]
 
-    def _record_finite(self, values: list[Tensor]) -> None:
-        """Remember (on the device, no host sync) the first step where a value is non-finite."""
-        finite = torch.stack([torch.isfinite(v).all() for v in values])
-        n = len(values) + 1  # + the gradient, recorded in on_before_optimizer_step
-        if self._bad_step is None or self._bad_what is None or self._bad_what.numel() != n:
-            self._bad_step = torch.full((), -1, dtype=torch.long, device=finite.device)
-            self._bad_what = torch.zeros(n, dtype=torch.bool, device=finite.device)
-        self._flag(~finite, slice(0, len(values)))
-
-    def _flag(self, bad: Tensor, where: slice) -> None:
-        assert self._bad_step is not None and self._bad_what is not None
-        first = (self._bad_step < 0) & bad.any()
-        step = torch.as_tensor(int(self.global_step), device=bad.device)
-        self._bad_step = torch.where(first, step, self._bad_step)
-        what = self._bad_what.clone()
-        what[where] = torch.where(first, bad, self._bad_what[where])
-        self._bad_what = what
-
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self._bad_what is None:
-            return
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:
-            norms = torch._foreach_norm(grads)
-            self._flag((~torch.isfinite(torch.stack(norms))).any().reshape(1), slice(-1, None))
+        self.divergence.record_gradient(int(self.global_step), list(torch._foreach_norm(grads)) if grads else [])
 
     def check_finite(self) -> None:
-        """Raise ``TrainingDiverged`` if a non-finite value was recorded (one host sync)."""
-        if self._bad_step is None or self._bad_what is None:
-            return
-        step = int(self._bad_step)
-        if step < 0:
-            return
-        names = self._value_names()
-        bad = [names[i] for i, b in enumerate(self._bad_what.tolist()) if b and i < len(names)]
-        raise TrainingDiverged(
-            f"training diverged at step {step}: non-finite (inf/NaN) {', '.join(bad) or 'values'}; "
-            f"nothing after the last finite checkpoint was saved. Lower optim.lr (now {self.lr:g}), "
-            f"check the data and noise settings, or use a gentler loss setting")
+        """Raise ``TrainingDiverged`` if the run diverged since the start (one host sync)."""
+        self.divergence.check(self._value_names(), f"Lower optim.lr (now {self.lr:g}), check the data and the "
+                                                   f"noise settings, or use a gentler loss setting.")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if (self.global_step % self.check_every) == 0:
@@ -222,6 +188,28 @@ class SelfSupervisedModule(pl.LightningModule):
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
         checkpoint[_RNG_KEY] = state
+        self._mark_unfinished_epoch(checkpoint)
+
+    def _mark_unfinished_epoch(self, checkpoint: dict) -> None:
+        """A checkpoint written when ``max_steps``/``max_time`` stops training inside an epoch: Lightning
+        has already counted that epoch as completed, so a resume would start the next one and lose the
+        rest of this one. Record it as started but not completed; with the data module's position the
+        resume then continues with the next batch of the same epoch."""
+        if self._trainer is None:
+            return
+        trainer = self.trainer
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        total = trainer.num_training_batches
+        if not (isinstance(total, int) and 0 < done < total):
+            return
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress")
+        if not progress:
+            return
+        for part in ("total", "current"):
+            p = progress[part]
+            if p["completed"] == p["started"] and p["started"] > 0:
+                p["completed"] = p["processed"] = p["started"] - 1
+        checkpoint["epoch"] = progress["current"]["completed"]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get(_RNG_KEY)
