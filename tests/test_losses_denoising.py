@@ -644,3 +644,15 @@ def test_per_sample_noise_levels():
     both = SURE(divergence="exact")(y, physics, model)
     parts = [SURE(divergence="exact")(y[i:i + 1], Denoising(GaussianNoise(float(sig[i]))), model) for i in range(2)]
     assert float(both.detach()) == pytest.approx(float(sum(parts).detach() / 2), rel=1e-5)
+
+
+def test_a_custom_noise_model_is_refused_by_the_family_specific_losses():
+    from selfinv.physics import NoiseModel
+
+    class Custom(NoiseModel):
+        def sample(self, z, generator=None):
+            return z
+
+    for loss in (SURE("gaussian"), R2R("gaussian"), Noise2Score("gaussian")):
+        with pytest.raises(LossConfigError, match="custom"):
+            loss.check(Denoising(Custom()))

@@ -227,3 +227,13 @@ def test_beta_moments(a, b):
     assert_moments(x, mean, var, f"Beta({a}, {b})")
     if a == 1.0 and b == 1.0:  # Beta(1, 1) is uniform: KS against the identity CDF
         assert _ks_statistic(x, lambda t: t) < 1.63 / math.sqrt(N)
+
+
+def test_every_noise_model_declares_its_family():
+    from selfinv.physics.noise import NoiseModel
+
+    assert NoiseModel.kind == "custom"
+    kinds = {NoNoise: "none", GaussianNoise: "gaussian", ColoredGaussianNoise: "colored_gaussian",
+             PoissonNoise: "poisson", PoissonGaussianNoise: "poisson_gaussian", GammaNoise: "gamma"}
+    for cls, kind in kinds.items():
+        assert cls.kind == kind

@@ -35,7 +35,6 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from selfinv.losses.base import Loss, LossConfigError
-from selfinv.losses.sure import noise_kind
 from selfinv.physics.base import Physics
 from selfinv.utils import rng
 
@@ -68,7 +67,7 @@ class SplittingLoss(Loss):
         self.mask_prob, self.replace, self.mode, self.n_test = float(mask_prob), replace, mode, int(n_test)
 
     def check(self, physics: Physics) -> None:
-        if noise_kind(physics.noise) == "colored_gaussian":
+        if physics.noise.kind == "colored_gaussian":
             raise LossConfigError("SplittingLoss needs noise independent across pixels; coloured noise "
                                   "leaks through the neighbours (use AutoencoderLoss or UNSURE(variant='colored'))")
 

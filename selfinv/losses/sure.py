@@ -54,29 +54,12 @@ from torch import Tensor, nn
 
 from selfinv.losses.base import Loss, LossConfigError
 from selfinv.physics.base import Physics
-from selfinv.physics.noise import ColoredGaussianNoise, NoiseModel
 from selfinv.utils import rng
-
-NoiseKind = Literal["none", "gaussian", "colored_gaussian", "poisson", "poisson_gaussian", "gamma"]
 
 #: two-point probe used for second-order Monte-Carlo derivatives
 _SKEW_P = 0.2
 _SKEW_HI, _SKEW_LO = 2.0, -0.5  # mean 0, variance 1
 _SKEW_M3 = 1.5  # third moment
-
-
-def noise_kind(noise: NoiseModel) -> NoiseKind:
-    """Which family ``noise`` belongs to, read from its facts (``sigma``, ``gain``, ``shape``)."""
-    if isinstance(noise, ColoredGaussianNoise):
-        return "colored_gaussian"
-    sigma, gain, shape = (getattr(noise, n, None) for n in ("sigma", "gain", "shape"))
-    if shape is not None:
-        return "gamma"
-    if gain is not None:
-        return "poisson_gaussian" if sigma is not None else "poisson"
-    if sigma is not None:
-        return "gaussian"
-    return "none"
 
 
 def skewed_probe(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -194,13 +177,15 @@ class SURE(Loss):
         return 3 if self.second_order else 2
 
     def check(self, physics: Physics) -> None:
-        kind = noise_kind(physics.noise)
+        kind = physics.noise.kind
         if kind != self.noise:
             hint = {
                 "none": "the physics has no noise level (sigma/gain); SURE needs the noise parameters — "
                         "use UNSURE when they are unknown",
                 "colored_gaussian": "coloured Gaussian noise is not supported by SURE; use UNSURE(variant='colored')",
                 "gamma": "Gamma noise is not supported by SURE; use R2R(noise='gamma')",
+                "custom": "a custom noise model declares no family SURE is exact for (its class attribute "
+                          "kind is 'custom'); use UNSURE",
             }.get(kind, f"build SURE(noise={kind!r}) instead")
             raise LossConfigError(f"SURE(noise={self.noise!r}) got {type(physics.noise).__name__} "
                                   f"({kind}) noise: {hint}")

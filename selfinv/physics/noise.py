@@ -1,8 +1,10 @@
 """Noise models ``y ~ p(y | z)`` with ``z = A x`` the noiseless measurement.
 
 Each model samples with an explicit ``torch.Generator`` and exposes the facts the
-self-supervised losses need (``sigma``, ``gain``, ``shape``). Parameters are
-scalars or per-sample tensors of shape ``(B,)``.
+self-supervised losses need: its family ``kind`` (a class attribute, which the
+losses check against the family they are exact for) and its parameters
+(``sigma``, ``gain``, ``shape``). Parameters are scalars or per-sample tensors
+of shape ``(B,)``.
 
 | model | sampling | mean | variance |
 |---|---|---|---|
@@ -15,10 +17,15 @@ scalars or per-sample tensors of shape ``(B,)``.
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
 from torch import Tensor, nn
 
 from selfinv.utils import rng
+
+#: the noise families the losses know; ``"custom"`` is a user model no loss may assume anything about
+NoiseKind = Literal["none", "gaussian", "colored_gaussian", "poisson", "poisson_gaussian", "gamma", "custom"]
 
 
 def _check_param(name: str, value, *, strictly_positive: bool) -> Tensor:
@@ -35,7 +42,14 @@ def _check_param(name: str, value, *, strictly_positive: bool) -> Tensor:
 
 
 class NoiseModel(nn.Module):
-    """Base class: ``noise(z, generator)`` draws ``y ~ p(y | z)``."""
+    """Base class: ``noise(z, generator)`` draws ``y ~ p(y | z)``.
+
+    Subclasses set the class attribute ``kind`` to the family whose parameters
+    they expose; a loss exact for one family (SURE, R2R, Noise2Score...) compares
+    ``physics.noise.kind`` with it. A user model keeps ``"custom"``.
+    """
+
+    kind: ClassVar[NoiseKind] = "custom"
 
     def __init__(self):
         super().__init__()
@@ -58,6 +72,8 @@ class NoiseModel(nn.Module):
 class NoNoise(NoiseModel):
     """Noiseless measurements ``y = z``."""
 
+    kind: ClassVar[NoiseKind] = "none"
+
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return z
 
@@ -67,6 +83,8 @@ class NoNoise(NoiseModel):
 
 class GaussianNoise(NoiseModel):
     """``y = z + sigma * n``, ``n ~ N(0, I)``; ``sigma`` scalar or per-sample ``(B,)``."""
+
+    kind: ClassVar[NoiseKind] = "gaussian"
 
     def __init__(self, sigma: float | Tensor):
         super().__init__()
@@ -90,6 +108,8 @@ class ColoredGaussianNoise(NoiseModel):
     ``sigma`` is the marginal standard deviation. The covariance is the
     circulant matrix with first row ``sigma^2 (k ⋆ k)``.
     """
+
+    kind: ClassVar[NoiseKind] = "colored_gaussian"
 
     def __init__(self, sigma: float | Tensor, kernel: Tensor):
         super().__init__()
@@ -124,6 +144,8 @@ class ColoredGaussianNoise(NoiseModel):
 class PoissonNoise(NoiseModel):
     """``y = gain * Poisson(z / gain)``: mean ``z``, variance ``gain * z``. Needs ``z >= 0``."""
 
+    kind: ClassVar[NoiseKind] = "poisson"
+
     def __init__(self, gain: float | Tensor):
         super().__init__()
         self.gain = _check_param("gain", gain, strictly_positive=True).float()
@@ -142,6 +164,8 @@ class PoissonNoise(NoiseModel):
 
 class PoissonGaussianNoise(NoiseModel):
     """``y = gain * Poisson(z / gain) + sigma * n``: variance ``gain z + sigma^2``."""
+
+    kind: ClassVar[NoiseKind] = "poisson_gaussian"
 
     def __init__(self, gain: float | Tensor, sigma: float | Tensor):
         super().__init__()
@@ -165,6 +189,8 @@ class PoissonGaussianNoise(NoiseModel):
 
 class GammaNoise(NoiseModel):
     """``y ~ Gamma(shape=ell, rate=ell / z)``: mean ``z``, variance ``z^2 / ell``. Needs ``z > 0``."""
+
+    kind: ClassVar[NoiseKind] = "gamma"
 
     def __init__(self, shape: float | Tensor):
         super().__init__()
