@@ -332,9 +332,9 @@ def test_tweedie_gives_the_posterior_mean_of_a_gaussian_mixture():
     sigma = 0.4
     physics = Denoising(GaussianNoise(sigma))
     y = torch.linspace(-3, 4, 70, dtype=DT).reshape(1, 1, 7, 10)
-    s32 = float(physics.noise.sigma)  # the noise model stores sigma in float32
-    est = Noise2Score(noise="gaussian").estimator(ScoreModel(s32**2))(y, physics)
-    torch.testing.assert_close(est, gmm_posterior_mean(y, s32), rtol=1e-12, atol=1e-12)
+    assert float(physics.noise.sigma) == sigma  # stored in float64: no float32 rounding
+    est = Noise2Score(noise="gaussian").estimator(ScoreModel(sigma**2))(y, physics)
+    torch.testing.assert_close(est, gmm_posterior_mean(y, sigma), rtol=1e-12, atol=1e-12)
 
 
 def test_noise2score_loss_is_minimised_by_the_smoothed_score():
@@ -656,3 +656,36 @@ def test_a_custom_noise_model_is_refused_by_the_family_specific_losses():
     for loss in (SURE("gaussian"), R2R("gaussian"), Noise2Score("gaussian")):
         with pytest.raises(LossConfigError, match="custom"):
             loss.check(Denoising(Custom()))
+
+
+# ----------------------------------------------------------------------------- dtype of the noise parameters
+# sigma = 0.1 rounded to float32 is 0.1 + 1.5e-9: it would shift SURE by ~1e-10 and R2R by ~1e-10, far
+# above the float64 round-off of these sums of 200 terms (~1e-16), hence the 1e-12 tolerance.
+def test_float64_sure_uses_the_float64_noise_level():
+    from selfinv.theory import operator_matrix
+
+    sigma, n = 0.1, 64
+    physics = Denoising(GaussianNoise(sigma))
+    model = smoothing_filter()
+    y = physics(clean_image().expand(3, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    H = operator_matrix(lambda v: model(v, physics), (1, 8, 8))  # f(y) = H y, float64
+    yf = y.reshape(3, n)
+    resid = ((yf - yf @ H.T) ** 2).sum()
+    ref = (resid - 3 * n * sigma**2 + 2 * sigma**2 * 3 * torch.trace(H)) / (3 * n)
+    with torch.no_grad():
+        got = SURE("gaussian", divergence="exact")(y, physics, model)
+    assert got.dtype == torch.float64
+    assert abs(float(got) - float(ref)) < 1e-12, (float(got), float(ref))
+
+
+def test_float64_r2r_uses_the_float64_noise_level():
+    sigma, a = 0.1, 0.15
+    physics = Denoising(GaussianNoise(sigma))
+    model = smoothing_filter()
+    y = physics(clean_image().expand(3, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    omega = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=DT)
+    y1, y2 = y + (a / (1 - a)) ** 0.5 * sigma * omega, y - ((1 - a) / a) ** 0.5 * sigma * omega
+    ref = ((y2 - model(y1, physics)) ** 2).mean()
+    got = R2R("gaussian", alpha=a)(y, physics, model, generator=torch.Generator().manual_seed(1))
+    assert got.dtype == torch.float64
+    assert abs(float(got) - float(ref)) < 1e-12, (float(got), float(ref))

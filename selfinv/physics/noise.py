@@ -6,6 +6,13 @@ losses check against the family they are exact for) and its parameters
 (``sigma``, ``gain``, ``shape``). Parameters are scalars or per-sample tensors
 of shape ``(B,)``.
 
+Parameters are stored in float64 exactly as given (no float32 rounding) and are
+cast to the dtype of the data where they are used (``rng.as_per_sample``), so a
+float64 computation sees the float64 value of ``sigma = 0.1`` and a float32 one
+its float32 rounding. They follow the module across devices, but dtype
+conversions of the module (``.float()``, ``.half()``, ``.to(dtype)``) leave them
+in float64: they are exact constants, not weights.
+
 | model | sampling | mean | variance |
 |---|---|---|---|
 | ``GaussianNoise(sigma)`` | ``y = z + sigma * n`` | z | sigma^2 |
@@ -28,7 +35,12 @@ from selfinv.utils import rng
 NoiseKind = Literal["none", "gaussian", "colored_gaussian", "poisson", "poisson_gaussian", "gamma", "custom"]
 
 
+#: buffers holding exact constants of the noise model, kept in float64 (see the module docstring)
+_EXACT_BUFFERS = ("sigma", "gain", "shape", "kernel")
+
+
 def _check_param(name: str, value, *, strictly_positive: bool) -> Tensor:
+    """``value`` as a float64 tensor (scalar or ``(B,)``), checked finite and (strictly) positive."""
     t = torch.as_tensor(value, dtype=torch.float64)
     if not torch.all(torch.isfinite(t)):
         raise ValueError(f"{name} must be finite, got {value}")
@@ -61,6 +73,22 @@ class NoiseModel(nn.Module):
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
 
+    def _apply(self, fn, recurse: bool = True):
+        """Move the float64 parameters with the module but keep their dtype (device changes only)."""
+        exact = {n: self._buffers[n] for n in _EXACT_BUFFERS if self._buffers.get(n) is not None}
+        out = super()._apply(fn, recurse)
+        for name, value in exact.items():
+            moved = self._buffers[name]
+            if moved.device != value.device:
+                try:
+                    moved = value.to(device=moved.device)
+                except (TypeError, RuntimeError):  # a device without float64 (MPS): keep fn's cast
+                    pass
+            else:
+                moved = value
+            self._buffers[name] = moved
+        return out
+
     def forward(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self.sample(z, generator)
 
@@ -88,7 +116,7 @@ class GaussianNoise(NoiseModel):
 
     def __init__(self, sigma: float | Tensor):
         super().__init__()
-        self.sigma = _check_param("sigma", sigma, strictly_positive=False).float()
+        self.sigma = _check_param("sigma", sigma, strictly_positive=False)
 
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         s = rng.as_per_sample(self.sigma, z, "sigma")
@@ -113,12 +141,12 @@ class ColoredGaussianNoise(NoiseModel):
 
     def __init__(self, sigma: float | Tensor, kernel: Tensor):
         super().__init__()
-        kernel = torch.as_tensor(kernel, dtype=torch.float32)
+        kernel = torch.as_tensor(kernel, dtype=torch.float64)
         if kernel.ndim != 2:
             raise ValueError(f"kernel must be 2-D (kh, kw), got shape {tuple(kernel.shape)}")
         if not torch.isfinite(kernel).all() or kernel.norm() == 0:
             raise ValueError("kernel must be finite and non-zero")
-        self.sigma = _check_param("sigma", sigma, strictly_positive=False).float()
+        self.sigma = _check_param("sigma", sigma, strictly_positive=False)
         self.register_buffer("kernel", kernel / kernel.norm(), persistent=False)
 
     def _filter(self, n: Tensor) -> Tensor:
@@ -148,7 +176,7 @@ class PoissonNoise(NoiseModel):
 
     def __init__(self, gain: float | Tensor):
         super().__init__()
-        self.gain = _check_param("gain", gain, strictly_positive=True).float()
+        self.gain = _check_param("gain", gain, strictly_positive=True)
 
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_nonnegative(z, type(self).__name__)
@@ -169,8 +197,8 @@ class PoissonGaussianNoise(NoiseModel):
 
     def __init__(self, gain: float | Tensor, sigma: float | Tensor):
         super().__init__()
-        self.gain = _check_param("gain", gain, strictly_positive=True).float()
-        self.sigma = _check_param("sigma", sigma, strictly_positive=False).float()
+        self.gain = _check_param("gain", gain, strictly_positive=True)
+        self.sigma = _check_param("sigma", sigma, strictly_positive=False)
 
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_nonnegative(z, type(self).__name__)
@@ -194,7 +222,7 @@ class GammaNoise(NoiseModel):
 
     def __init__(self, shape: float | Tensor):
         super().__init__()
-        self.shape = _check_param("shape", shape, strictly_positive=True).float()
+        self.shape = _check_param("shape", shape, strictly_positive=True)
 
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if torch.any(z <= 0):
