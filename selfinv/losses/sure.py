@@ -17,6 +17,13 @@ in the range of ``A`` (used as the data-fit term of SEI deblurring). The
 | Poisson ``γ P(z/γ)`` | ``γ y_i`` | ``γ y_i`` | ``γ² y_i / 2`` | Hudson (1978) |
 | Poisson–Gaussian | ``γ y_i + σ²`` | ``γ y_i + σ²`` | ``γ² y_i / 2 + γ σ²`` | Le Montagner et al. (2014) |
 
+The sums run over the entries that carry noise. Operators whose measurement
+keeps zeros where nothing is measured (inpainting, Cartesian MRI) say which
+entries are measured with ``physics.measurement_mask(y)``; there ``y_i = 0``
+exactly, with no noise, so ``c_i = w_i = v_i = 0`` (counting ``σ²`` there would
+offset SURE by ``-σ² ×`` the unobserved fraction). ``n`` still counts every
+entry, as the risk ``||h(y) - A x||² / n`` does.
+
 Gaussian SURE is exact. For Poisson(–Gaussian) noise the exact identities of
 Hudson / Luisier et al. (2011) read
 ``E[(y-z)ᵀh] = Σ_i E[y_i (h_i(y) - h_i(y - γ e_i)) + σ² ∂_i h_i(y - γ e_i)]``,
@@ -47,7 +54,7 @@ pass recomputes them one entry at a time (``exact_weighted_derivatives``), so
 the memory is that of one entry's graph, not ``n`` of them. Both modes assume
 the model treats batch samples independently (no batch-norm in training mode).
 Works for any ``Physics`` whose ``A`` maps back to the measurement shape
-(invertible / square operators, blur, denoising).
+(invertible / square operators, blur, denoising, inpainting, MRI).
 """
 
 from __future__ import annotations
@@ -331,16 +338,18 @@ class SURE(Loss):
                                   f"({kind}) noise: {hint}")
 
     def _weights(self, y: Tensor, physics: Physics) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Per-entry ``(c, w, v)`` of the module docstring."""
+        """Per-entry ``(c, w, v)`` of the module docstring, shape of ``y``; 0 on unmeasured entries."""
         noise = physics.noise
         zero = torch.zeros((), dtype=y.dtype, device=y.device)
         s2 = rng.as_per_sample(noise.sigma, y, "sigma") ** 2 if noise.sigma is not None else zero
+        measured = physics.measurement_mask(y)
+        measured = torch.ones_like(y) if measured is None else measured.to(y).expand_as(y)
         if self.noise == "gaussian":
-            c = s2.expand_as(y)
+            c = s2 * measured
             return c, c, None
         g = rng.as_per_sample(noise.gain, y, "gain")
-        w = g * y + s2
-        v = g * g * y / 2 + g * s2 if self.second_order else None
+        w = (g * y + s2) * measured
+        v = (g * g * y / 2 + g * s2) * measured if self.second_order else None
         return w, w, v
 
     def forward(self, y: Tensor, physics: Physics, model: nn.Module, x: Tensor | None = None,
