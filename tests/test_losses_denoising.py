@@ -211,6 +211,160 @@ def test_sure_gradient_reaches_parameters():
         assert net.weight.grad.abs().sum() > 0
 
 
+# ----------------------------------------------------------------------------- exact-derivative SURE
+def affine_cnn(seed: int = 0) -> nn.Module:
+    """``f(y) = H y + b``: a 3x3 convolution with bias (zero padding); ``∂²f = 0``."""
+    g = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(1, 1, 3, padding=1).to(DT)
+    conv.weight.data = 0.2 * torch.randn(conv.weight.shape, generator=g, dtype=DT)
+    conv.weight.data[0, 0, 1, 1] = 0.5
+    conv.bias.data = torch.tensor([0.05], dtype=DT)
+    return Backbone(conv)
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "poisson", "poisson_gaussian"])
+@pytest.mark.parametrize("second_order", [True, False])
+def test_exact_sure_of_an_affine_model_is_the_closed_form(noise, second_order):
+    # h(y) = H y + b has ∂_i h_i = H_ii and ∂²_i h_i = 0, so
+    # SURE = (||y - H y - b||² - Σ c_i + 2 Σ w_i H_ii) / n exactly (float64: agreement to 1e-12).
+    from selfinv.theory import operator_matrix
+
+    physics = Denoising(SURE_CASES[noise]())
+    model = affine_cnn()
+    y = physics(clean_image(6, 6).expand(2, 1, 6, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        H = operator_matrix(lambda v: model(v, physics) - model(torch.zeros_like(v), physics), (1, 6, 6))
+        b = model(torch.zeros(1, 1, 6, 6, dtype=DT), physics).flatten()
+    yf = y.reshape(2, 36)
+    s2 = float(getattr(physics.noise, "sigma", None) or 0.0) ** 2
+    gain = float(physics.noise.gain) if physics.noise.gain is not None else 0.0
+    wts = gain * yf + s2  # c_i = w_i
+    ref = (((yf - yf @ H.T - b) ** 2).sum() - wts.sum() + 2 * (wts * H.diagonal()).sum()) / 72
+    loss = SURE(noise=noise, divergence="exact", second_order=second_order)
+    value = loss(y, physics, model)
+    assert abs(float(value.detach()) - float(ref)) < 1e-12, (float(value), float(ref))
+    value.backward()  # the gradient reaches the weights (it raised on the second derivative before)
+    assert model.net.weight.grad.abs().sum() > 0
+
+
+class TinyTanhCNN(nn.Module):
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.c1 = nn.Conv2d(1, 3, 3, padding=1).to(DT)
+        self.c2 = nn.Conv2d(3, 1, 3, padding=1).to(DT)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g, dtype=DT)
+
+    def forward(self, y, physics=None):
+        return self.c2(torch.tanh(self.c1(y)))
+
+
+def test_exact_sure_matches_finite_differences_for_a_nonlinear_model():
+    # central differences per entry: truncation O(e²) (e²/6 |∂³h| and e²/12 |∂⁴h|), round-off
+    # ~1e-16/e² = 1e-10 at e = 1e-3. Measured: max |exact - FD| = 7e-7 (first) and 2.1e-6 (second
+    # derivatives, which reach 2.2) at e = 1e-3, 4x smaller at e = 5e-4: hence the 1e-5 tolerance, and
+    # the factor ~4 between the two steps shows the remaining gap is the O(e²) truncation of FD.
+    physics = Denoising(PoissonGaussianNoise(0.02, 0.05))
+    model = TinyTanhCNN()
+    y = physics(clean_image(4, 4).expand(2, 1, 4, 4), generator=torch.Generator().manual_seed(5))
+
+    def fd(e):
+        d1, d2 = torch.zeros(2, 16, dtype=DT), torch.zeros(2, 16, dtype=DT)
+        with torch.no_grad():
+            h0 = model(y).reshape(2, 16)
+            for k in range(16):
+                ek = torch.zeros(1, 16, dtype=DT)
+                ek[0, k] = e
+                hp = model(y + ek.reshape(1, 1, 4, 4)).reshape(2, 16)[:, k]
+                hm = model(y - ek.reshape(1, 1, 4, 4)).reshape(2, 16)[:, k]
+                d1[:, k] = (hp - hm) / (2 * e)
+                d2[:, k] = (hp - 2 * h0[:, k] + hm) / e**2
+        return d1, d2
+
+    d1_fd, d2_fd = fd(1e-3)
+    _, d1, d2 = exact_diagonal_derivatives(model, y, second_order=True, create_graph=False)
+    err1 = float((d1.reshape(2, 16) - d1_fd).abs().max())
+    err2 = float((d2.reshape(2, 16) - d2_fd).abs().max())
+    assert err1 < 1e-5 and err2 < 1e-5, (err1, err2)
+    assert float(d2_fd.abs().max()) > 0.1  # a non-trivial second derivative is checked
+    err2_half = float((d2.reshape(2, 16) - fd(5e-4)[1]).abs().max())
+    assert 3 < err2 / err2_half < 5, (err2, err2_half)
+    # the loss value from the finite-difference diagonals
+    yf = y.reshape(2, 16)
+    w, v = 0.02 * yf + 0.05**2, 0.02**2 * yf / 2 + 0.02 * 0.05**2
+    with torch.no_grad():
+        h0 = model(y).reshape(2, 16)
+    ref = (((yf - h0) ** 2).sum() - w.sum() + 2 * (w * d1_fd).sum() - 2 * (v * d2_fd).sum()) / 32
+    with torch.no_grad():
+        value = SURE("poisson_gaussian", divergence="exact")(y, physics, Backbone(model))
+    assert abs(float(value) - float(ref)) < 1e-5 * float((w.abs() + v.abs()).sum()) / 32
+
+
+def test_exact_sure_gradient_is_the_gradient_of_the_full_graph():
+    # the memory-bounded version (entries recomputed one by one in the backward pass) must give the
+    # gradient of the naive computation that keeps every entry's graph: float64, 1e-10 relative
+    physics = Denoising(PoissonGaussianNoise(0.02, 0.05))
+    model = TinyTanhCNN(1)
+    y = physics(clean_image(4, 4).expand(2, 1, 4, 4), generator=torch.Generator().manual_seed(6))
+    params = list(model.parameters())
+    value = SURE("poisson_gaussian", divergence="exact")(y, physics, Backbone(model))
+    got = torch.autograd.grad(value, params, allow_unused=True, materialize_grads=True)
+    hy, d1, d2 = exact_diagonal_derivatives(model, y, second_order=True, create_graph=True)
+    w, v = 0.02 * y + 0.05**2, 0.02**2 * y / 2 + 0.02 * 0.05**2
+    naive = (((y - hy) ** 2).sum() - w.sum() + 2 * (w * d1).sum() - 2 * (v * d2).sum()) / 32
+    assert abs(float(value.detach()) - float(naive.detach())) < 1e-12
+    ref = torch.autograd.grad(naive, params, allow_unused=True, materialize_grads=True)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert all(float(g.abs().sum()) > 0 for g in got[:-1])  # all but the last bias (no effect on ∂h)
+
+
+def test_exact_sure_refuses_large_measurements_naming_the_size():
+    physics = Denoising(GaussianNoise(0.1))
+    y = torch.rand(1, 1, 9, 9, dtype=DT)
+    with pytest.raises(ValueError, match=r"81 entries per sample.*max_exact_entries=64"):
+        SURE(divergence="exact", max_exact_entries=64)(y, physics, smoothing_filter())
+    assert SURE(divergence="exact").max_exact_entries == 4096
+
+
+_MEMORY_SCRIPT = """
+import resource, torch
+from torch import nn
+from selfinv.losses import SURE
+from selfinv.physics import Denoising, PoissonGaussianNoise
+torch.set_num_threads(1)
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.Tanh(), nn.Conv2d(16, 16, 3, padding=1),
+                                 nn.Tanh(), nn.Conv2d(16, 1, 3, padding=1)).double()
+    def forward(self, y, physics):
+        return self.net(y)
+torch.manual_seed(0)
+model, physics = M(), Denoising(PoissonGaussianNoise(0.02, 0.05))
+y = physics(0.2 + 0.8 * torch.rand(4, 1, 8, 8, dtype=torch.float64))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+SURE("poisson_gaussian", divergence="exact")(y, physics, model).backward()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def test_exact_sure_training_memory_does_not_grow_with_the_entries():
+    # keeping the derivative graphs of all 64 entries (and differentiating through their stack, n² work)
+    # took ~1.9 GB here; one entry's graph at a time takes a few tens of MB (peak RSS of a fresh process)
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p))
+    out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT], capture_output=True, text=True, env=env, check=False,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    peak_mb = float(out.stdout.strip().splitlines()[-1])
+    assert peak_mb < 300, peak_mb
+
+
 # ----------------------------------------------------------------------------- R2R / GR2R
 R2R_CASES = {
     "gaussian": (lambda: GaussianNoise(0.1), lambda x, a: 0.1**2 / a),
@@ -332,9 +486,9 @@ def test_tweedie_gives_the_posterior_mean_of_a_gaussian_mixture():
     sigma = 0.4
     physics = Denoising(GaussianNoise(sigma))
     y = torch.linspace(-3, 4, 70, dtype=DT).reshape(1, 1, 7, 10)
-    s32 = float(physics.noise.sigma)  # the noise model stores sigma in float32
-    est = Noise2Score(noise="gaussian").estimator(ScoreModel(s32**2))(y, physics)
-    torch.testing.assert_close(est, gmm_posterior_mean(y, s32), rtol=1e-12, atol=1e-12)
+    assert float(physics.noise.sigma) == sigma  # stored in float64: no float32 rounding
+    est = Noise2Score(noise="gaussian").estimator(ScoreModel(sigma**2))(y, physics)
+    torch.testing.assert_close(est, gmm_posterior_mean(y, sigma), rtol=1e-12, atol=1e-12)
 
 
 def test_noise2score_loss_is_minimised_by_the_smoothed_score():
@@ -645,3 +799,48 @@ def test_per_sample_noise_levels():
     both = SURE(divergence="exact")(y, physics, model)
     parts = [SURE(divergence="exact")(y[i:i + 1], Denoising(GaussianNoise(float(sig[i]))), model) for i in range(2)]
     assert float(both.detach()) == pytest.approx(float(sum(parts).detach() / 2), rel=1e-5)
+
+
+def test_a_custom_noise_model_is_refused_by_the_family_specific_losses():
+    from selfinv.physics import NoiseModel
+
+    class Custom(NoiseModel):
+        def sample(self, z, generator=None):
+            return z
+
+    for loss in (SURE("gaussian"), R2R("gaussian"), Noise2Score("gaussian")):
+        with pytest.raises(LossConfigError, match="custom"):
+            loss.check(Denoising(Custom()))
+
+
+# ----------------------------------------------------------------------------- dtype of the noise parameters
+# sigma = 0.1 rounded to float32 is 0.1 + 1.5e-9: it would shift SURE by ~1e-10 and R2R by ~1e-10, far
+# above the float64 round-off of these sums of 200 terms (~1e-16), hence the 1e-12 tolerance.
+def test_float64_sure_uses_the_float64_noise_level():
+    from selfinv.theory import operator_matrix
+
+    sigma, n = 0.1, 64
+    physics = Denoising(GaussianNoise(sigma))
+    model = smoothing_filter()
+    y = physics(clean_image().expand(3, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    H = operator_matrix(lambda v: model(v, physics), (1, 8, 8))  # f(y) = H y, float64
+    yf = y.reshape(3, n)
+    resid = ((yf - yf @ H.T) ** 2).sum()
+    ref = (resid - 3 * n * sigma**2 + 2 * sigma**2 * 3 * torch.trace(H)) / (3 * n)
+    with torch.no_grad():
+        got = SURE("gaussian", divergence="exact")(y, physics, model)
+    assert got.dtype == torch.float64
+    assert abs(float(got) - float(ref)) < 1e-12, (float(got), float(ref))
+
+
+def test_float64_r2r_uses_the_float64_noise_level():
+    sigma, a = 0.1, 0.15
+    physics = Denoising(GaussianNoise(sigma))
+    model = smoothing_filter()
+    y = physics(clean_image().expand(3, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    omega = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=DT)
+    y1, y2 = y + (a / (1 - a)) ** 0.5 * sigma * omega, y - ((1 - a) / a) ** 0.5 * sigma * omega
+    ref = ((y2 - model(y1, physics)) ** 2).mean()
+    got = R2R("gaussian", alpha=a)(y, physics, model, generator=torch.Generator().manual_seed(1))
+    assert got.dtype == torch.float64
+    assert abs(float(got) - float(ref)) < 1e-12, (float(got), float(ref))

@@ -227,3 +227,27 @@ def test_beta_moments(a, b):
     assert_moments(x, mean, var, f"Beta({a}, {b})")
     if a == 1.0 and b == 1.0:  # Beta(1, 1) is uniform: KS against the identity CDF
         assert _ks_statistic(x, lambda t: t) < 1.63 / math.sqrt(N)
+
+
+def test_every_noise_model_declares_its_family():
+    from selfinv.physics.noise import NoiseModel
+
+    assert NoiseModel.kind == "custom"
+    kinds = {NoNoise: "none", GaussianNoise: "gaussian", ColoredGaussianNoise: "colored_gaussian",
+             PoissonNoise: "poisson", PoissonGaussianNoise: "poisson_gaussian", GammaNoise: "gamma"}
+    for cls, kind in kinds.items():
+        assert cls.kind == kind
+
+
+def test_noise_parameters_are_stored_in_float64_and_follow_the_data_dtype():
+    noise = PoissonGaussianNoise(0.02, 0.1)
+    assert noise.sigma.dtype == noise.gain.dtype == torch.float64 and float(noise.sigma) == 0.1
+    noise.float()  # a dtype conversion of the module does not round the exact constants
+    assert noise.sigma.dtype == torch.float64 and float(noise.sigma) == 0.1
+    colored = ColoredGaussianNoise(0.1, torch.ones(2, 2)).half()
+    assert colored.kernel.dtype == torch.float64
+    z32 = torch.full((2, 1, 4, 4), 0.5)
+    assert noise.variance(z32).dtype == torch.float32  # cast to the data where used
+    assert noise.variance(z32.double()).dtype == torch.float64
+    assert float(noise.variance(z32.double())[0, 0, 0, 0]) == 0.02 * 0.5 + 0.1**2
+    assert GaussianNoise(0.1)(z32, torch.Generator().manual_seed(0)).dtype == torch.float32

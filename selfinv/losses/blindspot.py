@@ -13,7 +13,6 @@ from __future__ import annotations
 from selfinv.losses.base import LossConfigError
 from selfinv.losses.consistency import MeasurementConsistency
 from selfinv.physics.base import Denoising, Physics
-from selfinv.losses.sure import noise_kind
 
 
 class BlindSpotLoss(MeasurementConsistency):
@@ -22,6 +21,6 @@ class BlindSpotLoss(MeasurementConsistency):
     def check(self, physics: Physics) -> None:
         if not isinstance(physics, Denoising):
             raise LossConfigError(f"BlindSpotLoss needs a Denoising physics (A = I), got {type(physics).__name__}")
-        if noise_kind(physics.noise) == "colored_gaussian":
+        if physics.noise.kind == "colored_gaussian":
             raise LossConfigError("BlindSpotLoss assumes noise independent across pixels; coloured noise leaks "
                                   "through the neighbours — use an autoencoder or UNSURE(variant='colored')")

@@ -18,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 from selfinv.losses.base import Loss, LossConfigError, Reconstructor
-from selfinv.losses.sure import noise_kind
 from selfinv.physics.base import Denoising, Physics
 from selfinv.utils import rng
 
@@ -43,7 +42,7 @@ class Neighbor2Neighbor(Loss):
         if not isinstance(physics, Denoising):
             raise LossConfigError(f"Neighbor2Neighbor sub-samples the measured image, so it needs A = I "
                                   f"(Denoising); got {type(physics).__name__}")
-        if noise_kind(physics.noise) == "colored_gaussian":
+        if physics.noise.kind == "colored_gaussian":
             raise LossConfigError("Neighbor2Neighbor needs noise independent across pixels; got coloured noise")
 
     @staticmethod

@@ -29,7 +29,6 @@ import torch
 from torch import Tensor, nn
 
 from selfinv.losses.base import Estimator, Loss, Reconstructor, LossConfigError
-from selfinv.losses.sure import noise_kind
 from selfinv.physics.base import Denoising, Physics
 from selfinv.utils import rng
 
@@ -75,7 +74,7 @@ class Noise2Score(Loss):
         if not isinstance(physics, Denoising):
             raise LossConfigError(f"Noise2Score learns the score of p_y for denoising (A = I); "
                                   f"got {type(physics).__name__}")
-        kind = noise_kind(physics.noise)
+        kind = physics.noise.kind
         if kind != self.noise:
             raise LossConfigError(f"Noise2Score(noise={self.noise!r}) got {type(physics.noise).__name__} ({kind}) "
                                   "noise; Tweedie's formula needs the matching noise parameter")

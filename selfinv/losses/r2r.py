@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 
 from selfinv.losses.base import Estimator, Loss, LossConfigError, Reconstructor, default_test_generator
-from selfinv.losses.sure import noise_kind
 from selfinv.physics.base import Physics
 from selfinv.utils import rng
 
@@ -55,7 +54,7 @@ class R2R(Loss):
         self.noise, self.alpha, self.n_test = noise, float(alpha), int(n_test)
 
     def check(self, physics: Physics) -> None:
-        kind = noise_kind(physics.noise)
+        kind = physics.noise.kind
         if kind != self.noise:
             raise LossConfigError(
                 f"R2R(noise={self.noise!r}) cannot recorrupt {type(physics.noise).__name__} ({kind}) data: "

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 
 from selfinv.losses.base import (Estimator, Loss, LossConfigError, ModelEstimator, Reconstructor,
                                  default_test_generator)
-from selfinv.losses.sure import noise_kind
 from selfinv.physics.base import Physics
 from selfinv.utils import rng
 
@@ -69,7 +68,7 @@ class SplittingLoss(Loss):
         self.mask_prob, self.replace, self.mode, self.n_test = float(mask_prob), replace, mode, int(n_test)
 
     def check(self, physics: Physics) -> None:
-        if noise_kind(physics.noise) == "colored_gaussian":
+        if physics.noise.kind == "colored_gaussian":
             raise LossConfigError("SplittingLoss needs noise independent across pixels; coloured noise "
                                   "leaks through the neighbours (use AutoencoderLoss or UNSURE(variant='colored'))")
 

@@ -17,6 +17,13 @@ in the range of ``A`` (used as the data-fit term of SEI deblurring). The
 | Poisson ``γ P(z/γ)`` | ``γ y_i`` | ``γ y_i`` | ``γ² y_i / 2`` | Hudson (1978) |
 | Poisson–Gaussian | ``γ y_i + σ²`` | ``γ y_i + σ²`` | ``γ² y_i / 2 + γ σ²`` | Le Montagner et al. (2014) |
 
+The sums run over the entries that carry noise. Operators whose measurement
+keeps zeros where nothing is measured (inpainting, Cartesian MRI) say which
+entries are measured with ``physics.measurement_mask(y)``; there ``y_i = 0``
+exactly, with no noise, so ``c_i = w_i = v_i = 0`` (counting ``σ²`` there would
+offset SURE by ``-σ² ×`` the unobserved fraction). ``n`` still counts every
+entry, as the risk ``||h(y) - A x||² / n`` does.
+
 Gaussian SURE is exact. For Poisson(–Gaussian) noise the exact identities of
 Hudson / Luisier et al. (2011) read
 ``E[(y-z)ᵀh] = Σ_i E[y_i (h_i(y) - h_i(y - γ e_i)) + σ² ∂_i h_i(y - γ e_i)]``,
@@ -39,10 +46,15 @@ al. 2014) with a single probe ``μ`` per sample, ``E[μ_i μ_j] = δ_ij``:
   derivative identifiable: ``E[μ_i μ_j μ_k] = κ₃ δ_ijk``).
 
 ``divergence="exact"`` computes the diagonal derivatives by autograd instead
-(one backward pass per entry: only for small images; ``y`` is detached there). Both modes assume
+(one backward pass per entry, two with the second-order term: only for small
+images, see ``max_exact_entries``; ``y`` is detached there). The second
+derivative of a map affine in ``y`` is 0, so SURE is then exact whatever
+``second_order``. In training the derivative graphs are not kept: the backward
+pass recomputes them one entry at a time (``exact_weighted_derivatives``), so
+the memory is that of one entry's graph, not ``n`` of them. Both modes assume
 the model treats batch samples independently (no batch-norm in training mode).
 Works for any ``Physics`` whose ``A`` maps back to the measurement shape
-(invertible / square operators, blur, denoising).
+(invertible / square operators, blur, denoising, inpainting, MRI).
 """
 
 from __future__ import annotations
@@ -54,29 +66,12 @@ from torch import Tensor, nn
 
 from selfinv.losses.base import Loss, LossConfigError, Reconstructor
 from selfinv.physics.base import Physics
-from selfinv.physics.noise import ColoredGaussianNoise, NoiseModel
 from selfinv.utils import rng
-
-NoiseKind = Literal["none", "gaussian", "colored_gaussian", "poisson", "poisson_gaussian", "gamma"]
 
 #: two-point probe used for second-order Monte-Carlo derivatives
 _SKEW_P = 0.2
 _SKEW_HI, _SKEW_LO = 2.0, -0.5  # mean 0, variance 1
 _SKEW_M3 = 1.5  # third moment
-
-
-def noise_kind(noise: NoiseModel) -> NoiseKind:
-    """Which family ``noise`` belongs to, read from its facts (``sigma``, ``gain``, ``shape``)."""
-    if isinstance(noise, ColoredGaussianNoise):
-        return "colored_gaussian"
-    sigma, gain, shape = (getattr(noise, n, None) for n in ("sigma", "gain", "shape"))
-    if shape is not None:
-        return "gamma"
-    if gain is not None:
-        return "poisson_gaussian" if sigma is not None else "poisson"
-    if sigma is not None:
-        return "gaussian"
-    return "none"
 
 
 def skewed_probe(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -114,36 +109,165 @@ def mc_second_order_derivatives(fn: Callable[[Tensor], Tensor], y: Tensor, tau: 
     return d1, d2
 
 
-def _batched_diag_grad(out: Tensor, inp: Tensor, create_graph: bool) -> Tensor:
-    """``∂out[b, k] / ∂inp[b, k]`` for every entry ``k`` (samples assumed independent)."""
-    n = out[0].numel()
-    if out.shape != inp.shape:
-        raise ValueError(f"diagonal derivatives need output shape == input shape, got "
-                         f"{tuple(out.shape)} and {tuple(inp.shape)}")
-    flat = out.reshape(out.shape[0], n)
-    diag = []
-    for k in range(n):  # one backward per entry (vmapped double-backward is slower on CPU)
-        (g,) = torch.autograd.grad(flat[:, k].sum(), inp, create_graph=create_graph, retain_graph=True)
-        diag.append(g.reshape(out.shape[0], n)[:, k])
-    return torch.stack(diag, dim=1).reshape(out.shape)
+def _diag_entry(out: Tensor, y_: Tensor, k: int, second_order: bool,
+                create_graph: bool) -> tuple[Tensor, Tensor | None]:
+    """``(∂out_k/∂y_k, ∂²out_k/∂y_k²)`` per sample (shape ``(B,)``) for the flat entry ``k``.
+
+    ``out`` is ``h(y_)`` reshaped to ``(B, n)`` and ``y_`` the leaf it was computed from
+    (samples assumed independent).
+    A derivative that does not depend on ``y`` — every second derivative of an affine map, or
+    the first one of a constant map — is 0 (``allow_unused`` / ``materialize_grads``), not an error.
+    """
+    zero = torch.zeros(out.shape[0], dtype=out.dtype, device=out.device)
+    if not out.requires_grad:  # the output does not depend on y at all
+        return zero, (zero if second_order else None)
+    (g,) = torch.autograd.grad(out[:, k].sum(), y_, create_graph=create_graph or second_order,
+                               retain_graph=True, allow_unused=True, materialize_grads=True)
+    d1 = g.reshape(out.shape)[:, k]
+    if not second_order:
+        return d1, None
+    if not d1.requires_grad:  # the first derivative is a constant: affine in y
+        return d1, zero
+    (g2,) = torch.autograd.grad(d1.sum(), y_, create_graph=create_graph, retain_graph=True,
+                                allow_unused=True, materialize_grads=True)
+    return d1, g2.reshape(out.shape)[:, k]
 
 
 def exact_diagonal_derivatives(fn: Callable[[Tensor], Tensor], y: Tensor, second_order: bool = False,
                                create_graph: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(f(y), ∂f_i/∂y_i, ∂²f_i/∂y_i²)`` by autograd (entry-wise, shape of ``y``); small images only."""
+    """``(f(y), ∂f_i/∂y_i, ∂²f_i/∂y_i²)`` by autograd (entry-wise, shape of ``y``); small images only.
+
+    One backward pass per entry (two with ``second_order``). ``f`` must map the shape of ``y`` to
+    itself and treat the samples of the batch independently; ``y`` is detached. Memory: one graph
+    at a time with ``create_graph=False``; with ``create_graph=True`` the graphs of all ``n``
+    entries are kept (``n`` times the memory of one backward) — ``SURE`` does not use that path
+    for training, see ``exact_weighted_derivatives``.
+    """
     y_ = y.detach().requires_grad_(True)
     with torch.enable_grad():
         out = fn(y_)
-        d1 = _batched_diag_grad(out, y_, create_graph=create_graph or second_order)
-        d2 = _batched_diag_grad(d1, y_, create_graph=create_graph) if second_order else None
-    return out, d1, d2
+        if out.shape != y.shape:
+            raise ValueError(f"diagonal derivatives need output shape == input shape, got "
+                             f"{tuple(out.shape)} and {tuple(y.shape)}")
+        flat = out.reshape(y.shape[0], -1)
+        d1, d2 = [], []
+        for k in range(flat.shape[1]):
+            a, b = _diag_entry(flat, y_, k, second_order, create_graph)
+            d1.append(a if create_graph else a.detach())
+            if b is not None:
+                d2.append(b if create_graph else b.detach())
+    d1_t = torch.stack(d1, dim=1).reshape(y.shape)
+    d2_t = torch.stack(d2, dim=1).reshape(y.shape) if second_order else None
+    return (out if create_graph else out.detach()), d1_t, d2_t
+
+
+def _graph_leaves(t: Tensor, exclude: Tensor) -> tuple[Tensor, ...]:
+    """The leaf tensors requiring grad that ``t`` depends on (``exclude`` left out)."""
+    leaves: list[Tensor] = []
+    seen: set = set()
+    stack = [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        var = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
+        if var is not None:
+            if var is not exclude and not any(var is l for l in leaves):
+                leaves.append(var)
+            continue
+        stack.extend(f for f, _ in node.next_functions)
+    return tuple(leaves)
+
+
+def _weighted_diagonal_sum(fn: Callable[[Tensor], Tensor], y: Tensor, w: Tensor, v: Tensor | None,
+                           leaves: tuple[Tensor, ...] = (), grad_out: Tensor | None = None):
+    """``Σ_k w_k ∂h_k/∂y_k - v_k ∂²h_k/∂y_k²`` per sample; with ``leaves``, instead its
+    vector-Jacobian product ``grad_out`` w.r.t. them, accumulated entry by entry.
+
+    One forward pass of ``fn`` is shared by the entries; the derivative graph of an entry is
+    dropped before the next one is built, so the memory is that of one entry.
+    """
+    B, n = y.shape[0], y[0].numel()
+    wf = w.reshape(B, n)
+    vf = v.reshape(B, n) if v is not None else None
+    want_grads = len(leaves) > 0
+    total = torch.zeros(B, dtype=y.dtype, device=y.device)
+    grads = [torch.zeros_like(l) for l in leaves]
+    with torch.enable_grad():
+        y_ = y.detach().requires_grad_(True)
+        out = fn(y_)
+        if out.shape != y.shape:
+            raise ValueError(f"diagonal derivatives need output shape == input shape, got "
+                             f"{tuple(out.shape)} and {tuple(y.shape)}")
+        flat = out.reshape(B, n)
+        for k in range(n):
+            d1, d2 = _diag_entry(flat, y_, k, vf is not None, create_graph=want_grads)
+            term = wf[:, k] * d1
+            if vf is not None:
+                term = term - vf[:, k] * d2
+            if not want_grads:
+                total = total + term.detach()
+            elif term.requires_grad:
+                gs = torch.autograd.grad(term, leaves, grad_outputs=grad_out, retain_graph=True,
+                                         allow_unused=True, materialize_grads=True)
+                for acc, g in zip(grads, gs):
+                    acc.add_(g)
+    return grads if want_grads else total
+
+
+class _ExactWeightedDerivatives(torch.autograd.Function):
+    """``_weighted_diagonal_sum`` as a checkpoint: nothing kept from the forward pass; the backward
+    pass recomputes it entry by entry and returns the gradients of the given leaves."""
+
+    @staticmethod
+    def forward(ctx, fn, y, w, v, *leaves):  # type: ignore[override]
+        ctx.fn, ctx.leaves = fn, leaves
+        ctx.save_for_backward(y, w, v)
+        return _weighted_diagonal_sum(fn, y, w, v)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        y, w, v = ctx.saved_tensors
+        grads = _weighted_diagonal_sum(ctx.fn, y, w, v, ctx.leaves, grad_out)
+        return (None, None, None, None, *grads)
+
+
+def exact_weighted_derivatives(fn: Callable[[Tensor], Tensor], y: Tensor, w: Tensor,
+                               v: Tensor | None = None) -> Tensor:
+    """Per-sample ``Σ_i w_i ∂h_i/∂y_i - Σ_i v_i ∂²h_i/∂y_i²`` by autograd, shape ``(B,)``.
+
+    ``h = fn`` maps the shape of ``y`` to itself and treats the samples independently; ``y``,
+    ``w`` and ``v`` (tensors of the shape of ``y``) are treated as constants. One forward pass
+    and one backward pass per entry (two with ``v``). With gradient tracking, the result is
+    differentiable w.r.t. every leaf tensor ``fn`` uses (the model's parameters, found on the
+    graph of one forward pass) by recomputation: the backward pass redoes the entries one at a
+    time, so the memory is that of one entry's graph rather than ``n`` of them (holding them
+    all took > 10 GB for a small CNN on 16x16 images), for about twice the time. ``fn`` must be
+    deterministic (no dropout) since it is evaluated again in the backward pass.
+    """
+    if w.shape != y.shape or (v is not None and v.shape != y.shape):
+        raise ValueError(f"weights must have the shape of y {tuple(y.shape)}, got {tuple(w.shape)}"
+                         + ("" if v is None else f" and {tuple(v.shape)}"))
+    y, w = y.detach(), w.detach()
+    v = v.detach() if v is not None else None
+    if not torch.is_grad_enabled():
+        return _weighted_diagonal_sum(fn, y, w, v)
+    probe = y.clone().requires_grad_(True)
+    leaves = _graph_leaves(fn(probe), exclude=probe)
+    return _ExactWeightedDerivatives.apply(fn, y, w, v, *leaves)
 
 
 def exact_divergence(fn: Callable[[Tensor], Tensor], y: Tensor, weight: Tensor | float = 1.0,
                      create_graph: bool = False) -> Tensor:
     """Per-sample ``Σ_i w_i ∂f_i/∂y_i`` by autograd, shape ``(B,)``."""
-    _, d1, _ = exact_diagonal_derivatives(fn, y, create_graph=create_graph)
-    return (weight * d1).flatten(1).sum(1)
+    if not create_graph:
+        with torch.no_grad():
+            return exact_weighted_derivatives(fn, y, torch.as_tensor(weight, dtype=y.dtype,
+                                                                      device=y.device).expand_as(y))
+    w = torch.as_tensor(weight, dtype=y.dtype, device=y.device).expand_as(y)
+    with torch.enable_grad():
+        return exact_weighted_derivatives(fn, y, w)
 
 
 def border_mask(y: Tensor, margin: int) -> Tensor:
@@ -167,11 +291,14 @@ class SURE(Loss):
         margin: ignore a border of this width (data fit and divergence), e.g. for
             circular-boundary mismatch in deblurring.
         second_order: include the ``γ``-second-order Taylor term (Poisson / PG).
+        max_exact_entries: ``divergence="exact"`` refuses measurements with more entries per
+            sample than this (it costs one double-backward pass per entry, and as much again
+            in the backward pass of training).
     """
 
     def __init__(self, noise: Literal["gaussian", "poisson", "poisson_gaussian"] = "gaussian",
                  tau: float = 1e-2, divergence: Literal["mc", "exact"] = "mc", margin: int = 0,
-                 second_order: bool = True):
+                 second_order: bool = True, max_exact_entries: int = 4096):
         super().__init__()
         if noise not in ("gaussian", "poisson", "poisson_gaussian"):
             raise LossConfigError(f"SURE noise must be 'gaussian', 'poisson' or 'poisson_gaussian', got {noise!r}")
@@ -181,11 +308,14 @@ class SURE(Loss):
             raise LossConfigError(f"tau must be > 0, got {tau}")
         if margin < 0:
             raise LossConfigError(f"margin must be >= 0, got {margin}")
+        if max_exact_entries < 1:
+            raise LossConfigError(f"max_exact_entries must be >= 1, got {max_exact_entries}")
         self.noise = noise
         self.tau = float(tau)
         self.divergence = divergence
         self.margin = int(margin)
         self.second_order = bool(second_order) and noise != "gaussian"
+        self.max_exact_entries = int(max_exact_entries)
 
     @property
     def evaluations_per_step(self) -> int:  # type: ignore[override]
@@ -194,28 +324,32 @@ class SURE(Loss):
         return 3 if self.second_order else 2
 
     def check(self, physics: Physics) -> None:
-        kind = noise_kind(physics.noise)
+        kind = physics.noise.kind
         if kind != self.noise:
             hint = {
                 "none": "the physics has no noise level (sigma/gain); SURE needs the noise parameters — "
                         "use UNSURE when they are unknown",
                 "colored_gaussian": "coloured Gaussian noise is not supported by SURE; use UNSURE(variant='colored')",
                 "gamma": "Gamma noise is not supported by SURE; use R2R(noise='gamma')",
+                "custom": "a custom noise model declares no family SURE is exact for (its class attribute "
+                          "kind is 'custom'); use UNSURE",
             }.get(kind, f"build SURE(noise={kind!r}) instead")
             raise LossConfigError(f"SURE(noise={self.noise!r}) got {type(physics.noise).__name__} "
                                   f"({kind}) noise: {hint}")
 
     def _weights(self, y: Tensor, physics: Physics) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Per-entry ``(c, w, v)`` of the module docstring."""
+        """Per-entry ``(c, w, v)`` of the module docstring, shape of ``y``; 0 on unmeasured entries."""
         noise = physics.noise
         zero = torch.zeros((), dtype=y.dtype, device=y.device)
         s2 = rng.as_per_sample(noise.sigma, y, "sigma") ** 2 if noise.sigma is not None else zero
+        measured = physics.measurement_mask(y)
+        measured = torch.ones_like(y) if measured is None else measured.to(y).expand_as(y)
         if self.noise == "gaussian":
-            c = s2.expand_as(y)
+            c = s2 * measured
             return c, c, None
         g = rng.as_per_sample(noise.gain, y, "gain")
-        w = g * y + s2
-        v = g * g * y / 2 + g * s2 if self.second_order else None
+        w = (g * y + s2) * measured
+        v = (g * g * y / 2 + g * s2) * measured if self.second_order else None
         return w, w, v
 
     def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
@@ -236,11 +370,15 @@ class SURE(Loss):
             count = torch.tensor(float(y.numel()), dtype=y.dtype, device=y.device)
 
         if self.divergence == "exact":
-            hy, d1, d2 = exact_diagonal_derivatives(h, y, second_order=v is not None,
-                                                    create_graph=torch.is_grad_enabled())
-            div = (w * d1).sum()
-            if v is not None:
-                div = div - (v * d2).sum()
+            entries = y[0].numel()
+            if entries > self.max_exact_entries:
+                raise ValueError(
+                    f"SURE(divergence='exact') needs one double-backward pass per measurement entry: "
+                    f"the measurement has {entries} entries per sample {tuple(y.shape[1:])}, above "
+                    f"max_exact_entries={self.max_exact_entries}; use divergence='mc' (or raise "
+                    f"max_exact_entries if the time is acceptable)")
+            hy = h(y)
+            div = exact_weighted_derivatives(h, y, w.expand_as(y), None if v is None else v.expand_as(y)).sum()
         elif v is None:
             hy = h(y)
             div = mc_divergence(h, y, self.tau, generator, weight=w, fy=hy).sum()
@@ -255,4 +393,5 @@ class SURE(Loss):
 
     def extra_repr(self) -> str:
         return (f"noise={self.noise!r}, tau={self.tau}, divergence={self.divergence!r}, "
-                f"margin={self.margin}, second_order={self.second_order}")
+                f"margin={self.margin}, second_order={self.second_order}"
+                + (f", max_exact_entries={self.max_exact_entries}" if self.divergence == "exact" else ""))

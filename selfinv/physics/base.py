@@ -3,7 +3,8 @@
 A ``Physics`` is a small ``nn.Module`` holding
 
 * the forward map ``A`` (and, for ``LinearPhysics``, ``A_adjoint`` and ``A_dagger``),
-* a noise model ``noise`` (``selfinv.physics.noise``),
+* a noise model ``noise`` (``selfinv.physics.noise``), acting on the entries
+  that ``measurement_mask(y)`` says are measured (all of them by default),
 * its *per-sample parameters* (masks, kernels, angles...), each a tensor whose
   leading dimension is the batch (or 1 when shared by the whole batch).
 
@@ -46,6 +47,16 @@ class Physics(nn.Module):
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Simulate a measurement ``y = noise(A(x))``."""
         return self.noise(self.A(x), generator=generator)
+
+    def measurement_mask(self, y: Tensor) -> Tensor | None:
+        """Which entries of ``y`` are measured: ``None`` when all of them are (the default).
+
+        Operators whose measurements keep a fixed layout with zeros where nothing is
+        measured (inpainting, Cartesian MRI) return a 0/1 tensor broadcastable to ``y``:
+        1 where the entry carries a measurement (and its noise), 0 where it is identically
+        zero by construction. Losses that count the noise per entry (SURE's ``Σ σ²``) use it.
+        """
+        return None
 
     # -- per-sample parameters -----------------------------------------------------
     def params(self) -> dict[str, Tensor]:

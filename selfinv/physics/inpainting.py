@@ -123,6 +123,11 @@ class Inpainting(LinearPhysics):
         y = self.noise(self.A(x), generator=generator)
         return y * self.mask.to(device=y.device, dtype=y.dtype)
 
+    def measurement_mask(self, y: Tensor) -> Tensor:
+        """The pixel mask ``m`` (``(B or 1, C or 1, H, W)``, on ``y``'s device and dtype):
+        unobserved pixels of ``y`` are exactly 0 and noiseless."""
+        return self._mask_for(y, "Inpainting.measurement_mask")
+
     def _mask_for(self, x: Tensor, who: str) -> Tensor:
         self._check_image(x, who, channels=self.img_size[0], size=self.img_size[1:])
         return self._param_for("mask", x, who)

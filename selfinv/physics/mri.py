@@ -251,6 +251,11 @@ class MRI(LinearPhysics):
         y = self.noise(self.A(x), generator=generator)
         return y * self.mask.to(device=y.device, dtype=y.dtype)
 
+    def measurement_mask(self, y: Tensor) -> Tensor:
+        """The k-space mask ``M`` (``(B or 1, 1, 1 or H, W)``, broadcast over the real and
+        imaginary channels of ``y``): unsampled entries of ``y`` are exactly 0 and noiseless."""
+        return self._prepare(y, "MRI.measurement_mask")[1]
+
     def _prepare(self, t: Tensor, who: str) -> tuple[Tensor, Tensor]:
         if isinstance(t, Tensor) and t.is_complex():
             t = to_channels(t)

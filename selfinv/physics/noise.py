@@ -1,8 +1,17 @@
 """Noise models ``y ~ p(y | z)`` with ``z = A x`` the noiseless measurement.
 
 Each model samples with an explicit ``torch.Generator`` and exposes the facts the
-self-supervised losses need (``sigma``, ``gain``, ``shape``). Parameters are
-scalars or per-sample tensors of shape ``(B,)``.
+self-supervised losses need: its family ``kind`` (a class attribute, which the
+losses check against the family they are exact for) and its parameters
+(``sigma``, ``gain``, ``shape``). Parameters are scalars or per-sample tensors
+of shape ``(B,)``.
+
+Parameters are stored in float64 exactly as given (no float32 rounding) and are
+cast to the dtype of the data where they are used (``rng.as_per_sample``), so a
+float64 computation sees the float64 value of ``sigma = 0.1`` and a float32 one
+its float32 rounding. They follow the module across devices, but dtype
+conversions of the module (``.float()``, ``.half()``, ``.to(dtype)``) leave them
+in float64: they are exact constants, not weights.
 
 | model | sampling | mean | variance |
 |---|---|---|---|
@@ -15,13 +24,23 @@ scalars or per-sample tensors of shape ``(B,)``.
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
 from torch import Tensor, nn
 
 from selfinv.utils import rng
 
+#: the noise families the losses know; ``"custom"`` is a user model no loss may assume anything about
+NoiseKind = Literal["none", "gaussian", "colored_gaussian", "poisson", "poisson_gaussian", "gamma", "custom"]
+
+
+#: buffers holding exact constants of the noise model, kept in float64 (see the module docstring)
+_EXACT_BUFFERS = ("sigma", "gain", "shape", "kernel")
+
 
 def _check_param(name: str, value, *, strictly_positive: bool) -> Tensor:
+    """``value`` as a float64 tensor (scalar or ``(B,)``), checked finite and (strictly) positive."""
     t = torch.as_tensor(value, dtype=torch.float64)
     if not torch.all(torch.isfinite(t)):
         raise ValueError(f"{name} must be finite, got {value}")
@@ -35,7 +54,14 @@ def _check_param(name: str, value, *, strictly_positive: bool) -> Tensor:
 
 
 class NoiseModel(nn.Module):
-    """Base class: ``noise(z, generator)`` draws ``y ~ p(y | z)``."""
+    """Base class: ``noise(z, generator)`` draws ``y ~ p(y | z)``.
+
+    Subclasses set the class attribute ``kind`` to the family whose parameters
+    they expose; a loss exact for one family (SURE, R2R, Noise2Score...) compares
+    ``physics.noise.kind`` with it. A user model keeps ``"custom"``.
+    """
+
+    kind: ClassVar[NoiseKind] = "custom"
 
     def __init__(self):
         super().__init__()
@@ -46,6 +72,22 @@ class NoiseModel(nn.Module):
 
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError
+
+    def _apply(self, fn, recurse: bool = True):
+        """Move the float64 parameters with the module but keep their dtype (device changes only)."""
+        exact = {n: self._buffers[n] for n in _EXACT_BUFFERS if self._buffers.get(n) is not None}
+        out = super()._apply(fn, recurse)
+        for name, value in exact.items():
+            moved = self._buffers[name]
+            if moved.device != value.device:
+                try:
+                    moved = value.to(device=moved.device)
+                except (TypeError, RuntimeError):  # a device without float64 (MPS): keep fn's cast
+                    pass
+            else:
+                moved = value
+            self._buffers[name] = moved
+        return out
 
     def forward(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self.sample(z, generator)
@@ -58,6 +100,8 @@ class NoiseModel(nn.Module):
 class NoNoise(NoiseModel):
     """Noiseless measurements ``y = z``."""
 
+    kind: ClassVar[NoiseKind] = "none"
+
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return z
 
@@ -68,9 +112,11 @@ class NoNoise(NoiseModel):
 class GaussianNoise(NoiseModel):
     """``y = z + sigma * n``, ``n ~ N(0, I)``; ``sigma`` scalar or per-sample ``(B,)``."""
 
+    kind: ClassVar[NoiseKind] = "gaussian"
+
     def __init__(self, sigma: float | Tensor):
         super().__init__()
-        self.sigma = _check_param("sigma", sigma, strictly_positive=False).float()
+        self.sigma = _check_param("sigma", sigma, strictly_positive=False)
 
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         s = rng.as_per_sample(self.sigma, z, "sigma")
@@ -91,14 +137,16 @@ class ColoredGaussianNoise(NoiseModel):
     circulant matrix with first row ``sigma^2 (k ⋆ k)``.
     """
 
+    kind: ClassVar[NoiseKind] = "colored_gaussian"
+
     def __init__(self, sigma: float | Tensor, kernel: Tensor):
         super().__init__()
-        kernel = torch.as_tensor(kernel, dtype=torch.float32)
+        kernel = torch.as_tensor(kernel, dtype=torch.float64)
         if kernel.ndim != 2:
             raise ValueError(f"kernel must be 2-D (kh, kw), got shape {tuple(kernel.shape)}")
         if not torch.isfinite(kernel).all() or kernel.norm() == 0:
             raise ValueError("kernel must be finite and non-zero")
-        self.sigma = _check_param("sigma", sigma, strictly_positive=False).float()
+        self.sigma = _check_param("sigma", sigma, strictly_positive=False)
         self.register_buffer("kernel", kernel / kernel.norm(), persistent=False)
 
     def _filter(self, n: Tensor) -> Tensor:
@@ -124,9 +172,11 @@ class ColoredGaussianNoise(NoiseModel):
 class PoissonNoise(NoiseModel):
     """``y = gain * Poisson(z / gain)``: mean ``z``, variance ``gain * z``. Needs ``z >= 0``."""
 
+    kind: ClassVar[NoiseKind] = "poisson"
+
     def __init__(self, gain: float | Tensor):
         super().__init__()
-        self.gain = _check_param("gain", gain, strictly_positive=True).float()
+        self.gain = _check_param("gain", gain, strictly_positive=True)
 
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_nonnegative(z, type(self).__name__)
@@ -143,10 +193,12 @@ class PoissonNoise(NoiseModel):
 class PoissonGaussianNoise(NoiseModel):
     """``y = gain * Poisson(z / gain) + sigma * n``: variance ``gain z + sigma^2``."""
 
+    kind: ClassVar[NoiseKind] = "poisson_gaussian"
+
     def __init__(self, gain: float | Tensor, sigma: float | Tensor):
         super().__init__()
-        self.gain = _check_param("gain", gain, strictly_positive=True).float()
-        self.sigma = _check_param("sigma", sigma, strictly_positive=False).float()
+        self.gain = _check_param("gain", gain, strictly_positive=True)
+        self.sigma = _check_param("sigma", sigma, strictly_positive=False)
 
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_nonnegative(z, type(self).__name__)
@@ -166,9 +218,11 @@ class PoissonGaussianNoise(NoiseModel):
 class GammaNoise(NoiseModel):
     """``y ~ Gamma(shape=ell, rate=ell / z)``: mean ``z``, variance ``z^2 / ell``. Needs ``z > 0``."""
 
+    kind: ClassVar[NoiseKind] = "gamma"
+
     def __init__(self, shape: float | Tensor):
         super().__init__()
-        self.shape = _check_param("shape", shape, strictly_positive=True).float()
+        self.shape = _check_param("shape", shape, strictly_positive=True)
 
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if torch.any(z <= 0):
