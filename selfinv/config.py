@@ -45,7 +45,8 @@ class Component:
 
 @dataclass
 class NoiseConfig:
-    name: str = _help("gaussian", help="registered noise model")
+    name: str = _help("unknown", help="registered noise model; 'unknown' (measured data, noise not modelled) "
+                                      "suits noise-agnostic losses and cannot simulate")
     args: dict[str, Any] = _help(factory=dict, help="its arguments, e.g. {sigma: 0.1} or {sigma: auto}")
 
 
@@ -53,7 +54,7 @@ class NoiseConfig:
 class PhysicsConfig:
     name: str = _help("denoising", help="registered operator")
     args: dict[str, Any] = _help(factory=dict, help="its arguments, e.g. {acceleration: 4}")
-    noise: NoiseConfig = field(default_factory=lambda: NoiseConfig("gaussian", {"sigma": 0.1}))
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 
 @dataclass
@@ -208,12 +209,12 @@ def validate(cfg: RunConfig) -> None:
     _check(t.early_stopping_patience >= 0,
            f"trainer.early_stopping_patience must be >= 0, got {t.early_stopping_patience}")
     _check(len(cfg.losses) >= 1, "losses: give at least one loss, e.g. [{name: sure}]")
-    try:
-        from selfinv.training.auto_noise import IMAGE_DOMAIN_PHYSICS, auto_noise_args
-
-        auto = auto_noise_args(cfg.physics.noise.name, cfg.physics.noise.args)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    noise_cls = registry.resolve("noise", cfg.physics.noise.name, "physics.noise")
+    auto = [k for k, v in cfg.physics.noise.args.items() if isinstance(v, str) and v.strip().lower() == "auto"]
+    not_estimable = [k for k in auto if k not in noise_cls.estimable]
+    _check(not not_estimable, f"physics.noise.args.{not_estimable[0] if not_estimable else ''}: 'auto' "
+           f"(estimated from the measurements) is possible for {list(noise_cls.estimable) or 'no argument'} of "
+           f"noise '{cfg.physics.noise.name}'")
     noise_args = {k: (1.0 if k in auto else v) for k, v in cfg.physics.noise.args.items()}  # 'auto': a number later
     try:
         registry.validate("physics", cfg.physics.name, physics_args(cfg), "physics")
@@ -230,9 +231,9 @@ def validate(cfg: RunConfig) -> None:
     if auto:  # ``sigma: auto`` / ``gain: auto``: estimated from the measurements (training/auto_noise.py)
         _check(d.path is not None, f"physics.noise.args.{auto[0]}: 'auto' estimates the noise level from "
                "measurements, so it needs data.path (a measurement file, e.g. from 'selfinv simulate')")
-        _check(cfg.physics.name in IMAGE_DOMAIN_PHYSICS,
-               f"physics.noise.args.{auto[0]}: 'auto' needs image-domain measurements (physics one of "
-               f"{IMAGE_DOMAIN_PHYSICS}), got '{cfg.physics.name}'")
+        _check(registry.resolve("physics", cfg.physics.name, "physics").image_domain,
+               f"physics.noise.args.{auto[0]}: 'auto' needs image-domain measurements (denoising, blur, "
+               f"downsampling), got '{cfg.physics.name}'")
     if cfg.select_by == "val/psnr":
         _check(d.path is None or d.dataset is not None,
                "select_by: 'val/psnr' needs ground truth; use a bundled data set or keep 'val/loss'")

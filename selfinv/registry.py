@@ -36,6 +36,7 @@ _REGISTRY: dict[str, dict[str, str]] = {
     },
     "noise": {
         "none": "selfinv.physics.noise:NoNoise",
+        "unknown": "selfinv.physics.noise:UnknownNoise",
         "gaussian": "selfinv.physics.noise:GaussianNoise",
         "colored_gaussian": "selfinv.physics.noise:ColoredGaussianNoise",
         "poisson": "selfinv.physics.noise:PoissonNoise",

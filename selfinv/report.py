@@ -1,4 +1,8 @@
-"""Figures a user would rather look at than read (matplotlib, Agg backend, PNG files).
+"""Figures a user would rather look at than read (matplotlib, PNG files).
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects rendered by the Agg canvas
+directly: importing this module neither imports pyplot nor changes the user's
+matplotlib backend, and matplotlib itself is imported only when a figure is drawn.
 
 * ``reconstruction_figure``: measurement, ``A† y``, reconstruction and ground truth
   (when known), with PSNR in the titles when the truth is known.
@@ -13,12 +17,16 @@ import math
 import os
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from torch import Tensor  # noqa: E402
+
+def _figure(rows: int, cols: int, figsize: tuple[float, float]):
+    """A new figure and its ``(rows, cols)`` array of axes, independent of pyplot's state."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, squeeze=False)
 
 
 def to_display(img: Tensor) -> np.ndarray:
@@ -46,7 +54,7 @@ def reconstruction_figure(path: str, y: Tensor, x_dagger: Tensor, x_hat: Tensor,
     """Write a grid (rows = samples) of measurement | A†y | reconstruction | truth to ``path``."""
     n = min(max_rows, y.shape[0])
     cols = 4 if x is not None else 3
-    fig, axes = plt.subplots(n, cols, figsize=(3 * cols, 3 * n), squeeze=False)
+    fig, axes = _figure(n, cols, (3 * cols, 3 * n))
     for i in range(n):
         panels = [("measurement y", y[i]), ("A† y", x_dagger[i]), ("reconstruction", x_hat[i])]
         if x is not None:
@@ -70,7 +78,6 @@ def reconstruction_figure(path: str, y: Tensor, x_dagger: Tensor, x_hat: Tensor,
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -93,7 +100,7 @@ def loss_curves_figure(path: str, metrics_csv: str, keys: Sequence[str] | None =
     losses = [k for k in (keys or sorted(series)) if k.startswith(("train/", "val/"))
               and not any(s in k for s in ("psnr", "ssim"))]
     has_psnr = "val/psnr" in series
-    fig, axes = plt.subplots(1, 2 if has_psnr else 1, figsize=(11 if has_psnr else 6, 4), squeeze=False)
+    fig, axes = _figure(1, 2 if has_psnr else 1, (11 if has_psnr else 6, 4))
     ax = axes[0, 0]
     for k in losses:
         steps, values = zip(*series[k])
@@ -117,7 +124,6 @@ def loss_curves_figure(path: str, metrics_csv: str, keys: Sequence[str] | None =
         ax2.set_title("validation PSNR (logged, not used for selection)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -60,7 +60,8 @@ def test_class_path_in_a_yaml_config_is_refused(tmp_path, victim, where, capsys)
 def test_class_path_on_the_command_line_is_refused(tmp_path, victim, capsys):
     p = tmp_path / "run.yaml"
     p.write_text(BASE)
-    argv = ["fit", "--config", str(p), "--physics.noise.args", "{sigma: %s}" % _payload(victim)]
+    argv = ["fit", "--config", str(p), "--physics.noise.name", "gaussian",
+            "--physics.noise.args", "{sigma: %s}" % _payload(victim)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "physics.noise.args.sigma" in err and "expected" in err

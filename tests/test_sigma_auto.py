@@ -47,7 +47,7 @@ def test_auto_is_validated_before_anything_runs(gaussian_file):
         from_dict(_cfg(gaussian_file, data={"path": None, "dataset": "natural-gray"}))
     with pytest.raises(ConfigError, match="image-domain"):
         from_dict(_cfg(gaussian_file, physics={"name": "mri", "args": {"acceleration": 4}}))
-    with pytest.raises(ConfigError, match="'auto' is supported"):
+    with pytest.raises(ConfigError, match=r"'auto' \(estimated from the measurements\) is possible for no argument"):
         from_dict(_cfg(gaussian_file, physics={"noise": {"name": "gamma", "args": {"shape": "auto"}}}))
     assert auto_noise_args("poisson_gaussian", {"gain": "auto", "sigma": 0.1}) == ["gain"]
 

@@ -9,12 +9,13 @@ from selfinv.physics.noise import (
     NoNoise,
     PoissonGaussianNoise,
     PoissonNoise,
+    UnknownNoise,
 )
 
 __all__ = [
     "Physics", "LinearPhysics", "Denoising", "conjugate_gradient",
     "NoiseModel", "NoNoise", "GaussianNoise", "ColoredGaussianNoise", "PoissonNoise",
-    "PoissonGaussianNoise", "GammaNoise",
+    "PoissonGaussianNoise", "GammaNoise", "UnknownNoise",
 ]
 # Operators (one file each) are added below as they land.
 from selfinv.physics.inpainting import Inpainting, bernoulli_mask  # noqa: E402

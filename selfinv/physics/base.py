@@ -18,7 +18,7 @@ sample), and ``resample`` combines both. This is what data sets store next to
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,9 @@ class Physics(nn.Module):
 
     #: names of the per-sample parameters (tensors with a leading batch dimension)
     param_names: tuple[str, ...] = ()
+    #: the measurement is an image of the scene (denoising, blur, downsampling): pixel-wise noise
+    #: estimators, random patches and tiled prediction apply to it
+    image_domain: ClassVar[bool] = False
 
     def __init__(self, noise: NoiseModel | None = None):
         super().__init__()
@@ -247,6 +250,8 @@ def conjugate_gradient(
 
 class Denoising(LinearPhysics):
     """``A = I``: ``y = noise(x)``."""
+
+    image_domain: ClassVar[bool] = True
 
     def A(self, x: Tensor) -> Tensor:
         return x

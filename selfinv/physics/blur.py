@@ -23,6 +23,8 @@ Gaussian σ ∈ {1, 2, 3}, box radius ∈ {2, 3, 4}.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import math
 
 import torch
@@ -166,6 +168,8 @@ class Blur(LinearPhysics):
 
     The kernel is the per-sample parameter ``kernel`` (``with_params(kernel=...)``).
     """
+
+    image_domain: ClassVar[bool] = True
 
     param_names = ("kernel",)
 

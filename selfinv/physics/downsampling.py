@@ -29,6 +29,8 @@ Imaging" (2023); Keys, "Cubic convolution interpolation" (IEEE TASSP 1981).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -84,6 +86,8 @@ class Downsampling(LinearPhysics):
     Measurements have shape ``(B, C, H / factor, W / factor)``. The operator is
     deterministic (no per-sample parameters).
     """
+
+    image_domain: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -32,7 +32,10 @@ from torch import Tensor, nn
 from selfinv.utils import rng
 
 #: the noise families the losses know; ``"custom"`` is a user model no loss may assume anything about
-NoiseKind = Literal["none", "gaussian", "colored_gaussian", "poisson", "poisson_gaussian", "gamma", "custom"]
+NoiseKind = Literal["none", "unknown", "gaussian", "colored_gaussian", "poisson", "poisson_gaussian", "gamma",
+                   "custom"]
+#: the values a measurement can take under a noise model (``selfinv.physics.support`` checks it)
+Support = Literal["real", "nonnegative", "positive"]
 
 
 #: buffers holding exact constants of the noise model, kept in float64 (see the module docstring)
@@ -62,6 +65,10 @@ class NoiseModel(nn.Module):
     """
 
     kind: ClassVar[NoiseKind] = "custom"
+    #: parameters that ``sigma: auto`` / ``gain: auto`` may estimate from the measurements
+    estimable: ClassVar[tuple[str, ...]] = ()
+    #: the values a measurement can take
+    support: ClassVar[Support] = "real"
 
     def __init__(self):
         super().__init__()
@@ -109,10 +116,29 @@ class NoNoise(NoiseModel):
         return torch.zeros_like(z)
 
 
+class UnknownNoise(NoiseModel):
+    """Measured data whose noise is not modelled: the default for a user's own measurements.
+
+    Losses that need no noise model (Noise2Void, UNSURE, Neighbor2Neighbor, autoencoders, MC + EI)
+    train with it; losses that need the noise statistics (SURE, R2R, Noise2Score) refuse it with a
+    message naming the noise model to declare; simulating measurements with it is an error.
+    """
+
+    kind: ClassVar[NoiseKind] = "unknown"
+
+    def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        raise ValueError("the noise model is unknown (physics.noise: {name: unknown}), so measurements cannot be "
+                         "simulated: declare one, e.g. physics.noise: {name: gaussian, args: {sigma: 0.1}}")
+
+    def variance(self, z: Tensor) -> Tensor:
+        raise ValueError("the noise model is unknown (physics.noise: {name: unknown}): its variance is not known")
+
+
 class GaussianNoise(NoiseModel):
     """``y = z + sigma * n``, ``n ~ N(0, I)``; ``sigma`` scalar or per-sample ``(B,)``."""
 
     kind: ClassVar[NoiseKind] = "gaussian"
+    estimable: ClassVar[tuple[str, ...]] = ("sigma",)
 
     def __init__(self, sigma: float | Tensor):
         super().__init__()
@@ -173,6 +199,8 @@ class PoissonNoise(NoiseModel):
     """``y = gain * Poisson(z / gain)``: mean ``z``, variance ``gain * z``. Needs ``z >= 0``."""
 
     kind: ClassVar[NoiseKind] = "poisson"
+    estimable: ClassVar[tuple[str, ...]] = ("gain",)
+    support: ClassVar[Support] = "nonnegative"
 
     def __init__(self, gain: float | Tensor):
         super().__init__()
@@ -194,6 +222,7 @@ class PoissonGaussianNoise(NoiseModel):
     """``y = gain * Poisson(z / gain) + sigma * n``: variance ``gain z + sigma^2``."""
 
     kind: ClassVar[NoiseKind] = "poisson_gaussian"
+    estimable: ClassVar[tuple[str, ...]] = ("gain", "sigma")
 
     def __init__(self, gain: float | Tensor, sigma: float | Tensor):
         super().__init__()
@@ -219,6 +248,7 @@ class GammaNoise(NoiseModel):
     """``y ~ Gamma(shape=ell, rate=ell / z)``: mean ``z``, variance ``z^2 / ell``. Needs ``z > 0``."""
 
     kind: ClassVar[NoiseKind] = "gamma"
+    support: ClassVar[Support] = "positive"
 
     def __init__(self, shape: float | Tensor):
         super().__init__()

@@ -1,8 +1,7 @@
 """Is a measurement possible under its noise model? Finite, non-empty, inside the support.
 
-Poisson-type noise (``gain`` set: Poisson, Poisson–Gaussian without a Gaussian
-part) produces ``y >= 0``; Gamma noise (``shape`` set) produces ``y > 0``;
-Gaussian noise any real value. A measurement outside the support cannot come from
+The noise model declares its ``support``: Poisson noise produces ``y >= 0``,
+Gamma noise ``y > 0``, Gaussian and Poisson–Gaussian noise any real value. A measurement outside the support cannot come from
 the declared model — a loss built on that model (Poisson SURE, GR2R) would
 return a meaningless number — so it is refused with the count and the extreme
 value.
@@ -41,12 +40,13 @@ def check_measurement(y: Any, noise: Any, who: str) -> None:
         raise ValueError(f"{who}: the measurements hold {n_bad} non-finite value(s) (NaN/inf) of {y.numel()}, "
                          f"the first at index {tuple(first)}; remove or inpaint them first")
     name = type(noise).__name__
-    if getattr(noise, "shape", None) is not None:
+    support = getattr(noise, "support", "real")
+    if support == "positive":
         n = int((y <= 0).sum())
         if n:
             raise ValueError(f"{who}: {name} measurements are > 0, but {n} of {y.numel()} values are <= 0 "
                              f"(min {float(y.min()):.4g}); is the noise model right?")
-    elif getattr(noise, "gain", None) is not None and getattr(noise, "sigma", None) is None:
+    elif support == "nonnegative":
         n = int((y < 0).sum())
         if n:
             raise ValueError(f"{who}: {name} measurements are >= 0, but {n} of {y.numel()} values are negative "

@@ -11,8 +11,9 @@ estimated from the **training measurements** (``selfinv.physics.noise_estimation
   (Foi et al. 2008) over (at most ``max_items``) measurements.
 
 Both estimators read the noise off image-domain measurements, so ``auto`` is only
-accepted for operators whose measurement is an image (denoising, blur,
-downsampling). The estimate is deterministic given the data, hence the same on
+accepted for operators that declare ``image_domain`` (denoising, blur,
+downsampling), and only for the parameters the noise model declares
+``estimable``. The estimate is deterministic given the data, hence the same on
 every DDP rank; it is logged, written to ``<output_dir>/noise_estimate.json`` and
 stored in the checkpoint hyper-parameters (the resolved config holds the number).
 """
@@ -28,21 +29,32 @@ import torch
 from torch import Tensor
 
 AUTO = "auto"
-#: operators whose measurements are images (the wavelet estimators apply)
-IMAGE_DOMAIN_PHYSICS = ("denoising", "blur", "downsampling")
-#: noise-model arguments that may be ``auto``
-AUTO_ARGS = {"gaussian": ("sigma",), "poisson": ("gain",), "poisson_gaussian": ("gain", "sigma")}
+
+
+def is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == AUTO
 
 
 def auto_noise_args(noise_name: str, noise_args: dict[str, Any]) -> list[str]:
-    """Names of the noise arguments set to ``'auto'``; raises if ``auto`` is not supported there."""
-    auto = [k for k, v in noise_args.items() if isinstance(v, str) and v.strip().lower() == AUTO]
-    allowed = AUTO_ARGS.get(noise_name, ())
+    """Names of the noise arguments set to ``'auto'``; raises if the noise model does not declare them
+    ``estimable``."""
+    from selfinv import registry
+
+    auto = [k for k, v in noise_args.items() if is_auto(v)]
+    if not auto:
+        return []
+    allowed = registry.resolve("noise", noise_name, "physics.noise").estimable
     bad = [k for k in auto if k not in allowed]
     if bad:
-        raise ValueError(f"physics.noise.args.{bad[0]}: 'auto' is supported for {AUTO_ARGS} "
-                         f"(noise model -> arguments), got noise '{noise_name}'")
+        raise ValueError(f"physics.noise.args.{bad[0]}: 'auto' (estimated from the measurements) is possible for "
+                         f"{list(allowed) or 'no argument'} of noise '{noise_name}'")
     return auto
+
+
+def physics_is_image_domain(physics_name: str) -> bool:
+    from selfinv import registry
+
+    return bool(registry.resolve("physics", physics_name, "physics").image_domain)
 
 
 def estimate_noise_args(y: Tensor | list[Tensor], noise_name: str, which: list[str],
@@ -92,9 +104,9 @@ def resolve_auto_noise(cfg, measurements: list[Tensor] | Tensor | None = None) -
     which = auto_noise_args(noise.name, noise.args)
     if not which:
         return cfg, None
-    if cfg.physics.name not in IMAGE_DOMAIN_PHYSICS:
-        raise ValueError(f"physics.noise.args: 'auto' needs image-domain measurements (physics one of "
-                         f"{IMAGE_DOMAIN_PHYSICS}), got physics '{cfg.physics.name}'; give the noise level")
+    if not physics_is_image_domain(cfg.physics.name):
+        raise ValueError(f"physics.noise.args: 'auto' needs image-domain measurements (denoising, blur, "
+                         f"downsampling), got physics '{cfg.physics.name}'; give the noise level")
     if measurements is None:
         if cfg.data.path is None:
             raise ValueError("physics.noise.args: 'auto' estimates the noise level from measurements, so it needs "
