@@ -1,6 +1,6 @@
 """Time-to-quality on the reference training workload, selfinv vs DeepInverse, back to back.
 
-The workload is /work/shared/anchor/bench_train.py: Gaussian denoising σ = 0.1 of
+The workload is ../shared/anchor/bench_train.py: Gaussian denoising σ = 0.1 of
 images in [0, 1]; training set = all 64×64 patches at stride 32 of the 15
 scikit-image images (selfinv's bundled ``natural-gray-anchor`` train split, 4770
 patches); test = the 64 non-overlapping 64×64 crops of ``camera()``. Noise with
@@ -37,7 +37,7 @@ curves are merged.
 Usage:
     python benchmarks/anchor_train.py [--budget 120] [--eval-every 20] [--no-deepinv] [--quick]
         [--only supervised|sure] [--out DIR] [--threads 2]
-        [--deepinv-python /work/.venv-deepinv/bin/python] [--anchor /work/shared/anchor/bench_train.py]
+        [--deepinv-python ../.venv-deepinv/bin/python] [--anchor ../shared/anchor/bench_train.py]
 
 ``--quick``: budget 10 s, evaluation every 5 s. Needs a QUIET machine for meaningful
 timings (the full comparison takes ~9 minutes). Writes DIR/anchor_train.md and
@@ -60,7 +60,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, markdown_table, setup, write_results  # noqa: E402
+from common import anchor_script, deepinv_python, environment, markdown_table, setup, write_results  # noqa: E402
 
 from selfinv.config import from_dict  # noqa: E402
 from selfinv.data.bundled import load_dataset  # noqa: E402
@@ -73,8 +73,8 @@ NAME = "anchor_train"
 SIGMA, PATCH, STRIDE, BATCH, LR = 0.1, 64, 32, 8, 1e-3
 TRAIN_NOISE_SEED, TEST_NOISE_SEED = 1, 3
 N_TRAIN_PATCHES, N_TEST_CROPS = 4770, 64
-DEFAULT_DEEPINV_PYTHON = "/work/.venv-deepinv/bin/python"
-DEFAULT_ANCHOR = "/work/shared/anchor/bench_train.py"
+DEFAULT_DEEPINV_PYTHON = deepinv_python()
+DEFAULT_ANCHOR = anchor_script("bench_train.py")
 METHODS = ("supervised", "sure")
 LOSSES = {"supervised": [{"name": "supervised"}],
           "sure": [{"name": "sure", "args": {"noise": "gaussian", "divergence": "mc", "tau": 0.01}}]}

@@ -24,6 +24,20 @@ import torch
 THREADS = 2
 #: default output folder, next to this file
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: the checkout's parent folder, where the reference workloads and the deepinv environment live by default
+_AROUND = Path(__file__).resolve().parents[2]
+
+
+def anchor_script(name: str) -> str:
+    """A reference workload script: ``$SELFINV_ANCHOR_DIR/name``, else ``../shared/anchor/name`` beside the
+    checkout."""
+    return str(Path(os.environ.get("SELFINV_ANCHOR_DIR", _AROUND / "shared" / "anchor")) / name)
+
+
+def deepinv_python() -> str:
+    """The python of the separate deepinv environment: ``$SELFINV_DEEPINV_PYTHON``, else
+    ``../.venv-deepinv/bin/python`` beside the checkout."""
+    return os.environ.get("SELFINV_DEEPINV_PYTHON", str(_AROUND / ".venv-deepinv" / "bin" / "python"))
 
 
 def setup(seed: int = 0, threads: int = THREADS) -> None:
@@ -113,7 +127,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 
     def line(r):
         return "| " + " | ".join(c.rjust(w) if numeric(i) else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(r, widths))) + " |"
+                                 for i, (c, w) in enumerate(zip(r, widths, strict=True))) + " |"
 
     sep = "|" + "|".join(("-" * (w + 1) + ":") if numeric(i) else ("-" * (w + 2))
                          for i, w in enumerate(widths)) + "|"

@@ -56,7 +56,6 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, markdown_table, setup, write_results  # noqa: E402
 
-from selfinv import registry  # noqa: E402
 from selfinv.config import from_dict  # noqa: E402
 from selfinv.data.bundled import load_dataset  # noqa: E402
 from selfinv.data.measurements import MeasurementDataset  # noqa: E402
@@ -64,13 +63,9 @@ from selfinv.data.patches import random_patches  # noqa: E402
 from selfinv.training.engine import build_physics, fit  # noqa: E402
 from selfinv.training.metrics import psnr, ssim  # noqa: E402
 
-# the two special architectures are not config backbones by default: register them for this run
-registry.register("backbone", "blindspot_net", "selfinv.models.blindspot:BlindSpotNet")
-registry.register("backbone", "bottleneck_autoencoder", "selfinv.models.autoencoder:BottleneckAutoencoder")
-
 UNET = {"name": "unet", "args": {"scales": 3, "base_channels": 16, "batch_norm": False}}
 BLINDSPOT = {"name": "blindspot_net", "args": {"channels": 16, "depth": 5}}
-AUTOENCODER = {"name": "bottleneck_autoencoder", "args": {"channels": 32, "levels": 3, "latent_channels": 4}}
+AUTOENCODER = {"name": "autoencoder", "args": {"channels": 32, "levels": 3, "latent_channels": 4}}
 
 NOISES: dict[str, dict] = {
     "gaussian": {"name": "gaussian", "args": {"sigma": 0.1}, "label": "Gaussian σ = 0.1"},
@@ -235,7 +230,7 @@ def evaluate(module, xs: list[Tensor], ys: list[Tensor], physics) -> dict:
     g = torch.Generator().manual_seed(99)
     ps, ss = [], []
     with torch.no_grad():
-        for x, y in zip(xs, ys):
+        for x, y in zip(xs, ys, strict=True):
             x_hat = est(y, physics, generator=g) if takes_generator else est(y, physics)
             ps.append(float(psnr(x_hat.float(), x).mean()))
             ss.append(float(ssim(x_hat.float(), x).mean()))
@@ -463,8 +458,8 @@ def main(argv: list[str] | None = None) -> None:
             physics = build_physics(from_dict(base_config(noise, NOISES[noise], {"name": "supervised"}, UNET,
                                                           str(data_path), 1, batch, "unused")))
             xs, ys = test_set(noise, physics, crop)
-            noisy = {"psnr": statistics.fmean(float(psnr(y, x).mean()) for x, y in zip(xs, ys)),
-                     "ssim": statistics.fmean(float(ssim(y, x).mean()) for x, y in zip(xs, ys))}
+            noisy = {"psnr": statistics.fmean(float(psnr(y, x).mean()) for x, y in zip(xs, ys, strict=True)),
+                     "ssim": statistics.fmean(float(ssim(y, x).mean()) for x, y in zip(xs, ys, strict=True))}
             block = {"noise": NOISES[noise], "noisy": noisy, "rows": {}, "notes": notes}
             print(f"[{noise}] noisy input PSNR {noisy['psnr']:.2f} dB", flush=True)
             for m in rows:

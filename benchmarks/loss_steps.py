@@ -1,7 +1,7 @@
 """Training-step benchmark of every selfinv loss, side by side with DeepInverse.
 
 One full training step (forward, loss, backward, Adam step) per self-supervised
-loss, on the reference workload /work/shared/anchor/bench_losses.py: the same
+loss, on the reference workload ../shared/anchor/bench_losses.py: the same
 UNet(1, 1, scales=3) (2,069,441 parameters) wrapped as
 ``BackProjection(init="adjoint")`` (= deepinv's ``ArtifactRemoval(mode="adjoint")``),
 a batch of 8x1x64x64 images ``x ~ U[0, 1)`` (seed 1), σ = 0.1, gain γ = 0.1,
@@ -25,7 +25,7 @@ are matched to ours by name (``ANCHOR_NAME``); speed-up = deepinv ms / selfinv m
 Usage:
     python benchmarks/loss_steps.py [--out DIR] [--steps 20] [--warmup 3]
         [--only SUBSTRING ...] [--no-deepinv] [--quick]
-        [--deepinv-python /work/.venv-deepinv/bin/python] [--anchor PATH]
+        [--deepinv-python ../.venv-deepinv/bin/python] [--anchor PATH]
 
 Writes DIR/loss_steps.md and DIR/loss_steps.json (DIR defaults to benchmarks/results).
 """
@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, markdown_table, setup, write_results  # noqa: E402
+from common import anchor_script, deepinv_python, environment, markdown_table, setup, write_results  # noqa: E402
 
 from selfinv import losses as L  # noqa: E402
 from selfinv import physics as P  # noqa: E402
@@ -58,8 +58,8 @@ B, C, H = 8, 1, 64
 SIGMA, GAIN = 0.1, 0.1
 GAMMA_SHAPE = 100.0  # Gamma noise y ~ G(ℓ, ℓ/x): relative std 1/sqrt(ℓ) = 0.1, like σ
 LR = 1e-3
-DEFAULT_DEEPINV_PYTHON = "/work/.venv-deepinv/bin/python"
-DEFAULT_ANCHOR = "/work/shared/anchor/bench_losses.py"
+DEFAULT_DEEPINV_PYTHON = deepinv_python()
+DEFAULT_ANCHOR = anchor_script("bench_losses.py")
 NETWORKS = ("UNet", "BlindSpotNet", "BottleneckAutoencoder")
 
 

@@ -135,7 +135,7 @@ def run_sure(quick: bool, work: str) -> list[dict]:
         module.eval()
         ps, ss = [], []
         with torch.no_grad():
-            for xt, yt in zip(test, test_y):
+            for xt, yt in zip(test, test_y, strict=True):
                 xh = module(yt[None]).float()
                 ps.append(float(psnr(xh, xt[None])))
                 ss.append(float(ssim(xh, xt[None])))
@@ -147,7 +147,7 @@ def run_sure(quick: bool, work: str) -> list[dict]:
                      "unsure_eta": eta[0] if eta else None,
                      "psnr": statistics.mean(ps), "ssim": statistics.mean(ss), "psnr_per_image": ps,
                      "steps": int(trainer.global_step), "sec_per_step": sec_step, "ratio_to_sup": sec_step / sup_step})
-    noisy = statistics.mean(float(psnr(yt[None], xt[None])) for xt, yt in zip(test, test_y))
+    noisy = statistics.mean(float(psnr(yt[None], xt[None])) for xt, yt in zip(test, test_y, strict=True))
     rows.append({"method": "noisy input", "sigma_used": None, "sigma_estimate": None, "psnr": noisy,
                  "ssim": None, "psnr_per_image": None, "steps": 0, "sec_per_step": None, "ratio_to_sup": None})
     return rows

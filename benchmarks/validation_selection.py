@@ -167,7 +167,7 @@ def spearman(a: list[float], b: list[float]) -> float:
     """Spearman rank correlation (Pearson correlation of the ranks, ties averaged)."""
     ra, rb = _ranks(a), _ranks(b)
     ma, mb = statistics.fmean(ra), statistics.fmean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
     var = math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
     return cov / var if var > 0 else float("nan")
 

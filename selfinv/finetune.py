@@ -298,4 +298,5 @@ def load_checkpoint_config(checkpoint: str | os.PathLike) -> dict:
     return load_checkpoint(checkpoint)["hyper_parameters"]["config"]
 
 
-__all__ = ["finetune_cmd", "load_checkpoint_config", "SingleMeasurementDataset", "FinetuneResult", "load_measurement", "finetune_config", "finetune"]
+__all__ = ["finetune_cmd", "load_checkpoint_config", "SingleMeasurementDataset", "FinetuneResult", "load_measurement",
+           "finetune_config", "finetune"]

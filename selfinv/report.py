@@ -103,7 +103,7 @@ def loss_curves_figure(path: str, metrics_csv: str, keys: Sequence[str] | None =
     fig, axes = _figure(1, 2 if has_psnr else 1, (11 if has_psnr else 6, 4))
     ax = axes[0, 0]
     for k in losses:
-        steps, values = zip(*series[k])
+        steps, values = zip(*series[k], strict=True)
         ax.plot(steps, values, label=k, marker="o" if k.startswith("val/") else None,
                 markersize=3, linewidth=1.5 if k.endswith("/loss") else 0.8)
     ax.set_xlabel("step")
@@ -116,7 +116,7 @@ def loss_curves_figure(path: str, metrics_csv: str, keys: Sequence[str] | None =
         ax2 = axes[0, 1]
         for k in ("val/psnr", "val/psnr_dagger"):
             if k in series:
-                steps, values = zip(*series[k])
+                steps, values = zip(*series[k], strict=True)
                 ax2.plot(steps, values, marker="o", markersize=3, label=k)
         ax2.set_xlabel("step")
         ax2.set_ylabel("PSNR (dB)")

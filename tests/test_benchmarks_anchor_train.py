@@ -19,7 +19,7 @@ NAMES = ["astronaut", "brick", "chelsea", "clock", "coffee", "coins", "grass", "
 
 
 def _gray(name):
-    skd = pytest.importorskip("skimage.data")
+    import skimage.data as skd
     from skimage import color, img_as_float
 
     img = getattr(skd, name)()

@@ -8,8 +8,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from selfinv.data import (
-    MeasurementDataset, PatchDataset, collate_measurements, fixed_crops, grid_patches, list_datasets,
-    load_dataset, random_patches,
+    MeasurementDataset,
+    PatchDataset,
+    collate_measurements,
+    fixed_crops,
+    grid_patches,
+    list_datasets,
+    load_dataset,
+    random_patches,
 )
 from selfinv.data.bundled import NATURAL_GRAY_SPLITS, mri_slice_split
 from selfinv.data.patches import random_positions
@@ -60,7 +66,7 @@ def test_loading_is_deterministic_and_cache_is_protected():
     a.images[0].fill_(0.5)  # mutating a returned image must not touch the cache
     b = load_dataset("natural-gray", split="val")
     c = load_dataset("natural-gray", split="val")
-    assert all(torch.equal(u, v) for u, v in zip(b.images, c.images))
+    assert all(torch.equal(u, v) for u, v in zip(b.images, c.images, strict=True))
     assert not torch.all(b.images[0] == 0.5)
 
 
@@ -79,7 +85,7 @@ def test_anchor_workload():
 
 
 def test_mri_slices_split_with_gaps():
-    pytest.importorskip("nilearn")
+    import nilearn  # noqa: F401
     parts = {s: load_dataset("mri-slices", split=s, size=64) for s in ("train", "val", "test")}
     z = {s: np.array(d.metadata["z_indices"]) for s, d in parts.items()}
     for s, d in parts.items():
@@ -109,7 +115,7 @@ def test_random_patches_deterministic_and_correct():
     c = random_patches(ims, 8, 50, torch.Generator().manual_seed(6))
     assert a.shape == (50, 1, 8, 8) and torch.equal(a, b) and not torch.equal(a, c)
     pos = random_positions(ims, 8, 50, torch.Generator().manual_seed(5))
-    for p, (i, t, l) in zip(a, pos.tolist()):
+    for p, (i, t, l) in zip(a, pos.tolist(), strict=True):
         assert torch.equal(p, ims[i][:, t:t + 8, l:l + 8])
     with pytest.raises(ValueError, match="larger than image"):
         random_patches(ims, 25, 3)
@@ -230,7 +236,7 @@ def test_collate_errors():
 @pytest.mark.parametrize("keep", [False, True])
 def test_save_load_round_trip(tmp_path, suffix, keep):
     if suffix == ".h5":
-        pytest.importorskip("h5py")
+        import h5py  # noqa: F401
     x = _clean(5, 16)
     ds = MeasurementDataset(x, RandomMask((16, 16), GaussianNoise(0.05)), seed=7,
                             keep_ground_truth=keep, pairs=True, metadata={"note": "unit test"})
@@ -260,7 +266,7 @@ def test_save_load_round_trip(tmp_path, suffix, keep):
 @pytest.mark.parametrize("suffix", [".npz", ".h5"])
 def test_save_load_images_of_different_sizes(tmp_path, suffix):
     if suffix == ".h5":
-        pytest.importorskip("h5py")
+        import h5py  # noqa: F401
     g = torch.Generator().manual_seed(0)
     ims = [torch.rand(1, 12, 16, generator=g), torch.rand(1, 20, 8, generator=g)]
     ds = MeasurementDataset(ims, Denoising(GaussianNoise(0.1)), seed=0)
@@ -292,7 +298,7 @@ def test_from_tensors_shared_params():
 
 
 def test_with_inpainting_if_available():
-    inpainting = pytest.importorskip("selfinv.physics.inpainting")
+    import selfinv.physics.inpainting as inpainting
     x = _clean(4, 16)
     phys = inpainting.Inpainting((1, 16, 16), keep_ratio=0.5)
     ds = MeasurementDataset(x, phys, seed=0, keep_ground_truth=True)
@@ -302,7 +308,7 @@ def test_with_inpainting_if_available():
 
 
 def test_with_mri_if_available(tmp_path):
-    mri = pytest.importorskip("selfinv.physics.mri")
+    import selfinv.physics.mri as mri
     mag = _clean(3, 16)
     x = torch.cat([mag, torch.zeros_like(mag)], 1)  # magnitude images as 2-channel (real, imag): simulated k-space
     phys = mri.MRI((16, 16), acceleration=4, center_fraction=0.125)

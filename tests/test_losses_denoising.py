@@ -17,12 +17,28 @@ import torch
 from torch import nn
 
 from selfinv.losses import (
-    R2R, SURE, UNSURE, AutoencoderLoss, BlindSpotLoss, LossConfigError, MeasurementConsistency, Neighbor2Neighbor,
-    Noise2Noise, Noise2Score, SplittingLoss, SupervisedLoss,
+    R2R,
+    SURE,
+    UNSURE,
+    AutoencoderLoss,
+    BlindSpotLoss,
+    LossConfigError,
+    MeasurementConsistency,
+    Neighbor2Neighbor,
+    Noise2Noise,
+    Noise2Score,
+    SplittingLoss,
+    SupervisedLoss,
 )
 from selfinv.losses.sure import exact_diagonal_derivatives, mc_divergence, mc_second_order_derivatives
 from selfinv.physics import (
-    ColoredGaussianNoise, Denoising, GammaNoise, GaussianNoise, LinearPhysics, NoNoise, PoissonGaussianNoise,
+    ColoredGaussianNoise,
+    Denoising,
+    GammaNoise,
+    GaussianNoise,
+    LinearPhysics,
+    NoNoise,
+    PoissonGaussianNoise,
     PoissonNoise,
 )
 
@@ -315,7 +331,7 @@ def test_exact_sure_gradient_is_the_gradient_of_the_full_graph():
     naive = (((y - hy) ** 2).sum() - w.sum() + 2 * (w * d1).sum() - 2 * (v * d2).sum()) / 32
     assert abs(float(value.detach()) - float(naive.detach())) < 1e-12
     ref = torch.autograd.grad(naive, params, allow_unused=True, materialize_grads=True)
-    for a, b in zip(got, ref):
+    for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert all(float(g.abs().sum()) > 0 for g in got[:-1])  # all but the last bias (no effect on ∂h)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from selfinv.losses import LossConfigError, SharedEvaluation, WeightedSum
+from selfinv.losses import LossConfigError, WeightedSum
 from selfinv.losses.consistency import MeasurementConsistency
 from selfinv.losses.equivariant import EquivariantImaging
 from selfinv.losses.moi import MultiOperatorImaging
@@ -321,7 +321,6 @@ def test_renoised_ei_keeps_the_gradient_path_through_the_virtual_measurement():
     sparse-view CT: robust EI stalled at 20.1 dB before, 23.0 dB after, 300 steps)."""
     from selfinv.losses.equivariant import EquivariantImaging
     from selfinv.physics import Denoising, PoissonNoise
-
     from selfinv.transforms.base import Transform
 
     class Identity(Transform):

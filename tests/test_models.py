@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from selfinv.models import MODELS, BackProjection, DnCNN, UNet, UnrolledProximalGradient
+from selfinv.models import BackProjection, DnCNN, UNet, UnrolledProximalGradient
 from selfinv.physics import Denoising, GaussianNoise, LinearPhysics, Physics
 
 
@@ -217,7 +217,7 @@ def test_unrolled_batched_equals_per_sample():
 
 
 def test_unrolled_with_inpainting_if_available():
-    physics_mod = pytest.importorskip("selfinv.physics.inpainting")
+    import selfinv.physics.inpainting as physics_mod
     op = physics_mod.Inpainting((1, 8, 8), keep_ratio=0.6, generator=_gen(0)).resample(2, generator=_gen(1))
     model = UnrolledProximalGradient(n_iter=2)
     y = op(torch.rand(2, 1, 8, 8, generator=_gen(2)))
@@ -240,5 +240,10 @@ def test_unrolled_factory_and_errors():
         UnrolledProximalGradient(prior=lambda: 3)
 
 
-def test_registry_names():
-    assert {"unet", "dncnn", "backprojection", "unrolled"} <= set(MODELS)
+def test_every_network_is_reachable_from_a_config():
+    from selfinv import registry
+
+    assert registry.resolve("backbone", "unet") is UNet and registry.resolve("backbone", "dncnn") is DnCNN
+    assert registry.resolve("model", "back_projection") is BackProjection
+    assert registry.resolve("model", "unrolled") is UnrolledProximalGradient
+    assert set(registry.available("backbone")) == set(registry.names("backbone"))

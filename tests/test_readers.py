@@ -144,7 +144,7 @@ def test_normalization_modes_are_invertible(tmp_path):
 
 # -- HDF5 (fastMRI), MRC, DICOM ------------------------------------------------------------
 def test_fastmri_hdf5(tmp_path):
-    h5py = pytest.importorskip("h5py")
+    import h5py
     rng = np.random.default_rng(0)
     k = (rng.normal(size=(3, 8, 6)) + 1j * rng.normal(size=(3, 8, 6))).astype(np.complex64)
     rss = np.abs(rng.normal(size=(3, 8, 6))).astype(np.float32)
@@ -169,7 +169,7 @@ def test_fastmri_hdf5(tmp_path):
 
 
 def test_mrc_micrograph_stack(tmp_path):
-    mrcfile = pytest.importorskip("mrcfile")
+    import mrcfile
     stack = np.random.default_rng(0).normal(size=(2, 10, 12)).astype(np.float32)
     with mrcfile.new(tmp_path / "mic.mrc") as m:
         m.set_data(stack)
@@ -180,7 +180,7 @@ def test_mrc_micrograph_stack(tmp_path):
 
 
 def _write_dicom(path, pixels, instance, z, slope=2.0, intercept=-100.0):
-    pydicom = pytest.importorskip("pydicom")
+    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -211,7 +211,7 @@ def _write_dicom(path, pixels, instance, z, slope=2.0, intercept=-100.0):
 def test_dicom_series_sorted_and_rescaled(tmp_path):
     slices = [_ints((6, 5), seed=s, high=4000, dtype=np.uint16) for s in range(3)]
     # file names in the opposite order of the slice positions: sorting must use the position
-    for s, name in zip(range(3), ["c.dcm", "b.dcm", "a.dcm"]):
+    for s, name in zip(range(3), ["c.dcm", "b.dcm", "a.dcm"], strict=True):
         _write_dicom(tmp_path / name, slices[s], instance=s + 1, z=2.5 * s)
     data, meta = read_measurements(tmp_path)
     assert data.shape == (3, 1, 6, 5) and meta["sorted_by"] == "ImagePositionPatient"

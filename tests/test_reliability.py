@@ -11,8 +11,8 @@ import torch
 from selfinv.cli import main
 from selfinv.config import parse_run_config
 from selfinv.training.checkpoint import load_checkpoint
-from selfinv.training.engine import fit
 from selfinv.training.divergence import TrainingDiverged
+from selfinv.training.engine import fit
 
 CONFIG = """
 data: {patch_size: 16, num_patches: 40, batch_size: 4, val_fraction: 0.2, seed: 3}

@@ -6,7 +6,6 @@ epoch-boundary checkpoint and replays epoch 2 (seeded sampler + restored RNG
 states), CPU, deterministic mode. Weights must be bit-identical.
 """
 
-import os
 import signal
 import subprocess
 import sys

@@ -20,7 +20,7 @@ def test_tile_starts_cover_the_axis():
         for s in starts:
             covered[s:s + t] = True
         assert covered.all() and starts[-1] + t == length
-        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         assert all(0 < g <= tile - ov for g in gaps)  # neighbours overlap by >= ov
 
 

@@ -13,8 +13,7 @@ from selfinv.data.measurements import MeasurementDataset
 from selfinv.losses.base import Loss, WeightedSum
 from selfinv.physics import Denoising, GaussianNoise
 from selfinv.training.checkpoint import atomic_save, load_checkpoint
-from selfinv.training.datamodule import (EpochSeededSampler, MeasurementDataModule, has_ground_truth,
-                                         split_measurements)
+from selfinv.training.datamodule import EpochSeededSampler, MeasurementDataModule, has_ground_truth, split_measurements
 from selfinv.training.engine import build_trainer
 from selfinv.training.metrics import psnr, ssim
 from selfinv.training.module import SelfSupervisedModule
@@ -22,7 +21,7 @@ from selfinv.training.module import SelfSupervisedModule
 
 # -- metrics ---------------------------------------------------------------------------------
 def test_psnr_and_ssim_match_scikit_image():
-    metrics = pytest.importorskip("skimage.metrics")
+    import skimage.metrics as metrics
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 1, 32, 40, generator=g, dtype=torch.float64)
     x[1] = torch.linspace(0, 1, 40, dtype=torch.float64).expand(32, 40)  # smooth image

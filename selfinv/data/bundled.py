@@ -9,7 +9,7 @@ never by patch, so no image contributes to two splits.
 | name | version | content | split |
 |---|---|---|---|
 | ``natural-gray`` | 1 | 22 photographs, ``rgb2gray`` | ``NATURAL_GRAY_SPLITS`` |
-| ``natural-gray-anchor`` | 1 | the 15 training images + ``camera`` of the reference deepinv benchmark | ``NATURAL_GRAY_ANCHOR_SPLITS`` |
+| ``natural-gray-anchor`` | 1 | the 15 training images + ``camera`` of the deepinv reference | ``..._ANCHOR_SPLITS`` |
 | ``mri-slices`` | 1 | axial slices of the MNI152 T1 template, ``size x size`` | slice blocks, see ``mri_slice_split`` |
 
 Example:
@@ -40,7 +40,7 @@ NATURAL_GRAY_SPLITS: dict[str, tuple[str, ...]] = {
     "test": ("camera", "coins", "flower"),
 }
 
-#: ``natural-gray-anchor`` v1: exactly the workload of ``/work/shared/anchor/bench_train.py``
+#: ``natural-gray-anchor`` v1: exactly the workload of the reference workload ``bench_train.py`` (the anchor benchmark)
 #: (trains on these 15 scikit-image images, tests on ``camera``). It has no validation image.
 NATURAL_GRAY_ANCHOR_SPLITS: dict[str, tuple[str, ...]] = {
     "train": ("astronaut", "brick", "chelsea", "clock", "coffee", "coins", "grass", "gravel",

@@ -296,7 +296,7 @@ def _dicom_order(series: list) -> tuple[list[int], str]:
 
 def _check_same_size(arrays: list[np.ndarray], paths: list[Path]) -> None:
     shapes = [a.shape[1:] for a in arrays]
-    for p, s in zip(paths, shapes):
+    for p, s in zip(paths, shapes, strict=True):
         if s != shapes[0]:
             raise ValueError(f"images have different sizes: {paths[0].name} gives (C, H, W) = {tuple(shapes[0])} "
                              f"but {p.name} gives {tuple(s)}; crop or resize them to one size first")

@@ -180,8 +180,9 @@ class WeightedSum(Loss):
         """``batch`` holds the extra entries the terms declare in ``batch_keys`` (e.g. ``y2``)."""
         missing = [k for k in self.batch_keys if batch.get(k) is None]
         if missing:
+            given = sorted(k for k, v in batch.items() if v is not None)
             raise LossConfigError(f"the loss needs batch entries {missing} (e.g. a second noisy copy 'y2' for "
-                                  f"Noise2Noise), but the data provide {sorted(k for k, v in batch.items() if v is not None)}")
+                                  f"Noise2Noise), but the data provide {given}")
         shared = model if isinstance(model, SharedEvaluation) else SharedEvaluation(model)
         token = _INPUTS_CHECKED.set(True)
         try:

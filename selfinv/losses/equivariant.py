@@ -26,12 +26,12 @@ over pixels and batch.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
-
 import warnings
 
-from selfinv.losses.base import Loss, LossConfigError, Reconstructor
+import torch
+from torch import Tensor
+
+from selfinv.losses.base import Loss, LossConfigError
 from selfinv.physics.base import Denoising, Physics
 from selfinv.transforms.base import Transform
 

@@ -15,7 +15,7 @@ Denoising only, even ``H`` and ``W``.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from selfinv.losses.base import Loss, LossConfigError, Reconstructor
 from selfinv.physics.base import Denoising, Physics

@@ -14,7 +14,7 @@ The second copy is passed as keyword ``y2`` (the data layer serves
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from selfinv.losses.base import Loss, LossConfigError, Reconstructor
 from selfinv.physics.base import Physics

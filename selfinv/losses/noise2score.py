@@ -23,12 +23,12 @@ Denoising only (the score is of the measurement density; ``A = I``).
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from selfinv.losses.base import Estimator, Loss, Reconstructor, LossConfigError
+from selfinv.losses.base import Estimator, Loss, LossConfigError, Reconstructor
 from selfinv.physics.base import Denoising, Physics
 from selfinv.utils import rng
 

@@ -20,10 +20,10 @@ invertible ``A``).
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from selfinv.losses.base import Estimator, Loss, LossConfigError, Reconstructor, default_test_generator
 from selfinv.physics.base import Physics

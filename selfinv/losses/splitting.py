@@ -28,14 +28,13 @@ independent across entries. Any physics with image-shaped measurements.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor
 
-from selfinv.losses.base import (Estimator, Loss, LossConfigError, ModelEstimator, Reconstructor,
-                                 default_test_generator)
+from selfinv.losses.base import Estimator, Loss, LossConfigError, ModelEstimator, Reconstructor, default_test_generator
 from selfinv.physics.base import Physics
 from selfinv.utils import rng
 

@@ -13,9 +13,8 @@ residual of the full ``y``:
 ``f`` never sees the entries it is scored on — but nothing then constrains the
 output on the entries the network *is* given. Yaman et al. use an unrolled
 network whose data-consistency steps pin those entries; with a back-projection
-network ``g(A† S y)`` the held-out form drifts there (measured in
-``benchmarks/incomplete.py``: inpainting 18.2 dB held-out vs 28.5 dB full, same
-budget), hence the default. The full form also scores the
+network ``g(A† S y)`` the held-out form drifts there (see
+``benchmarks/results/incomplete.md``), hence the default. The full form also scores the
 input part ``S y − S A f(S y, S A)``, which the network can fit noise on. With
 noisy data that input part can instead be scored by a noise-robust loss
 (``noisy_term``: SURE or R2R evaluated on ``(S y, S A)``):
@@ -43,8 +42,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from selfinv.losses.base import (Estimator, Loss, LossConfigError, ModelEstimator, Reconstructor,
-                                 SharedEvaluation, default_test_generator)
+from selfinv.losses.base import (
+    Estimator,
+    Loss,
+    LossConfigError,
+    ModelEstimator,
+    Reconstructor,
+    SharedEvaluation,
+    default_test_generator,
+)
 from selfinv.physics.base import Physics
 from selfinv.utils import rng
 

@@ -62,7 +62,7 @@ from __future__ import annotations
 from typing import Callable, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from selfinv.losses.base import Loss, LossConfigError, Reconstructor
 from selfinv.physics.base import Physics
@@ -211,7 +211,7 @@ def _weighted_diagonal_sum(fn: Callable[[Tensor], Tensor], y: Tensor, w: Tensor,
             elif term.requires_grad:
                 gs = torch.autograd.grad(term, leaves, grad_outputs=grad_out, retain_graph=True,
                                          allow_unused=True, materialize_grads=True)
-                for acc, g in zip(grads, gs):
+                for acc, g in zip(grads, gs, strict=True):
                     acc.add_(g)
     return grads if want_grads else total
 

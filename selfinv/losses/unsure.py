@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from selfinv.losses.base import Loss, LossConfigError, Reconstructor
 from selfinv.physics.base import Physics
@@ -46,11 +46,9 @@ class UNSURE(Loss):
         penalty: augmented-Lagrangian weight ``ρ``: adds ``(ρ/2) Σ_k (D_k/m)²`` so the
             network itself feels the constraint violation (the method of multipliers,
             Hestenes 1969), which damps the oscillation of plain gradient descent-ascent.
-            ``0`` gives plain descent-ascent, which oscillates: on natural-gray
-            denoising (σ = 0.1, 300 steps, UNet-16) plain ascent reached 26.8 dB
-            (step 1e-3) or diverged (step 1e-2), while ``ρ = 0.05`` reached 28.9 dB
-            (SURE with the true σ: 30.0 dB) with ``η`` = 0.0122, the predicted
-            saddle point ``σ²/(1 - MMSE/σ²)``; ``ρ`` in [0.05, 0.2] gave the same.
+            ``0`` gives plain descent-ascent, which oscillates (measurements in
+            ``benchmarks/results/denoising.md``); at the saddle point ``η`` tends to
+            ``σ²/(1 - MMSE/σ²)``.
     """
 
     evaluations_per_step = 2

@@ -1,13 +1,15 @@
-"""selfinv.models"""
+"""Reconstruction networks: image-to-image backbones and the reconstructors ``model(y, physics)`` built on them.
 
-# backbones and reconstructors (unet, dncnn, reconstructor, unrolled)
+Configs reach them through ``selfinv.registry`` (backbones: ``unet``, ``dncnn``, ``blindspot_net``,
+``autoencoder``; reconstructors: ``back_projection``, ``unrolled``).
+"""
+
+from selfinv.models.autoencoder import BottleneckAutoencoder
+from selfinv.models.blindspot import BlindSpotNet
 from selfinv.models.dncnn import DnCNN
 from selfinv.models.reconstructor import BackProjection, back_project
 from selfinv.models.unet import UNet
 from selfinv.models.unrolled import UnrolledProximalGradient
 
-MODELS = {"unet": UNet, "dncnn": DnCNN, "backprojection": BackProjection, "unrolled": UnrolledProximalGradient}
-# blind-spot network and bottleneck autoencoder
-from selfinv.models.blindspot import BlindSpotNet  # noqa: E402
-from selfinv.models.autoencoder import BottleneckAutoencoder  # noqa: E402
-MODELS.update({"blindspot": BlindSpotNet, "autoencoder": BottleneckAutoencoder})
+__all__ = ["BottleneckAutoencoder", "BlindSpotNet", "DnCNN", "BackProjection", "back_project", "UNet",
+           "UnrolledProximalGradient"]

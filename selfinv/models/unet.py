@@ -84,8 +84,8 @@ class UNet(nn.Module):
         self.scales, self.base_channels = scales, base_channels
         self.batch_norm, self.residual, self.bias = batch_norm, residual, bias
         chans = [base_channels * 2**k for k in range(scales)]
-        self.encoders = nn.ModuleList(
-            _conv_block(cin, cout, batch_norm, bias) for cin, cout in zip([in_channels] + chans[:-1], chans))
+        self.encoders = nn.ModuleList(_conv_block(cin, cout, batch_norm, bias)
+                                      for cin, cout in zip([in_channels] + chans[:-1], chans, strict=True))
         self.pool = nn.MaxPool2d(2)
         # decoder from coarse to fine: upsample chans[k+1] -> chans[k], concat skip, conv 2*chans[k] -> chans[k]
         self.ups = nn.ModuleList(_up_block(chans[k + 1], chans[k], batch_norm, bias)
@@ -105,7 +105,7 @@ class UNet(nn.Module):
             z = enc(z)
             skips.append(z)
         skips.pop()  # the coarsest features are z itself
-        for up, dec in zip(self.ups, self.decoders):
+        for up, dec in zip(self.ups, self.decoders, strict=True):
             z = dec(torch.cat((skips.pop(), up(z)), dim=1))
         z = self.head(z)
         if z.shape[-2:] != (h, w):

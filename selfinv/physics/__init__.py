@@ -18,11 +18,11 @@ __all__ = [
     "PoissonGaussianNoise", "GammaNoise", "UnknownNoise",
 ]
 # Operators (one file each) are added below as they land.
+from selfinv.physics.blur import Blur, box_kernel, gaussian_kernel  # noqa: E402
+from selfinv.physics.compressed_sensing import CompressedSensing  # noqa: E402
+from selfinv.physics.downsampling import Downsampling, bicubic_kernel  # noqa: E402
 from selfinv.physics.inpainting import Inpainting, bernoulli_mask  # noqa: E402
 from selfinv.physics.mri import MRI, mri_mask, to_channels, to_complex  # noqa: E402
-from selfinv.physics.blur import Blur, box_kernel, gaussian_kernel  # noqa: E402
-from selfinv.physics.downsampling import Downsampling, bicubic_kernel  # noqa: E402
-from selfinv.physics.compressed_sensing import CompressedSensing  # noqa: E402
 
 __all__ += [
     "Inpainting", "bernoulli_mask", "MRI", "mri_mask", "to_channels", "to_complex",

@@ -23,9 +23,8 @@ Gaussian σ ∈ {1, 2, 3}, box radius ∈ {2, 3, 4}.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F

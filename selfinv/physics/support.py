@@ -1,10 +1,10 @@
 """Is a measurement possible under its noise model? Finite, non-empty, inside the support.
 
-The noise model declares its ``support``: Poisson noise produces ``y >= 0``,
-Gamma noise ``y > 0``, Gaussian and Poisson–Gaussian noise any real value. A measurement outside the support cannot come from
-the declared model — a loss built on that model (Poisson SURE, GR2R) would
-return a meaningless number — so it is refused with the count and the extreme
-value.
+The noise model declares its ``support``: Poisson noise produces ``y >= 0``, Gamma noise
+``y > 0``, Gaussian and Poisson–Gaussian noise any real value. A measurement outside the
+support cannot come from the declared model — a loss built on that model (Poisson SURE,
+GR2R) would return a meaningless number — so it is refused with the count and the
+extreme value.
 
 Example::
 

@@ -58,7 +58,6 @@ from selfinv.physics.base import Physics
 from selfinv.theory.equivariance import equivariance_residual, null_space_basis
 from selfinv.theory.operator_matrix import operator_matrix, physics_in_dtype
 
-
 Verdict = Literal["learnable", "numerically unstable", "not learnable"]
 
 #: relative thresholds ``t`` at which the report counts the singular values below ``t · s_max``

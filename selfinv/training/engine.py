@@ -145,8 +145,8 @@ def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[pl.Callback] = (), h
     callbacks.extend(extra_callbacks)
     loggers: list = [RunCSVLogger(out, resume_step=resume_step, name="logs", version="")]
     try:
-        from lightning.pytorch.loggers import TensorBoardLogger
         import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
     except ImportError:
