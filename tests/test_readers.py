@@ -123,7 +123,7 @@ def test_npz_key_choice(tmp_path):
         read_image(tmp_path / "two.npz")
     assert read_image(tmp_path / "two.npz", key="meas").data.shape == (2, 1, 4, 4)
     assert read_image(tmp_path / "two.npz", key="other").data.shape == (1, 1, 4, 4)
-    with pytest.raises(KeyError, match="meas"):
+    with pytest.raises(ValueError, match="meas"):
         read_image(tmp_path / "two.npz", key="nope")
 
 

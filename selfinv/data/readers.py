@@ -200,7 +200,7 @@ def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
                 raise ValueError(f"{path} holds several arrays {keys}; choose one with key=...")
             key = keys[0]
         if key not in keys:
-            raise KeyError(f"{path} has no array '{key}'; available: {keys}")
+            raise ValueError(f"{path} has no array '{key}'; available: {keys}")
         a = z[key]
     return array_to_nchw(a, f"{path}[{key}]"), {"key": key, **_stats(a)}
 
@@ -219,13 +219,22 @@ def _read_hdf5(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
                 raise ValueError(f"{path} has no 'kspace' dataset and several datasets {datasets}; "
                                  "choose one with key=...")
         if key not in f or not isinstance(f[key], h5py.Dataset):
-            raise KeyError(f"{path} has no dataset '{key}'; available: {datasets}")
+            raise ValueError(f"{path} has no dataset '{key}'; available: {datasets}")
         a = f[key][()]
         attrs = {k: _jsonable(v) for k, v in f.attrs.items()}
+        mask = np.asarray(f["mask"][()]) if key == "kspace" and "mask" in f else None
     if key == "kspace" and np.iscomplexobj(a) and a.ndim == 4:
         raise ValueError(f"{path}: 'kspace' has shape {a.shape} (slices, coils, H, W): multi-coil data is "
-                         "not supported; combine the coils or use key='reconstruction_rss'")
-    return array_to_nchw(a, f"{path}[{key}]"), {"key": key, "attrs": attrs, **_stats(a)}
+                         "not supported; combine the coils first (e.g. coil-compress to one virtual coil)")
+    if key == "kspace" and not np.iscomplexobj(a):
+        raise ValueError(f"{path}: 'kspace' holds real values of dtype {a.dtype}; expected complex k-space")
+    meta = {"key": key, "attrs": attrs, **_stats(a)}
+    if mask is not None:
+        if mask.ndim != 1 or mask.shape[0] != a.shape[-1]:
+            raise ValueError(f"{path}: 'mask' has shape {mask.shape}; expected ({a.shape[-1]},), one entry per "
+                             f"k-space column of 'kspace' {a.shape}")
+        meta["mask"] = mask.astype(np.float32)
+    return array_to_nchw(a, f"{path}[{key}]"), meta
 
 
 def _read_mrc(path: Path) -> tuple[np.ndarray, dict]:
@@ -300,6 +309,47 @@ def _check_same_size(arrays: list[np.ndarray], paths: list[Path]) -> None:
         if s != shapes[0]:
             raise ValueError(f"images have different sizes: {paths[0].name} gives (C, H, W) = {tuple(shapes[0])} "
                              f"but {p.name} gives {tuple(s)}; crop or resize them to one size first")
+
+
+def read_raw(path: Path, kind: str | None = None, key: str | None = None) -> tuple[np.ndarray, dict]:
+    """One file in its own units: ``(N, C, H, W)`` array of the stored dtype (complex data as 2 real
+    channels) and its metadata. A file the format's library cannot parse is a ``ValueError`` naming it."""
+    kind = kind or _kind(path)
+    if kind is None:
+        raise _unsupported(path)
+    try:
+        return _read_file(path, kind, key)
+    except (ValueError, TypeError, ImportError, FileNotFoundError):
+        raise
+    except Exception as e:  # noqa: BLE001 - parsers of damaged files raise anything (IndexError, struct.error...)
+        raise ValueError(f"{path}: cannot read this {kind} file, is it damaged or truncated? "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
+
+
+def list_folder(path: Path) -> list[tuple[Path, str]]:
+    """The readable files of a folder as ``(path, kind)`` in natural name order (hidden files ignored)."""
+    files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=_natural_key)
+    if not files:
+        raise ValueError(f"folder {path} is empty; expected image or measurement files "
+                         f"({' '.join(SUPPORTED_EXTENSIONS)})")
+    out = []
+    for p in files:
+        kind = _kind(p)
+        if kind is None:
+            raise _unsupported(p)
+        out.append((p, kind))
+    return out
+
+
+def read_dicom_series(paths: list[Path]) -> tuple[np.ndarray, dict]:
+    """A DICOM series (files of one folder) as ``(N, C, H, W)`` in rescaled units, sorted by slice position."""
+    try:
+        return _read_dicom_files(paths)
+    except (ValueError, TypeError, ImportError):
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"cannot read the DICOM series in {paths[0].parent} ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
 
 
 def _read_file(path: Path, kind: str, key: str | None) -> tuple[np.ndarray, dict]:

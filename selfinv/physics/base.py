@@ -83,6 +83,13 @@ class Physics(nn.Module):
             new._set_param(name, value)
         return new
 
+    def for_measurement(self, shape: tuple[int, ...]) -> "Physics":
+        """This operator for one measurement of ``shape`` ``(C, H, W)``: itself when it takes measurements of
+        that shape (operators without an image size take any), else the same operator (same geometry, same
+        parameter distribution, same noise) rebuilt for the image size those measurements come from.
+        A shape that no image size explains is a ``ValueError`` naming both shapes."""
+        return self
+
     def with_noise(self, noise: NoiseModel) -> "Physics":
         """A copy with another noise model (same operator and parameters)."""
         new = self._shallow_copy()

@@ -24,6 +24,8 @@ in float64: they are exact constants, not weights.
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import ClassVar, Literal
 
 import torch
@@ -102,6 +104,19 @@ class NoiseModel(nn.Module):
     def variance(self, z: Tensor) -> Tensor:
         """Per-entry variance of ``y`` given ``z`` (used by tests and estimators)."""
         raise NotImplementedError
+
+    def scaled(self, factor: float) -> "NoiseModel":
+        """The noise model of the measurements multiplied by ``factor`` (``y -> factor · y``): Gaussian
+        ``sigma`` and Poisson ``gain`` scale with it, the Gamma shape does not. Used to express a noise level
+        given in the user's units in the normalised units of training."""
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ValueError(f"scale factor must be finite and > 0, got {factor}")
+        new = copy.copy(self)
+        new._buffers = dict(self._buffers)
+        for name in ("sigma", "gain"):
+            if new._buffers.get(name) is not None:
+                new._buffers[name] = new._buffers[name] * float(factor)
+        return new
 
 
 class NoNoise(NoiseModel):

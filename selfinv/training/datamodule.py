@@ -47,10 +47,13 @@ class EpochSeededSampler(Sampler[int]):
     multiple of ``W``), which makes DDP's averaged gradient the big-batch gradient.
     """
 
-    def __init__(self, n: int, seed: int = 0, rank: int | None = None, world_size: int | None = None):
+    def __init__(self, n: int, seed: int = 0, rank: int | None = None, world_size: int | None = None,
+                 fresh_each_epoch: bool = False):
         self.n, self.seed, self.epoch = n, seed, 0
         self._rank, self._world = rank, world_size
         self._resume: tuple[int, int] | None = None
+        #: yield ``i + epoch * n``: a data set of random items (``RandomPatches``) then draws new ones per epoch
+        self.fresh_each_epoch = fresh_each_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -78,11 +81,50 @@ class EpochSeededSampler(Sampler[int]):
             if self._resume[0] == self.epoch:
                 order = order[self._resume[1]:]
             self._resume = None
+        if self.fresh_each_epoch:
+            order = [i + self.epoch * self.n for i in order]
         return iter(order)
 
     def __len__(self) -> int:
         _, world = self._shard()
         return math.ceil(self.n / world)
+
+
+class ShapeBatches(Sampler[list[int]]):
+    """Batches of items of equal shape (measurements of different sizes cannot be stacked).
+
+    Every epoch the items of each shape are shuffled and cut into batches, and the batches of all
+    shapes are shuffled together, from ``(seed, epoch)`` alone; ``shuffle=False`` keeps the order
+    (validation). Epoch, resume position (in batches) and the DDP shard are those of ``self.sampler``,
+    where Lightning finds ``set_epoch``.
+    """
+
+    def __init__(self, shapes: list[tuple[int, ...]], batch_size: int, seed: int = 0, shuffle: bool = True):
+        self.groups: dict[tuple[int, ...], list[int]] = {}
+        for i, s in enumerate(shapes):
+            self.groups.setdefault(tuple(s), []).append(i)
+        self.batch_size, self.seed, self.shuffle = int(batch_size), int(seed), shuffle
+        n_batches = sum(math.ceil(len(v) / self.batch_size) for v in self.groups.values())
+        self.sampler = EpochSeededSampler(n_batches, seed)
+
+    def _batches(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.sampler.epoch))
+        out = []
+        for shape in sorted(self.groups):
+            idx = self.groups[shape]
+            if self.shuffle:
+                idx = [idx[k] for k in torch.randperm(len(idx), generator=g).tolist()]
+            out.extend(idx[k:k + self.batch_size] for k in range(0, len(idx), self.batch_size))
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        if not self.shuffle:
+            return iter(batches)
+        return iter(batches[k] for k in self.sampler)  # the sampler's order, shard and resume position
+
+    def __len__(self) -> int:
+        return len(self.sampler) if self.shuffle else self.sampler.n
 
 
 def split_measurements(ds: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
@@ -113,27 +155,46 @@ class _PositionedLoader(DataLoader):
         return None
 
 
-class MeasurementDataModule(pl.LightningDataModule):
-    """Train / self-supervised-validation loaders over measurement data sets."""
+def _shapes(ds: Dataset) -> list[tuple[int, ...]] | None:
+    """Item shapes when a data set declares them and they differ (then batches are formed by shape)."""
+    shapes = getattr(ds, "shapes", None)
+    return list(shapes) if shapes is not None and len(set(shapes)) > 1 else None
 
-    def __init__(self, train: Dataset, val: Dataset, batch_size: int = 8, num_workers: int = 0, seed: int = 0):
+
+class MeasurementDataModule(pl.LightningDataModule):
+    """Train / self-supervised-validation loaders over measurement data sets (``val`` may be None:
+    no validation)."""
+
+    def __init__(self, train: Dataset, val: Dataset | None, batch_size: int = 8, num_workers: int = 0,
+                 seed: int = 0):
         super().__init__()
-        if len(train) == 0 or len(val) == 0:
-            raise ValueError(f"need non-empty train and val sets, got {len(train)} and {len(val)}")
+        if len(train) == 0 or (val is not None and len(val) == 0):
+            raise ValueError(f"need non-empty train and val sets, got {len(train)} and "
+                             f"{0 if val is None else len(val)}")
         self.train_set, self.val_set = train, val
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self._resume: dict | None = None
         self._sampler: EpochSeededSampler | None = None
 
     def train_dataloader(self) -> DataLoader:
-        sampler = self._sampler = EpochSeededSampler(len(self.train_set), self.seed)
+        shapes = _shapes(self.train_set)
+        common = dict(num_workers=self.num_workers, collate_fn=collate_measurements,
+                      persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed))
+        if shapes is not None:
+            batches = ShapeBatches(shapes, self.batch_size, self.seed)
+            self._sampler = batches.sampler
+            self._restore(batches.sampler, per_batch=1)
+            return _PositionedLoader(self.train_set, batch_sampler=batches, **common)
+        sampler = self._sampler = EpochSeededSampler(len(self.train_set), self.seed,
+                                                     fresh_each_epoch=getattr(self.train_set, "fresh_each_epoch",
+                                                                              False))
+        self._restore(sampler, per_batch=self.batch_size)
+        return _PositionedLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, **common)
+
+    def _restore(self, sampler: EpochSeededSampler, per_batch: int) -> None:
         if self._resume is not None:
-            sampler.resume_at(self._resume["epoch"], self._resume["batches_done"] * self.batch_size)
+            sampler.resume_at(self._resume["epoch"], self._resume["batches_done"] * per_batch)
             self._resume = None
-        return _PositionedLoader(self.train_set, batch_size=self.batch_size, sampler=sampler,
-                                 num_workers=self.num_workers, collate_fn=collate_measurements,
-                                 persistent_workers=self.num_workers > 0,
-                                 generator=torch.Generator().manual_seed(self.seed))
 
     def state_dict(self) -> dict:
         """Position in the training data: the epoch and the batches of it already trained."""
@@ -146,14 +207,17 @@ class MeasurementDataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         self._resume = dict(state_dict) if state_dict else None
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False,
-                          num_workers=self.num_workers, collate_fn=collate_measurements,
-                          persistent_workers=self.num_workers > 0)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        shapes = _shapes(self.val_set)
+        common = dict(num_workers=self.num_workers, collate_fn=collate_measurements,
+                      persistent_workers=self.num_workers > 0)
+        if shapes is not None:
+            return DataLoader(self.val_set, batch_sampler=ShapeBatches(shapes, self.batch_size, shuffle=False),
+                              **common)
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, **common)
 
     @property
     def has_ground_truth(self) -> bool:
-        return has_ground_truth(self.val_set)
+        return self.val_set is not None and has_ground_truth(self.val_set)

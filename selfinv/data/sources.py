@@ -1,0 +1,163 @@
+"""A user's own measurements, read as they are: one ``Measurement`` per 2-D slice, in the file's units.
+
+``read_source(path)`` is the one entry point for files a user points selfinv at
+(``selfinv fit --data.path``, ``selfinv predict --input``, ``selfinv finetune
+--measurement``, ``selfinv simulate --data.path``). ``path`` is a file or a folder:
+
+| what | becomes |
+|---|---|
+| PNG / JPEG / BMP / TIFF (single images or multi-page stacks, any integer or float dtype) | one measurement per page |
+| NPY / NPZ (``(H, W)``, ``(N, H, W)``, ``(N, C, H, W)``) | one per ``N`` |
+| MRC (cryo-EM micrograph or stack) | one per section |
+| DICOM file, or a folder holding one DICOM series | one per slice (sorted by position; rescale slope/intercept applied, so CT comes in Hounsfield units) |
+| fastMRI HDF5 (``kspace`` ``(slices, H, W)`` complex, optional ``mask`` ``(W,)``) | one per slice, k-space as 2 real channels, with the file's own ``mask`` (or, without one, the columns that hold data) as the operator parameter |
+| a ``selfinv simulate`` file (``.npz``/``.h5`` with ``y``) | one per item, with its operator parameters and clean image |
+
+A folder is read file by file in natural name order (``img2`` before ``img10``);
+files may have different sizes. Stacks and volumes are **sets of 2-D slices**:
+each slice is a measurement (there is no 3-D operator). Values are never
+rescaled here (no division by the dtype maximum): normalisation is the training
+run's business (``selfinv.data.normalization``), stored in its checkpoint and
+undone on output. Each measurement remembers its file, its slice index and the
+file's dtype, so outputs can be written one per input, named after it, in the
+input's units.
+
+Example::
+
+    >>> import numpy as np, tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> np.save(os.path.join(folder, "a.npy"), np.zeros((2, 16, 16), np.uint16))
+    >>> [(m.name, tuple(m.y.shape), m.dtype) for m in read_source(folder)]
+    [('a_0000', (1, 16, 16), 'uint16'), ('a_0001', (1, 16, 16), 'uint16')]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from selfinv.data.readers import list_folder, read_dicom_series, read_raw
+
+
+@dataclass
+class Measurement:
+    """One 2-D measurement ``y`` ``(C, H, W)`` (float32, the file's units) and where it came from."""
+
+    y: Tensor
+    #: output stem: the file name, with the slice index for multi-slice files
+    name: str
+    #: the file (or DICOM folder) it was read from
+    source: str
+    #: slice index in that file, and how many slices the file holds
+    index: int = 0
+    count: int = 1
+    #: per-measurement operator parameters without a batch dimension (e.g. the MRI ``mask``)
+    params: dict[str, Tensor] = field(default_factory=dict)
+    #: the clean image, when the file holds one (``selfinv simulate`` output); evaluation only
+    x: Tensor | None = None
+    #: dtype of the stored values (outputs are cast back to it)
+    dtype: str = "float32"
+    #: ``"image"``, ``"kspace"`` (complex, 2 channels) or ``"simulated"``
+    kind: str = "image"
+
+
+def _is_selfinv_file(path: Path) -> bool:
+    """A ``selfinv simulate`` file: an ``.npz``/``.h5`` with a ``y`` entry (and ``metadata``)."""
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return "y" in z.files or any(k.startswith("y@") for k in z.files)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        try:
+            import h5py
+        except ImportError:
+            return False
+        with h5py.File(path, "r") as f:
+            return "y" in f or any(k.startswith("y@") for k in f)
+    return False
+
+
+def _from_selfinv_file(path: Path) -> list[Measurement]:
+    from selfinv.data.measurements import MeasurementDataset
+
+    ds = MeasurementDataset.load(path)
+    out = []
+    for i in range(len(ds)):
+        item = ds[i]
+        out.append(Measurement(y=item["y"].float(), name=f"{path.stem}_{i:04d}", source=str(path), index=i,
+                               count=len(ds), params=dict(item["params"]), x=item.get("x"),
+                               dtype=str(item["y"].numpy().dtype), kind="simulated"))
+    return out
+
+
+def _kspace_mask(meta: dict, kspace: np.ndarray) -> np.ndarray:
+    """The file's ``mask`` ``(W,)``, else the k-space columns holding any non-zero sample."""
+    if "mask" in meta:
+        return np.asarray(meta["mask"], dtype=np.float32)
+    return (np.abs(kspace).reshape(-1, kspace.shape[-1]).max(axis=0) > 0).astype(np.float32)
+
+
+def _split(array: np.ndarray, meta: dict, path: Path, stem: str) -> list[Measurement]:
+    n = array.shape[0]
+    dtype = str(np.dtype(meta.get("original_dtype", array.dtype)))
+    is_kspace = meta.get("key") == "kspace"
+    params: dict[str, Tensor] = {}
+    if is_kspace:
+        k = array[:, 0] + 1j * array[:, 1]
+        params = {"mask": torch.from_numpy(_kspace_mask(meta, k)).reshape(1, 1, -1)}
+    out = []
+    for i in range(n):
+        y = torch.from_numpy(np.ascontiguousarray(array[i], dtype=np.float32))
+        name = stem if n == 1 else f"{stem}_{i:04d}"
+        out.append(Measurement(y=y, name=name, source=str(path), index=i, count=n, params=dict(params),
+                               dtype=dtype, kind="kspace" if is_kspace else "image"))
+    return out
+
+
+def read_file(path: str | Path, key: str | None = None) -> list[Measurement]:
+    """The measurements of one file (see the module docstring)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such file or folder: {p}")
+    if p.is_dir():
+        return read_source(p, key)
+    if _is_selfinv_file(p):
+        return _from_selfinv_file(p)
+    array, meta = read_raw(p, key=key)
+    if array.size == 0 or array.shape[0] == 0:
+        raise ValueError(f"{p} holds no image (array shape {tuple(array.shape)})")
+    return _split(array, meta, p, p.stem)
+
+
+def read_source(path: str | Path, key: str | None = None) -> list[Measurement]:
+    """All measurements of a file or a folder (see the module docstring)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such file or folder: {p}")
+    if p.is_file():
+        return read_file(p, key)
+    files = list_folder(p)
+    kinds = {k for _, k in files}
+    if kinds == {"dicom"}:  # one series: slices sorted by position, not by file name
+        array, meta = read_dicom_series([f for f, _ in files])
+        return _split(array, meta, p, p.name)
+    if "dicom" in kinds:
+        raise ValueError(f"folder {p} mixes DICOM files with {sorted(kinds - {'dicom'})} files; put a DICOM "
+                         f"series in a folder of its own")
+    out: list[Measurement] = []
+    for f, _ in files:
+        out.extend(read_file(f, key))
+    return out
+
+
+def check_channels(measurements: list[Measurement], channels: int, where: str) -> None:
+    """Every measurement has ``channels`` channels; else a clear error naming the first that has not."""
+    for m in measurements:
+        if m.y.shape[0] != channels:
+            hint = (" (an RGB image: convert it to grayscale, or train a 3-channel model with "
+                    "model.backbone.args.in_channels: 3)") if m.y.shape[0] in (3, 4) else ""
+            raise ValueError(f"{where}: {m.name} ({m.source}) has {m.y.shape[0]} channel(s) but the model "
+                             f"expects {channels}{hint}")

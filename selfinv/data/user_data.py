@@ -1,0 +1,228 @@
+"""Training and validation sets from a user's own measurements (``data.path``).
+
+``TrainingData.from_measurements`` turns the measurements read by
+``selfinv.data.sources`` into the two data sets of a run, in normalised units
+(``selfinv.data.normalization``):
+
+* **image-domain operators** (denoising, blur, downsampling: the measurement is an
+  image of the scene): training items are random ``patch_size`` patches cut from the
+  training images, ``num_patches`` per epoch, drawn afresh every epoch (position
+  seeded by ``(seed, epoch, item)``), an image with more positions drawn more often.
+  Validation holds out **whole images** when there are several (``val_fraction`` of
+  them, at least one) and, when there is a single image, a **disjoint region**: the
+  bottom ``val_fraction`` of its rows (at least one patch high), training patches
+  never reaching into it. Validation items are fixed crops of the held-out area.
+* **other operators** (MRI k-space, CT sinograms, inpainting, ``selfinv simulate``
+  files): items are whole measurements with their operator parameters (the MRI mask
+  of each file); ``val_fraction`` of them are held out. Measurements of different
+  sizes are batched by size (``MeasurementDataModule``).
+
+``val_fraction = 0`` trains on everything and validates nothing (the last checkpoint
+is the result). Ground truth (``data.target``, aligned one to one with the
+measurements) travels with the items for logged PSNR/SSIM only.
+
+Example::
+
+    >>> import torch
+    >>> from selfinv.data.sources import Measurement
+    >>> ms = [Measurement(y=torch.rand(1, 100, 80) * 1000, name="a", source="a.tif", dtype="uint16")]
+    >>> data = TrainingData.from_measurements(ms, image_domain=True, patch_size=32, num_patches=10,
+    ...                                       val_fraction=0.2, affine=True)
+    >>> len(data.train), tuple(data.train[0]["y"].shape), data.normalization.kind
+    (10, (1, 32, 32), 'affine')
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from selfinv.data.normalization import Mode, Normalization, fit_normalization
+from selfinv.data.sources import Measurement
+
+
+class RandomPatches(Dataset):
+    """``num_patches`` random ``size`` patches of ``images`` (``(C, H, W)``, sizes may differ) per epoch.
+
+    Item ``v`` (an index the ``EpochSeededSampler`` offsets by ``epoch * len(self)``) is a patch whose image
+    and position are drawn from a generator seeded with ``(seed, v)``: reproducible, fresh every epoch,
+    independent of the loading order. ``regions[i] = (top, bottom)`` limits the rows of image ``i``.
+    """
+
+    fresh_each_epoch = True
+
+    def __init__(self, images: Sequence[Tensor], size: int, num_patches: int, seed: int = 0,
+                 regions: Sequence[tuple[int, int]] | None = None, targets: Sequence[Tensor | None] | None = None):
+        self.images, self.size, self.n, self.seed = list(images), int(size), int(num_patches), int(seed)
+        self.regions = list(regions) if regions is not None else [(0, im.shape[-2]) for im in self.images]
+        self.targets = list(targets) if targets is not None else [None] * len(self.images)
+        counts = []
+        for im, (top, bottom) in zip(self.images, self.regions, strict=True):
+            rows, cols = bottom - top - self.size + 1, im.shape[-1] - self.size + 1
+            counts.append(max(rows, 0) * max(cols, 0))
+        if sum(counts) == 0:
+            raise ValueError(f"data.patch_size {self.size} does not fit in any training image (sizes "
+                             f"{sorted({tuple(im.shape[-2:]) for im in self.images})})")
+        self._weights = torch.tensor(counts, dtype=torch.float64)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return all(t is not None for t in self.targets)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
+        i = int(torch.multinomial(self._weights, 1, generator=g))
+        im, (top, bottom) = self.images[i], self.regions[i]
+        s = self.size
+        r = top + int(torch.randint(0, bottom - top - s + 1, (1,), generator=g))
+        c = int(torch.randint(0, im.shape[-1] - s + 1, (1,), generator=g))
+        item: dict[str, Any] = {"y": im[:, r:r + s, c:c + s], "params": {}}
+        if self.targets[i] is not None:
+            item["x"] = self.targets[i][:, r:r + s, c:c + s]
+        return item
+
+
+class FixedItems(Dataset):
+    """A list of ready items ``{"y", "params", "x"?}`` (validation crops, whole measurements)."""
+
+    def __init__(self, items: list[dict[str, Any]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.items[index]
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(it["y"].shape) for it in self.items]
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return bool(self.items) and all("x" in it for it in self.items)
+
+
+def _crops(image: Tensor, target: Tensor | None, top: int, bottom: int, size: int) -> list[dict[str, Any]]:
+    """Non-overlapping ``size`` crops covering rows ``[top, bottom)`` (last row/column of crops flush with the edge)."""
+    H, W = bottom - top, image.shape[-1]
+    rows = sorted({top + min(k * size, H - size) for k in range(max(1, math.ceil(H / size)))})
+    cols = sorted({min(k * size, W - size) for k in range(max(1, math.ceil(W / size)))})
+    out = []
+    for r in rows:
+        for c in cols:
+            item: dict[str, Any] = {"y": image[:, r:r + size, c:c + size], "params": {}}
+            if target is not None:
+                item["x"] = target[:, r:r + size, c:c + size]
+            out.append(item)
+    return out
+
+
+def _evenly(items: list, k: int) -> list:
+    if len(items) <= k:
+        return items
+    idx = torch.linspace(0, len(items) - 1, k).round().long().unique().tolist()
+    return [items[i] for i in idx]
+
+
+@dataclass
+class TrainingData:
+    """The train / validation sets of a run in normalised units, and the normalisation itself."""
+
+    train: Dataset
+    val: Dataset | None
+    normalization: Normalization
+    #: normalised training measurements (whole images): what ``sigma: auto`` is estimated from
+    noise_samples: list[Tensor]
+    has_ground_truth: bool
+
+    @classmethod
+    def from_measurements(cls, measurements: list[Measurement], *, image_domain: bool, patch_size: int,
+                          num_patches: int, val_fraction: float, seed: int = 0, affine: bool = False,
+                          normalize: Mode = "auto", targets: list[Tensor] | None = None,
+                          back_project: Callable[[Measurement], Tensor] | None = None) -> "TrainingData":
+        """See the module docstring. ``affine``: whether the normalisation may use an offset;
+        ``back_project(m)``: ``A† y`` of a measurement (its image-domain values set the scale for
+        non-image-domain operators)."""
+        if not measurements:
+            raise ValueError("no measurements to train on")
+        if targets is not None and len(targets) != len(measurements):
+            raise ValueError(f"data.target holds {len(targets)} images but data.path {len(measurements)} "
+                             f"measurements; they must correspond one to one")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        n = len(measurements)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919)).tolist()
+        n_val = 0 if val_fraction == 0 else max(1, math.ceil(val_fraction * n))
+        single = image_domain and n == 1 and val_fraction > 0
+        if not single and n_val >= n:
+            raise ValueError(f"data.val_fraction={val_fraction} leaves no training measurement out of {n}: "
+                             f"{'lower it or ' if n > 1 else ''}use data.val_fraction: 0 (no validation)")
+        val_ids = set() if single else set(order[:n_val])
+        train_ids = [i for i in range(n) if i not in val_ids]
+        if image_domain:
+            return cls._image_domain(measurements, targets, train_ids, sorted(val_ids), single, patch_size,
+                                     num_patches, val_fraction, seed, affine, normalize)
+        values = [back_project(measurements[i]).abs() if back_project else measurements[i].y
+                  for i in train_ids[:16]]
+        norm = fit_normalization(values, affine=False, mode=normalize, seed=seed)
+
+        def item(i: int) -> dict[str, Any]:
+            m = measurements[i]
+            it: dict[str, Any] = {"y": norm.apply(m.y), "params": dict(m.params)}
+            x = targets[i] if targets is not None else m.x
+            if x is not None:
+                it["x"] = norm.apply(x)
+            return it
+
+        train = FixedItems([item(i) for i in train_ids])
+        val = FixedItems([item(i) for i in sorted(val_ids)]) if val_ids else None
+        return cls(train, val, norm, [it["y"] for it in train.items[:256]], "x" in train.items[0])
+
+    @classmethod
+    def _image_domain(cls, ms: list[Measurement], targets: list[Tensor] | None, train_ids: list[int],
+                      val_ids: list[int], single: bool, size: int, num_patches: int, val_fraction: float,
+                      seed: int, affine: bool, normalize: Mode) -> "TrainingData":
+        small = [m for m in ms if min(m.y.shape[-2:]) < size]
+        if small:
+            m = small[0]
+            raise ValueError(f"data.patch_size {size} is larger than {m.name} ({m.source}), of size "
+                             f"{tuple(m.y.shape[-2:])}; lower data.patch_size to at most {min(m.y.shape[-2:])}")
+        xs = [(targets[i] if targets is not None else ms[i].x) for i in range(len(ms))]
+        regions: dict[int, tuple[int, int]] = {}
+        val_regions: dict[int, tuple[int, int]] = {}
+        for i in train_ids:
+            regions[i] = (0, ms[i].y.shape[-2])
+        if single:
+            H = ms[0].y.shape[-2]
+            band = max(size, math.ceil(val_fraction * H))
+            if H - band < size:
+                raise ValueError(f"the single image {ms[0].name} has {H} rows: too few to hold out {band} rows for "
+                                 f"validation and still cut {size}-row training patches; lower data.patch_size or "
+                                 f"data.val_fraction, or use data.val_fraction: 0")
+            regions[0] = (0, H - band)
+            val_regions[0] = (H - band, H)
+        else:
+            for i in val_ids:
+                val_regions[i] = (0, ms[i].y.shape[-2])
+        norm = fit_normalization([ms[i].y[:, a:b] for i, (a, b) in regions.items()], affine=affine,
+                                 mode=normalize, seed=seed)
+        images = {i: norm.apply(ms[i].y) for i in set(regions) | set(val_regions)}
+        truths = {i: (norm.apply(xs[i]) if xs[i] is not None else None) for i in images}
+        ids = sorted(regions)
+        train = RandomPatches([images[i] for i in ids], size, num_patches, seed,
+                              [regions[i] for i in ids], [truths[i] for i in ids])
+        val = None
+        if val_regions:
+            crops = [c for i in sorted(val_regions) for c in _crops(images[i], truths[i], *val_regions[i], size)]
+            val = FixedItems(_evenly(crops, max(8, math.ceil(val_fraction * num_patches))))
+        samples = [images[i][:, a:b] for i, (a, b) in regions.items()][:256]
+        return cls(train, val, norm, samples, all(truths[i] is not None for i in ids))
