@@ -8,10 +8,12 @@ library call) and the ``expected`` class of outcome the user deserves.
 
 ``run_case`` runs a case and records an ``Outcome``; ``classify(outcome)`` sorts it into one of
 
-* ``clear`` -- the command exits with code 2 (no ``Traceback`` on stderr) and its
-  ``selfinv ...: error: ...`` message is at most two lines, names what the case says it must name
-  (``Case.mentions``: the offending option, value, file...) and advises no option the command does
-  not offer; for a library call, a ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` raised by
+* ``clear`` -- the command exits with code 2 (bad input or config; any non-zero code where the case
+  allows it with ``any_nonzero``: runtime faults such as a divergence or a full disk, and non-finite
+  pixels), prints no ``Traceback``, and its ``selfinv ...: error: ...`` message is at most two lines,
+  names what the case says it must name (``Case.mentions``: the offending option, value, file...) and
+  advises no option the command does not offer (its function's parameters, or the run-config
+  options, plus the flags ``selfinv/cli.py`` handles for it or globally); for a library call, a ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` raised by
   selfinv's own code (or any exception class defined in selfinv) with such a message;
 * ``traceback`` -- an exception escaped the command; or the library raised a low-level exception
   (``IndexError``, ``KeyError``, ``AttributeError``, ``RuntimeError``... or a ``ValueError`` /
@@ -544,8 +546,48 @@ def _missing_mentions(text: str, mentions: Iterable) -> list[str]:
     return missing
 
 
+_OPTION_LITERAL = re.compile(r"""["']--([A-Za-z][\w-]*)["']""")
+_CLI_OPTIONS_CACHE: dict[str, tuple[set[str], dict[str, set[str]]]] = {}
+
+
+def cli_source_options() -> tuple[set[str], dict[str, set[str]]]:
+    """Options the checkout's ``selfinv/cli.py`` handles itself: ``(global flags, {command: options})``.
+
+    Per command: the ``"--name"`` literals of its ``if command == "NAME":`` branch (``--resume`` of
+    ``fit``...). Global: the literals that ``main`` consumes before the command (probed: ``selfinv
+    --NAME __probe__`` must complain about the command ``__probe__``, not about ``--NAME``).
+    """
+    root = str(checkout_root())
+    if root in _CLI_OPTIONS_CACHE:
+        return _CLI_OPTIONS_CACHE[root]
+    per_command: dict[str, set[str]] = {}
+    global_flags: set[str] = set()
+    try:
+        import selfinv.cli as cli_module
+
+        src = inspect.getsource(cli_module)
+        parts = re.split(r"""command\s*==\s*["'](\w+)["']""", src)
+        for name, body in zip(parts[1::2], parts[2::2]):
+            per_command.setdefault(name, set()).update(_OPTION_LITERAL.findall(body))
+        for name in sorted(set(_OPTION_LITERAL.findall(src)) - {"help"}):
+            err = io.StringIO()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                try:
+                    cli_module.main([f"--{name}", "__probe__"])
+                except BaseException:  # noqa: BLE001 - a probe, never fatal
+                    pass
+            if "__probe__" in err.getvalue():
+                global_flags.add(name)
+    except Exception:  # noqa: BLE001
+        pass
+    _CLI_OPTIONS_CACHE[root] = (global_flags, per_command)
+    return global_flags, per_command
+
+
 def offered_options(command: str | None) -> set[str] | None:
-    """The options ``selfinv COMMAND`` takes in the checkout under test (None: unknown)."""
+    """The options ``selfinv COMMAND`` takes in the checkout under test (None: unknown): the parameters
+    of the command's function (or the run-config options), plus what ``selfinv/cli.py`` handles itself
+    for that command and globally."""
     try:
         if command == "predict":
             from selfinv.cli import predict as fn
@@ -554,12 +596,14 @@ def offered_options(command: str | None) -> set[str] | None:
         elif command == "demo":
             from selfinv.demo import run_demo as fn
         elif command in RUN_COMMAND_OPTIONS:
-            return set(RUN_COMMAND_OPTIONS[command])
+            fn = None
         else:
             return None
-        return set(inspect.signature(fn).parameters) - {"cfg"}
+        names = set(RUN_COMMAND_OPTIONS[command]) if fn is None else set(inspect.signature(fn).parameters) - {"cfg"}
     except Exception:  # noqa: BLE001
         return None
+    global_flags, per_command = cli_source_options()
+    return names | global_flags | per_command.get(command, set())
 
 
 def unoffered_advice(message: str, command: str | None) -> list[str]:
@@ -577,7 +621,7 @@ def unoffered_advice(message: str, command: str | None) -> list[str]:
         elif "." in name:
             ok = first in offered or (command in RUN_COMMAND_OPTIONS and first in RUN_SECTIONS)
         else:
-            ok = first in offered
+            ok = first in offered or name in offered
         if not ok:
             bad.append(f"--{name}")
     for m in re.finditer(r"\b(" + "|".join(READER_KWARGS) + r")\s*=", message):
