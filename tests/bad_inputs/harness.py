@@ -13,8 +13,9 @@ library call) and the ``expected`` class of outcome the user deserves.
   pixels), prints no ``Traceback``, and its ``selfinv ...: error: ...`` message is at most two lines,
   names what the case says it must name (``Case.mentions``: the offending option, value, file...) and
   advises no option the command does not offer (its function's parameters, or the run-config
-  options, plus the flags ``selfinv/cli.py`` handles for it or globally); for a library call, a ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` raised by
-  selfinv's own code (or any exception class defined in selfinv) with such a message;
+  options, plus the flags ``selfinv/cli.py`` handles for it or globally); for a library call, a
+  ``ValueError`` / ``TypeError`` raised by selfinv's own code, a ``FileNotFoundError`` or any
+  exception class defined in selfinv, with such a message;
 * ``traceback`` -- an exception escaped the command; or the library raised a low-level exception
   (``IndexError``, ``KeyError``, ``AttributeError``, ``RuntimeError``... or a ``ValueError`` /
   ``TypeError`` raised inside torch / numpy / a file-format library); or the error message is not
