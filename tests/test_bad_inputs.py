@@ -11,7 +11,6 @@ cases where a real ``python -m selfinv.cli`` process matters.
 """
 
 import pytest
-
 from bad_inputs import CASES, Context, classify, run_case
 
 

@@ -9,5 +9,5 @@ The package imports nothing from ``selfinv`` at import time, so it loads against
 whose API does not exist there is recorded as ``traceback``.
 """
 
-from bad_inputs.harness import CLASSES, GROUPS, Case, Context, Outcome, classify, explain, run_case  # noqa: F401
 from bad_inputs.corpus import CASES  # noqa: F401
+from bad_inputs.harness import CLASSES, GROUPS, Case, Context, Outcome, classify, explain, run_case  # noqa: F401

@@ -568,7 +568,7 @@ def cli_source_options() -> tuple[set[str], dict[str, set[str]]]:
 
         src = inspect.getsource(cli_module)
         parts = re.split(r"""command\s*==\s*["'](\w+)["']""", src)
-        for name, body in zip(parts[1::2], parts[2::2]):
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
             per_command.setdefault(name, set()).update(_OPTION_LITERAL.findall(body))
         for name in sorted(set(_OPTION_LITERAL.findall(src)) - {"help"}):
             err = io.StringIO()
