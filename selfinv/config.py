@@ -73,11 +73,18 @@ class LossConfig:
 @dataclass
 class DataConfig:
     dataset: Optional[str] = _help("natural-gray", help="a bundled clean-image data set (simulated measurements)")
-    path: Optional[str] = _help(None, help="a measurement file written by 'selfinv simulate' (overrides dataset)")
-    patch_size: int = _help(64, help="side of the training patches")
+    path: Optional[str] = _help(None, help="your measurements: a file or folder of PNG/TIFF/NPY/NPZ/MRC/DICOM/"
+                                           "fastMRI HDF5, or a 'selfinv simulate' file (overrides dataset)")
+    target: Optional[str] = _help(None, help="ground truth matching data.path one to one (only logged: PSNR/SSIM)")
+    key: Optional[str] = _help(None, help="which array of an NPZ/HDF5 file (default: 'kspace' or the only one)")
+    normalize: Literal["auto", "scale", "none"] = _help(
+        "auto", help="units of data.path: 'auto' robust percentiles (an offset only where the model allows "
+                     "it), 'scale' no offset, 'none' as stored; undone on every output")
+    patch_size: int = _help(64, help="side of the training patches (image-domain physics)")
     num_patches: int = _help(512, help="training patches per epoch")
     batch_size: int = 8
-    val_fraction: float = _help(0.1, help="fraction of the measurements held out for self-supervised validation")
+    val_fraction: float = _help(0.1, help="held out for self-supervised validation: measurements, whole images, "
+                                          "or a region of a single image; 0 = no validation")
     seed: int = 0
     num_workers: int = 0
 
@@ -198,7 +205,18 @@ def validate(cfg: RunConfig) -> None:
     _check(d.patch_size >= 4, f"data.patch_size must be >= 4, got {d.patch_size}")
     _check(d.num_patches >= 2, f"data.num_patches must be >= 2, got {d.num_patches}")
     _check(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
-    _check(0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
+    _check(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    if d.path is None and d.dataset is not None:
+        from selfinv.data.bundled import list_datasets
+
+        names = sorted(list_datasets())
+        _check(d.dataset in names, f"data.dataset: unknown bundled data set '{d.dataset}'; available: {names} "
+               f"(or give your own measurements with data.path)")
+    _check(d.target is None or d.path is not None, "data.target (ground truth) goes with data.path (measurements)")
+    _check(not (d.val_fraction == 0 and t.early_stopping_patience > 0),
+           "trainer.early_stopping_patience needs validation data, but data.val_fraction is 0")
+    _check(not (d.val_fraction == 0 and cfg.select_by == "val/psnr"),
+           "select_by 'val/psnr' needs validation data, but data.val_fraction is 0")
     _check(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
     _check(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")

@@ -59,6 +59,8 @@ class Measurement:
     params: dict[str, Tensor] = field(default_factory=dict)
     #: the clean image, when the file holds one (``selfinv simulate`` output); evaluation only
     x: Tensor | None = None
+    #: a second, independent noisy measurement of the same image (Noise2Noise pairs), when the file holds one
+    y2: Tensor | None = None
     #: dtype of the stored values (outputs are cast back to it)
     dtype: str = "float32"
     #: ``"image"``, ``"kspace"`` (complex, 2 channels) or ``"simulated"``
@@ -88,7 +90,7 @@ def _from_selfinv_file(path: Path) -> list[Measurement]:
     for i in range(len(ds)):
         item = ds[i]
         out.append(Measurement(y=item["y"].float(), name=f"{path.stem}_{i:04d}", source=str(path), index=i,
-                               count=len(ds), params=dict(item["params"]), x=item.get("x"),
+                               count=len(ds), params=dict(item["params"]), x=item.get("x"), y2=item.get("y2"),
                                dtype=str(item["y"].numpy().dtype), kind="simulated"))
     return out
 

@@ -12,8 +12,8 @@
   them, at least one) and, when there is a single image, a **disjoint region**: the
   bottom ``val_fraction`` of its rows (at least one patch high), training patches
   never reaching into it. Validation items are fixed crops of the held-out area.
-* **other operators** (MRI k-space, CT sinograms, inpainting, ``selfinv simulate``
-  files): items are whole measurements with their operator parameters (the MRI mask
+* **other operators** (MRI k-space, CT sinograms, inpainting) and ``selfinv simulate``
+  files (already cut to the training size): items are whole measurements with their operator parameters (the MRI mask
   of each file); ``val_fraction`` of them are held out. Measurements of different
   sizes are batched by size (``MeasurementDataModule``).
 
@@ -148,10 +148,11 @@ class TrainingData:
     def from_measurements(cls, measurements: list[Measurement], *, image_domain: bool, patch_size: int,
                           num_patches: int, val_fraction: float, seed: int = 0, affine: bool = False,
                           normalize: Mode = "auto", targets: list[Tensor] | None = None,
-                          back_project: Callable[[Measurement], Tensor] | None = None) -> "TrainingData":
+                          back_project: Callable[[Measurement], Tensor] | None = None,
+                          normalization: Normalization | None = None) -> "TrainingData":
         """See the module docstring. ``affine``: whether the normalisation may use an offset;
         ``back_project(m)``: ``A† y`` of a measurement (its image-domain values set the scale for
-        non-image-domain operators)."""
+        non-image-domain operators); ``normalization``: use this one (a trained run's) instead of fitting."""
         if not measurements:
             raise ValueError("no measurements to train on")
         if targets is not None and len(targets) != len(measurements):
@@ -159,6 +160,8 @@ class TrainingData:
                              f"measurements; they must correspond one to one")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        # measurements written by 'selfinv simulate' are already training-sized: used whole, never re-cut
+        image_domain = image_domain and any(m.kind != "simulated" for m in measurements)
         n = len(measurements)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919)).tolist()
         n_val = 0 if val_fraction == 0 else max(1, math.ceil(val_fraction * n))
@@ -170,10 +173,13 @@ class TrainingData:
         train_ids = [i for i in range(n) if i not in val_ids]
         if image_domain:
             return cls._image_domain(measurements, targets, train_ids, sorted(val_ids), single, patch_size,
-                                     num_patches, val_fraction, seed, affine, normalize)
-        values = [back_project(measurements[i]).abs() if back_project else measurements[i].y
-                  for i in train_ids[:16]]
-        norm = fit_normalization(values, affine=False, mode=normalize, seed=seed)
+                                     num_patches, val_fraction, seed, affine, normalize, normalization)
+        if normalization is not None:
+            norm = normalization
+        else:
+            values = [back_project(measurements[i]).abs() if back_project else measurements[i].y
+                      for i in train_ids[:16]]
+            norm = fit_normalization(values, affine=False, mode=normalize, seed=seed)
 
         def item(i: int) -> dict[str, Any]:
             m = measurements[i]
@@ -181,6 +187,8 @@ class TrainingData:
             x = targets[i] if targets is not None else m.x
             if x is not None:
                 it["x"] = norm.apply(x)
+            if m.y2 is not None:
+                it["y2"] = norm.apply(m.y2)
             return it
 
         train = FixedItems([item(i) for i in train_ids])
@@ -190,7 +198,8 @@ class TrainingData:
     @classmethod
     def _image_domain(cls, ms: list[Measurement], targets: list[Tensor] | None, train_ids: list[int],
                       val_ids: list[int], single: bool, size: int, num_patches: int, val_fraction: float,
-                      seed: int, affine: bool, normalize: Mode) -> "TrainingData":
+                      seed: int, affine: bool, normalize: Mode, normalization: Normalization | None
+                      ) -> "TrainingData":
         small = [m for m in ms if min(m.y.shape[-2:]) < size]
         if small:
             m = small[0]
@@ -213,8 +222,8 @@ class TrainingData:
         else:
             for i in val_ids:
                 val_regions[i] = (0, ms[i].y.shape[-2])
-        norm = fit_normalization([ms[i].y[:, a:b] for i, (a, b) in regions.items()], affine=affine,
-                                 mode=normalize, seed=seed)
+        norm = normalization or fit_normalization([ms[i].y[:, a:b] for i, (a, b) in regions.items()],
+                                                  affine=affine, mode=normalize, seed=seed)
         images = {i: norm.apply(ms[i].y) for i in set(regions) | set(val_regions)}
         truths = {i: (norm.apply(xs[i]) if xs[i] is not None else None) for i in images}
         ids = sorted(regions)

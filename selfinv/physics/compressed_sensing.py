@@ -99,6 +99,13 @@ class CompressedSensing(LinearPhysics):
     def measurement_size(self) -> tuple[int, int, int]:
         return 1, 1, self.m
 
+    def for_measurement(self, shape: tuple[int, ...]) -> "CompressedSensing":
+        """Itself, for measurements of its own shape ``(1, 1, m)``: the matrix fixes the sizes."""
+        if tuple(shape) != self.measurement_size:
+            raise ValueError(f"CompressedSensing with m={self.m} measurements of {self.img_size} images cannot "
+                             f"take measurements of shape {tuple(shape)} (expected {self.measurement_size})")
+        return self
+
     # -- the maps ------------------------------------------------------------------
     def _matrix_for(self, t: Tensor, who: str) -> Tensor:
         return self._param_for("matrix", t, who)

@@ -125,6 +125,18 @@ class Downsampling(LinearPhysics):
         C, H, W = self.img_size
         return C, H // self.factor, W // self.factor
 
+    def for_measurement(self, shape: tuple[int, ...]) -> "Downsampling":
+        """The same downsampling for low-resolution measurements of ``shape`` ``(C, h, w)``: images
+        ``(C, factor h, factor w)``."""
+        if tuple(shape) == self.measurement_size:
+            return self
+        if len(shape) != 3 or shape[0] != self.img_size[0]:
+            raise ValueError(f"Downsampling expects measurements (C={self.img_size[0]}, h, w), got shape "
+                             f"{tuple(shape)}")
+        f = self.factor
+        return Downsampling((shape[0], shape[1] * f, shape[2] * f), f, self.filter_name, self.boundary,
+                            self.dagger_eps, self.noise)
+
     def A(self, x: Tensor) -> Tensor:
         self._check_image(x, "Downsampling.A", channels=self.img_size[0], size=self.img_size[1:])
         f = self.factor

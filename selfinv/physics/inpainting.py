@@ -117,6 +117,19 @@ class Inpainting(LinearPhysics):
     def is_random(self) -> bool:
         return not self._fixed_user_mask
 
+    def for_measurement(self, shape: tuple[int, ...]) -> "Inpainting":
+        """The same masking (keep ratio, per-sample draws, noise) for images of ``shape``; a fixed user
+        mask only fits its own size."""
+        if tuple(shape) == self.img_size:
+            return self
+        if len(shape) != 3:
+            raise ValueError(f"Inpainting expects (C, H, W) measurements, got shape {tuple(shape)}")
+        if self._fixed_user_mask:
+            raise ValueError(f"this Inpainting operator has a fixed mask of size {self.img_size[1:]}; it cannot "
+                             f"take measurements of size {tuple(shape[1:])}")
+        return Inpainting(tuple(shape), self.keep_ratio, per_sample=self.per_sample, noise=self.noise,
+                          generator=torch.Generator(device=self.mask.device).manual_seed(0))
+
     # -- the maps ------------------------------------------------------------------
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Simulate ``y = m ⊙ noise(m ⊙ x)``: unobserved pixels stay exactly zero."""

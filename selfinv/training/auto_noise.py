@@ -85,19 +85,10 @@ def estimate_noise_args(y: Tensor | list[Tensor], noise_name: str, which: list[s
     return {k: found[k] for k in which}
 
 
-def training_measurements(cfg) -> list[Tensor]:
-    """The training measurements of a run whose data come from a file (``data.path``)."""
-    from selfinv.data.measurements import MeasurementDataset
-    from selfinv.training.datamodule import split_measurements
-
-    ds = MeasurementDataset.load(cfg.data.path)
-    train, _ = split_measurements(ds, cfg.data.val_fraction, cfg.data.seed)
-    return [train[i]["y"] for i in range(len(train))]
-
-
-def resolve_auto_noise(cfg, measurements: list[Tensor] | Tensor | None = None) -> tuple[Any, dict | None]:
+def resolve_auto_noise(cfg, measurements: list[Tensor] | Tensor, scale: float = 1.0) -> tuple[Any, dict | None]:
     """Return ``(cfg', record)``: a copy of ``cfg`` with every ``auto`` noise argument replaced by its
-    estimate from the training measurements (or from ``measurements`` when given), and a record
+    estimate from ``measurements`` (the training measurements, in normalised units ``y / scale``), converted
+    back to the data's own units (``sigma`` and ``gain`` scale with the data), and a record
     ``{"noise": name, "estimated": {...}, "n_measurements": N, "method": ...}`` (None when nothing was
     ``auto``; then ``cfg`` itself is returned)."""
     noise = cfg.physics.noise
@@ -107,15 +98,13 @@ def resolve_auto_noise(cfg, measurements: list[Tensor] | Tensor | None = None) -
     if not physics_is_image_domain(cfg.physics.name):
         raise ValueError(f"physics.noise.args: 'auto' needs image-domain measurements (denoising, blur, "
                          f"downsampling), got physics '{cfg.physics.name}'; give the noise level")
-    if measurements is None:
-        if cfg.data.path is None:
-            raise ValueError("physics.noise.args: 'auto' estimates the noise level from measurements, so it needs "
-                             "data.path (a measurement file); bundled data are simulated with a known noise level")
-        measurements = training_measurements(cfg)
-    values = estimate_noise_args(measurements, noise.name, which)
+    n = measurements.shape[0] if isinstance(measurements, Tensor) else len(measurements)
+    if n == 0:
+        raise ValueError("physics.noise.args: 'auto' estimates the noise level from the user's measurements "
+                         "(data.path); simulated data have the noise level the config gives")
+    values = {k: v * float(scale) for k, v in estimate_noise_args(measurements, noise.name, which).items()}
     out = copy.deepcopy(cfg)
     out.physics.noise.args = {**noise.args, **values}
-    n = measurements.shape[0] if isinstance(measurements, Tensor) else len(measurements)
     method = ("Haar-MAD, median over measurements (Donoho & Johnstone 1994)" if noise.name == "gaussian"
               else "variance-vs-mean fit (Foi et al. 2008)")
     return out, {"noise": noise.name, "estimated": values, "n_measurements": int(n), "method": method}

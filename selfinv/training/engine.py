@@ -20,10 +20,14 @@ from typing import Sequence
 
 import lightning.pytorch as pl
 import torch
+from torch import Tensor
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
 from selfinv import registry
 from selfinv.config import RunConfig, physics_args, to_dict
+from selfinv.data.normalization import Normalization
+from selfinv.data.sources import Measurement
+from selfinv.data.user_data import TrainingData
 from selfinv.losses.base import WeightedSum
 from selfinv.physics.base import Physics
 from selfinv.training.callbacks import FiguresCallback, FinalCheckpoint
@@ -34,9 +38,20 @@ from selfinv.training.module import SelfSupervisedModule
 from selfinv.training.resume import ResumeMismatch, check_same_problem, resolve_resume
 
 
-def build_physics(cfg: RunConfig) -> Physics:
+def build_physics(cfg: RunConfig, normalization: Normalization | None = None) -> Physics:
+    """The operator and noise model of ``cfg``. Noise levels in the config are in the data's own units;
+    with a ``normalization`` the noise model is expressed in the normalised units the network sees."""
     noise = registry.build("noise", cfg.physics.noise.name, cfg.physics.noise.args, where="physics.noise")
+    if normalization is not None and not normalization.is_identity:
+        noise = noise.scaled(1.0 / normalization.scale)
     return registry.build("physics", cfg.physics.name, physics_args(cfg), where="physics", noise=noise)
+
+
+def build_operator(cfg: RunConfig) -> Physics:
+    """The operator of ``cfg`` without its noise model (for reading data: sizes, ``A†``, parameters)."""
+    from selfinv.physics.noise import UnknownNoise
+
+    return registry.build("physics", cfg.physics.name, physics_args(cfg), where="physics", noise=UnknownNoise())
 
 
 def build_model(cfg: RunConfig) -> torch.nn.Module:
@@ -56,53 +71,94 @@ def build_loss(cfg: RunConfig) -> WeightedSum:
     return WeightedSum(terms, [l.weight for l in cfg.losses], [l.name for l in cfg.losses])
 
 
-def _image_channels(cfg: RunConfig) -> int | None:
-    return cfg.model.backbone.args.get("in_channels")
+def _image_channels(cfg: RunConfig) -> int:
+    return int(cfg.model.backbone.args.get("in_channels", 1))
 
 
-def build_dataset(cfg: RunConfig, physics: Physics):
-    """The measurement data set: a file (``data.path``) or bundled images simulated through ``physics``."""
-    from selfinv.data.measurements import MeasurementDataset
-
+def load_data(cfg: RunConfig, normalization: Normalization | None = None) -> TrainingData:
+    """The run's training and validation data, loaded once: the user's measurements (``data.path``,
+    normalised by ``normalization`` or by one fitted to them, ``selfinv.data.user_data``) or bundled clean
+    images simulated through the config's physics (already in [0, 1]: no normalisation)."""
     d = cfg.data
     if d.path is not None:
-        return MeasurementDataset.load(d.path)
+        return _user_data(cfg, normalization)
     from selfinv.data.bundled import load_dataset
+    from selfinv.data.measurements import MeasurementDataset
     from selfinv.data.patches import random_patches
 
+    physics = build_physics(cfg)
     images = load_dataset(d.dataset, split="train").images
     x = random_patches(images, d.patch_size, d.num_patches, generator=torch.Generator().manual_seed(d.seed))
-    channels = _image_channels(cfg)
-    if channels == 2 and x.shape[1] == 1:  # complex images (MRI): real part = image, imaginary = 0
+    if _image_channels(cfg) == 2 and x.shape[1] == 1:  # complex images (MRI): real part = image, imaginary = 0
         x = torch.cat([x, torch.zeros_like(x)], dim=1)
     pairs = "y2" in build_loss(cfg).batch_keys
-    return MeasurementDataset(x, physics, seed=d.seed + 1, keep_ground_truth=True, pairs=pairs)
+    ds = MeasurementDataset(x, physics, seed=d.seed + 1, keep_ground_truth=True, pairs=pairs)
+    check_dataset(ds, physics.noise)
+    if d.val_fraction == 0:
+        return TrainingData(ds, None, Normalization(), [], True)
+    train, val = split_measurements(ds, d.val_fraction, d.seed)
+    return TrainingData(train, val, Normalization(), [], True)
 
 
-def check_dataset(ds, physics: Physics) -> None:
+def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingData:
+    from selfinv.data.sources import check_channels, read_source
+    from selfinv.physics.support import check_measurement
+
+    d = cfg.data
+    op = build_operator(cfg)
+    noise_cls = registry.resolve("noise", cfg.physics.noise.name, "physics.noise")
+    measurements = read_source(d.path, d.key)
+    check_channels(measurements, _image_channels(cfg), "data.path")
+    for m in measurements:
+        check_measurement(m.y[None], noise_cls, f"{m.name} ({m.source})")
+    if "y2" in build_loss(cfg).batch_keys and any(m.y2 is None for m in measurements):
+        raise ValueError("Noise2Noise needs pairs of noisy measurements of the same images, which data.path "
+                         "does not provide; use a 'selfinv simulate' file with pairs or another loss")
+    targets = [m.y for m in read_source(d.target, d.key)] if d.target is not None else None
+    affine = op.image_domain and noise_cls.kind in ("gaussian", "colored_gaussian", "unknown", "none")
+
+    def back_project(m: Measurement) -> Tensor:
+        return operator_for(op, m).A_dagger(m.y[None])[0]
+
+    return TrainingData.from_measurements(
+        measurements, image_domain=op.image_domain, patch_size=d.patch_size, num_patches=d.num_patches,
+        val_fraction=d.val_fraction, seed=d.seed, affine=affine, normalize=d.normalize, targets=targets,
+        back_project=back_project, normalization=normalization)
+
+
+def operator_for(physics: Physics, m: Measurement) -> Physics:
+    """``physics`` rebuilt for the shape of measurement ``m`` and given its own parameters (e.g. a file's
+    MRI mask)."""
+    op = physics.for_measurement(tuple(m.y.shape))
+    return op.with_params(**{k: v[None] for k, v in m.params.items()}) if m.params else op
+
+
+def check_dataset(ds, noise) -> None:
     """Every measurement finite and inside the noise model's support (once, at load time: the losses
     then skip their per-call check)."""
     from selfinv.physics.support import check_measurement
 
     for i in range(len(ds)):
-        check_measurement(ds[i]["y"][None], physics.noise, f"measurement {i} of the data")
+        check_measurement(ds[i]["y"][None], noise, f"measurement {i} of the data")
 
 
-def build_datamodule(cfg: RunConfig, physics: Physics) -> MeasurementDataModule:
-    ds = build_dataset(cfg, physics)
-    check_dataset(ds, physics)
-    train, val = split_measurements(ds, cfg.data.val_fraction, cfg.data.seed)
-    return MeasurementDataModule(train, val, cfg.data.batch_size, cfg.data.num_workers, cfg.data.seed)
+def build_datamodule(cfg: RunConfig, data: TrainingData) -> MeasurementDataModule:
+    return MeasurementDataModule(data.train, data.val, cfg.data.batch_size, cfg.data.num_workers, cfg.data.seed)
 
 
-def build_module(cfg: RunConfig, physics: Physics | None = None) -> SelfSupervisedModule:
-    physics = physics if physics is not None else build_physics(cfg)
+def build_module(cfg: RunConfig, physics: Physics | None = None,
+                 normalization: Normalization | None = None) -> SelfSupervisedModule:
+    """The Lightning module of ``cfg`` (network, physics, loss, optimiser settings); ``normalization`` (of
+    the training data) is stored with it so that every later use applies and undoes the same one."""
+    physics = physics if physics is not None else build_physics(cfg, normalization)
     loss = build_loss(cfg)
     loss.check(physics)
     o = cfg.optim
     return SelfSupervisedModule(build_model(cfg), physics, loss, lr=o.lr, weight_decay=o.weight_decay,
                                 scheduler=o.scheduler, step_size=o.step_size, gamma=o.gamma,
-                                seed=cfg.trainer.seed, config=to_dict(cfg))
+                                seed=cfg.trainer.seed, config=to_dict(cfg),
+                                normalization=(normalization or Normalization()).to_dict(),
+                                check_every=cfg.trainer.log_every_n_steps)
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -114,21 +170,25 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 
 def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[pl.Callback] = (), has_truth: bool = False,
-                  steps_per_epoch: int | None = None, resume_step: int | None = None) -> pl.Trainer:
+                  steps_per_epoch: int | None = None, resume_step: int | None = None,
+                  validates: bool = True) -> pl.Trainer:
     """The Lightning trainer of ``cfg``: checkpoints, early stopping, logs, figures, precision.
 
     ``steps_per_epoch`` (when known) lets a run shorter than one epoch still validate (and so select
-    a checkpoint) when it stops; ``resume_step`` makes the CSV log append to the resumed run's.
+    a checkpoint) when it stops; ``resume_step`` makes the CSV log append to the resumed run's;
+    ``validates=False`` (no held-out data) keeps ``last.ckpt`` as the result.
     """
     t = cfg.trainer
     out = t.output_dir
-    monitor = cfg.select_by
+    monitor: str | None = cfg.select_by if validates else None
     if monitor == "val/psnr" and not has_truth:
         raise ValueError("select_by='val/psnr' needs ground truth in the validation data; use 'val/loss'")
+    if not validates and t.early_stopping_patience > 0:
+        raise ValueError("trainer.early_stopping_patience needs validation data; data.val_fraction is 0")
     mode = "max" if monitor == "val/psnr" else "min"
     ckpt = ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="best-{epoch}-{step}",
                            monitor=monitor, mode=mode, save_top_k=1,
-                           every_n_epochs=t.checkpoint_every, save_on_train_epoch_end=False,
+                           every_n_epochs=t.checkpoint_every, save_on_train_epoch_end=not validates,
                            auto_insert_metric_name=False)
     # ``last.ckpt`` is rewritten (atomically) at every checkpoint epoch, improved or not
     last = ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="last", monitor=None,
@@ -162,21 +222,23 @@ def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[pl.Callback] = (), h
         callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()], default_root_dir=out,
         enable_progress_bar=t.progress_bar, log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.val_every, num_sanity_val_steps=0, val_check_interval=val_interval,
+        limit_val_batches=None if validates else 0,
         inference_mode=False,  # validation may need autograd (SURE's exact divergence)
         use_distributed_sampler=False,  # EpochSeededSampler shards across DDP ranks itself
     )
 
 
-def resolve_noise_level(cfg: RunConfig) -> tuple[RunConfig, dict | None]:
-    """Replace ``sigma: auto`` / ``gain: auto`` by estimates from the training measurements
-    (``selfinv.training.auto_noise``); logs the estimate and writes ``noise_estimate.json``."""
+def resolve_noise_level(cfg: RunConfig, data: TrainingData) -> tuple[RunConfig, dict | None]:
+    """Replace ``sigma: auto`` / ``gain: auto`` by estimates from the (normalised) training measurements,
+    expressed in the data's own units (``selfinv.training.auto_noise``); logs the estimate and writes
+    ``noise_estimate.json``."""
     from selfinv.training.auto_noise import resolve_auto_noise, write_noise_record
 
-    cfg, record = resolve_auto_noise(cfg)
+    cfg, record = resolve_auto_noise(cfg, data.noise_samples, data.normalization.scale)
     if record is not None:
         from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-        rank_zero_info(f"selfinv: estimated noise level {record['estimated']} from "
+        rank_zero_info(f"selfinv: estimated noise level {record['estimated']} (in the data's units) from "
                        f"{record['n_measurements']} training measurements ({record['method']})")
         rank_zero_only(write_noise_record)(record, cfg.trainer.output_dir)
     return cfg, record
@@ -195,12 +257,13 @@ def fit(cfg: RunConfig, resume: str | None = None, extra_callbacks: Sequence[pl.
     ckpt_path = resolve_resume(resume, cfg.trainer.output_dir)
     stored = read_checkpoint(ckpt_path) if ckpt_path is not None else None
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    cfg, noise_record = resolve_noise_level(cfg)
+    data = load_data(cfg)
+    cfg, noise_record = resolve_noise_level(cfg, data)
     if stored is not None and not resume_weights_only:
         check_same_problem(stored["hyper_parameters"]["config"], to_dict(cfg), str(ckpt_path))
-    physics = build_physics(cfg)
-    dm = build_datamodule(cfg, physics)
-    module = build_module(cfg, physics)
+    physics = build_physics(cfg, data.normalization)
+    dm = build_datamodule(cfg, data)
+    module = build_module(cfg, physics, data.normalization)
     if noise_record is not None:
         module.hparams["noise_estimate"] = noise_record
     resume_step = None
@@ -215,7 +278,7 @@ def fit(cfg: RunConfig, resume: str | None = None, extra_callbacks: Sequence[pl.
         clean_stale_files(ckpt_dir)
     steps_per_epoch = math.ceil(len(dm.train_set) / cfg.data.batch_size)
     trainer = build_trainer(cfg, extra_callbacks, has_truth=dm.has_ground_truth, steps_per_epoch=steps_per_epoch,
-                            resume_step=resume_step)
+                            resume_step=resume_step, validates=dm.val_set is not None)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return trainer, module
 
@@ -241,16 +304,21 @@ def validate(cfg: RunConfig, checkpoint: str) -> list[dict]:
     """Self-supervised validation loss (and PSNR/SSIM when ground truth exists) of a checkpoint."""
     if not checkpoint:
         raise ValueError("validate needs --checkpoint CKPT (validating an untrained network means nothing)")
-    read_checkpoint(checkpoint)
+    stored = read_checkpoint(checkpoint)
+    normalization = Normalization.from_dict(stored["hyper_parameters"].get("normalization"))
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    cfg, _ = resolve_noise_level(cfg)
-    physics = build_physics(cfg)
-    dm = build_datamodule(cfg, physics)
-    module = build_module(cfg, physics)
+    data = load_data(cfg, normalization)
+    if data.val is None:
+        raise ValueError("validate needs held-out measurements, but data.val_fraction is 0")
+    cfg, _ = resolve_noise_level(cfg, data)
+    physics = build_physics(cfg, normalization)
+    dm = build_datamodule(cfg, data)
+    module = build_module(cfg, physics, normalization)
     trainer = build_trainer(cfg, has_truth=dm.has_ground_truth)
     return trainer.validate(module, datamodule=dm, ckpt_path=checkpoint)
 
 
-__all__ = ["build_physics", "build_model", "build_loss", "build_dataset", "build_datamodule", "build_module",
+__all__ = ["build_physics", "build_operator", "build_model", "build_loss", "load_data", "build_datamodule",
+           "build_module", "operator_for",
            "build_trainer", "fit", "validate", "resolve_noise_level", "resolve_precision", "has_ground_truth",
            "resolve_resume"]

@@ -55,13 +55,15 @@ class SelfSupervisedModule(pl.LightningModule):
 
     def __init__(self, model: nn.Module, physics: Physics, loss: WeightedSum, lr: float = 1e-3,
                  weight_decay: float = 0.0, scheduler: str = "none", step_size: int = 1000,
-                 gamma: float = 0.5, seed: int = 0, config: dict | None = None, check_every: int = 10):
+                 gamma: float = 0.5, seed: int = 0, config: dict | None = None, check_every: int = 10,
+                 normalization: dict | None = None):
         super().__init__()
         self.model, self.physics, self.loss = model, physics, loss
         self.lr, self.weight_decay, self.scheduler = lr, weight_decay, scheduler
         self.step_size, self.gamma, self.seed = step_size, gamma, seed
         self.check_every = max(1, int(check_every))
-        self.save_hyperparameters({"config": config or {}})
+        self.save_hyperparameters({"config": config or {}, "normalization": normalization or {}})
+        self._resized: dict[tuple[int, ...], Physics] = {}
         self._generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
         self._val_generator: torch.Generator | None = None
@@ -87,7 +89,13 @@ class SelfSupervisedModule(pl.LightningModule):
 
     # -- steps ---------------------------------------------------------------------------
     def _operator(self, batch: dict) -> Physics:
-        return self.physics.with_params(**batch.get("params", {}))
+        """The batch's operator: the physics for the batch's measurement shape, with its parameters."""
+        shape = tuple(batch["y"].shape[1:])
+        physics = self._resized.get(shape)
+        if physics is None:
+            physics = self._resized[shape] = self.physics.for_measurement(shape)
+        params = batch.get("params", {})
+        return physics.with_params(**params) if params else physics
 
     def _loss(self, batch: dict, generator: torch.Generator) -> Tensor:
         y, phys = batch["y"], self._operator(batch)
