@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Optional, Sequence
 
-from selfinv.config import ConfigError, RunConfig, from_dict, parse_run_config
+from selfinv.config import ConfigError, RunConfig, parse_run_config
 from selfinv.options import parse_function_args
 
 COMMANDS = ("fit", "validate", "predict", "simulate", "identifiability", "demo", "finetune")
@@ -54,109 +53,6 @@ def _run_config(argv: list[str]) -> RunConfig:
 
 
 # -- commands with typed signatures -------------------------------------------------------
-
-def predict(checkpoint: str, input: str, output: str, format: Literal["tiff", "png", "npy"] = "tiff",
-            tile: Optional[int] = None, overlap: int = 32, batch_size: int = 4) -> list[str]:
-    """Reconstruct measurements (a file or a folder) with a trained checkpoint.
-
-    Args:
-        checkpoint: a ``.ckpt`` written by ``selfinv fit``.
-        input: measurement file or folder (PNG/TIFF/NPY/NPZ/HDF5/MRC/DICOM, or a ``selfinv simulate`` file).
-        output: output folder.
-        format: file format of the reconstructions.
-        tile: tile size for tiled prediction of large images (denoising only); None = whole image.
-        overlap: overlap between tiles (blended).
-        batch_size: tiles per network call.
-    """
-    import torch
-
-    from selfinv.data.writers import write_image
-    from selfinv.physics.base import Denoising
-    from selfinv.training.checkpoint import load_checkpoint
-    from selfinv.training.engine import build_module
-
-    ckpt = load_checkpoint(checkpoint)
-    cfg = from_dict(ckpt["hyper_parameters"]["config"])
-    module = build_module(cfg)
-    module.load_state_dict(ckpt["state_dict"])
-    module.eval()
-    estimator = module.loss.estimator(module.model)
-    physics = module.physics
-
-    src = Path(input)
-    params: dict = {}
-    if src.is_file() and src.suffix in (".npz", ".h5", ".hdf5") and _is_measurement_file(src):
-        from selfinv.data.measurements import MeasurementDataset, collate_measurements
-
-        ds = MeasurementDataset.load(src)
-        batch = collate_measurements([ds[i] for i in range(len(ds))])
-        y, params = batch["y"], batch["params"]
-    else:
-        from selfinv.data.readers import read_measurements
-
-        y = read_measurements(src).data
-    os.makedirs(output, exist_ok=True)
-    written = []
-    with torch.no_grad():
-        for i in range(y.shape[0]):
-            yi = y[i:i + 1]
-            op = physics.with_params(**{k: v[i:i + 1] for k, v in params.items()}) if params else physics
-            if tile is not None:
-                if not isinstance(physics, Denoising):
-                    raise ValueError(f"--tile: tiled prediction needs a pixel-wise (denoising) physics; this "
-                                     f"checkpoint uses {type(physics).__name__}, whose measurements are not local")
-                from selfinv.data.tiling import tiled_apply
-
-                x_hat = tiled_apply(lambda t: estimator(t, op), yi, tile=tile, overlap=overlap,
-                                    batch_size=batch_size)
-            else:
-                x_hat = estimator(yi, op)
-            ext = {"tiff": "tif", "png": "png", "npy": "npy"}[format]
-            path = Path(output) / f"{src.stem}_{i:04d}.{ext}"
-            arr = x_hat[0].clamp(0, 1) if format == "png" else x_hat[0]
-            written.append(str(write_image(path, arr)))
-    print(f"wrote {len(written)} reconstruction(s) to {output}")
-    return written
-
-
-def _is_measurement_file(path: Path) -> bool:
-    if path.suffix == ".npz":
-        import numpy as np
-
-        with np.load(path, allow_pickle=False) as z:
-            return "y" in z.files
-    try:
-        import h5py
-    except ImportError:
-        return False
-    with h5py.File(path, "r") as f:
-        return "y" in f
-
-
-def simulate(cfg: RunConfig, output: str, split: str = "train") -> str:
-    """Simulate a measurement data set (bundled clean images through the config's physics) to .npz/.h5."""
-    import torch
-
-    from selfinv.data.bundled import load_dataset
-    from selfinv.data.measurements import MeasurementDataset
-    from selfinv.data.patches import fixed_crops, random_patches
-    from selfinv.training.engine import build_physics
-
-    if cfg.data.dataset is None:
-        raise ConfigError("simulate needs data.dataset (a bundled clean-image data set)")
-    physics = build_physics(cfg)
-    images = load_dataset(cfg.data.dataset, split=split).images
-    if split == "train":
-        x = random_patches(images, cfg.data.patch_size, cfg.data.num_patches,
-                           generator=torch.Generator().manual_seed(cfg.data.seed))
-    else:
-        x = fixed_crops(images, cfg.data.patch_size)
-    ds = MeasurementDataset(x, physics, seed=cfg.data.seed + 1, keep_ground_truth=True,
-                            metadata={"dataset": cfg.data.dataset, "split": split})
-    path = ds.save(output)
-    print(f"wrote {len(ds)} measurements {tuple(ds[0]['y'].shape)} to {path}")
-    return str(path)
-
 
 def identifiability_cmd(cfg: RunConfig, image_size: int = 8, transform: Optional[str] = None,
                         n_operators: Optional[int] = None) -> str:
@@ -198,6 +94,8 @@ def _command_function(command: str):
         from selfinv.finetune import finetune_cmd
 
         return finetune_cmd
+    from selfinv.predict import predict
+
     return predict
 
 
@@ -315,12 +213,16 @@ def _run(command: str, rest: list[str]) -> None:
 
         print(validate(cfg, ckpt))
     elif command == "predict":
+        from selfinv.predict import predict
+
         predict(**parse_function_args(predict, rest))
     elif command == "simulate":
         extra = _split_known(rest, ("output", "split"))
         if "output" not in extra:
             raise ConfigError("simulate needs --output FILE (.npz or .h5)")
         cfg = _run_config(rest)
+        from selfinv.simulate import simulate
+
         simulate(cfg, **extra)
     elif command == "identifiability":
         extra = _split_known(rest, ("image_size", "transform", "n_operators"))

@@ -86,37 +86,22 @@ class FinetuneResult:
 
 
 def load_measurement(path: str | os.PathLike, index: int = 0) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-    """``(y, params, x_or_None)`` of item ``index`` of a measurement file (``selfinv simulate`` .npz/.h5,
-    with its operator parameters) or of an image file (TIFF/PNG/NPY/...; no parameters)."""
-    from selfinv.data.measurements import MeasurementDataset
+    """``(y, params, x_or_None)`` of measurement ``index`` of a file or folder (any format of
+    ``selfinv.data.sources``, in its own units; a ``selfinv simulate`` file keeps its operator parameters)."""
+    return _measurement(path, index)[:3]  # type: ignore[return-value]
+
+
+def _measurement(path: str | os.PathLike, index: int):
+    from selfinv.data.sources import read_source
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"--measurement: file not found: {p}")
-    if p.suffix in (".npz", ".h5", ".hdf5") and _has_y(p):
-        ds = MeasurementDataset.load(p)
-        if not 0 <= index < len(ds):
-            raise IndexError(f"--index {index}: {p} holds {len(ds)} measurements")
-        item = ds[index]
-        return item["y"], dict(item["params"]), item.get("x")
-    from selfinv.data.readers import read_measurements
-
-    data = read_measurements(p).data
-    if not 0 <= index < data.shape[0]:
-        raise IndexError(f"--index {index}: {p} holds {data.shape[0]} images")
-    return data[index].float(), {}, None
-
-
-def _has_y(path: Path) -> bool:
-    if path.suffix == ".npz":
-        import numpy as np
-
-        with np.load(path, allow_pickle=False) as z:
-            return "y" in z.files
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return "y" in f
+    ms = read_source(p)
+    if not 0 <= index < len(ms):
+        raise ValueError(f"--index {index}: {p} holds {len(ms)} measurement(s)")
+    m = ms[index]
+    return m.y, dict(m.params), m.x, m
 
 
 def _loss_specs(losses: str | Sequence[Mapping] | None, pretrained: Sequence[Any]) -> list[dict]:
@@ -140,9 +125,11 @@ def _loss_specs(losses: str | Sequence[Mapping] | None, pretrained: Sequence[Any
 def finetune_config(pretrained: dict, y: Tensor, losses: str | Sequence[Mapping] | None = None,
                     steps: int = 200, lr: float = 1e-4, batch_size: int = 4, patch_size: int | None = None,
                     physics_args: Mapping[str, Any] | None = None, noise: Mapping[str, Any] | None = None,
-                    seed: int = 0, output_dir: str | None = None):
+                    seed: int = 0, output_dir: str | None = None, scale: float = 1.0):
     """The ``RunConfig`` of the fine-tuning: the pretrained run's physics and model with the overrides,
-    the fine-tuning losses, Adam at ``lr`` for ``steps`` steps, one epoch over crops of ``y``."""
+    the fine-tuning losses, Adam at ``lr`` for ``steps`` steps, one epoch over crops of ``y`` (in the
+    pretrained run's normalised units; ``scale`` is that normalisation's, so an estimated noise level is
+    recorded in the data's own units)."""
     from selfinv.config import from_dict
 
     base = from_dict(copy.deepcopy(pretrained))
@@ -170,7 +157,7 @@ def finetune_config(pretrained: dict, y: Tensor, losses: str | Sequence[Mapping]
             k: (1.0 if isinstance(v, str) and v.lower() == "auto" else v)
             for k, v in d["physics"]["noise"]["args"].items()}}}})
         probe.physics.noise.args = dict(d["physics"]["noise"]["args"])
-        cfg, record = resolve_auto_noise(probe, measurements=y[None])
+        cfg, record = resolve_auto_noise(probe, y[None], scale)
         return cfg, record
     return from_dict(d), None
 
@@ -198,27 +185,29 @@ def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tens
     import lightning.pytorch as pl
 
     from selfinv.data.measurements import collate_measurements
-    from selfinv.physics.base import Denoising
-    from selfinv.training.checkpoint import load_checkpoint
+    from selfinv.physics.support import check_measurement
     from selfinv.training.datamodule import MeasurementDataModule
     from selfinv.training.engine import build_module, build_physics, build_trainer
+    from selfinv.training.loading import load_trained
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if y.ndim != 3:
-        raise ValueError(f"finetune expects one measurement (C, H, W), got shape {tuple(y.shape)}")
-    ckpt = load_checkpoint(checkpoint)
-    pretrained = ckpt["hyper_parameters"]["config"]
-    cfg, record = finetune_config(pretrained, y, losses, steps, lr, batch_size, patch_size, physics_args, noise,
-                                  seed, output_dir)
+    if not isinstance(y, Tensor) or y.ndim != 3:
+        raise ValueError(f"finetune expects one measurement (C, H, W), got shape {tuple(getattr(y, 'shape', ()))}")
+    run = load_trained(checkpoint)
+    norm = run.normalization
+    check_measurement(y[None], run.module.physics.noise, "the measurement to fine-tune on")
+    y = norm.apply(y.float())
+    cfg, record = finetune_config(run.checkpoint["hyper_parameters"]["config"], y, losses, steps, lr, batch_size,
+                                  patch_size, physics_args, noise, seed, output_dir, norm.scale)
     pl.seed_everything(seed, workers=True, verbose=False)
-    physics = build_physics(cfg)
-    if patch_size is not None and not isinstance(physics, Denoising):
-        raise ValueError(f"patch_size: random crops of the measurement need a pixel-wise (denoising) physics, "
-                         f"got {type(physics).__name__}; leave patch_size unset")
-    module = build_module(cfg, physics)
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    module.model.load_state_dict(state)
+    physics = build_physics(cfg, norm)
+    if patch_size is not None and not physics.image_domain:
+        raise ValueError(f"patch_size: random crops of the measurement need an image-domain physics (denoising, "
+                         f"blur, downsampling), got {type(physics).__name__}; leave patch_size unset")
+    physics = physics.for_measurement(tuple(y.shape))
+    module = build_module(cfg, physics, norm)
+    module.model.load_state_dict(run.module.model.state_dict())
     if record is not None:
         module.hparams["noise_estimate"] = record
     params = {k: v for k, v in dict(params or {}).items()}
@@ -228,7 +217,8 @@ def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tens
     def reconstruct() -> Tensor:
         module.eval()
         with torch.no_grad():
-            return module.loss.estimator(module.model)(batch["y"], op).detach().clone()
+            x = module.loss.estimator(module.model)(batch["y"], op, torch.Generator().manual_seed(seed))
+            return norm.undo(x.detach().clone())
 
     x_before = reconstruct()
     train = SingleMeasurementDataset(y, params, patch_size, length=steps * batch_size, seed=seed)
@@ -253,8 +243,9 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
 
     Args:
         checkpoint: ``.ckpt`` written by ``selfinv fit`` (a network pretrained elsewhere).
-        measurement: image file (TIFF/PNG/NPY...) or ``selfinv simulate`` file (.npz/.h5, keeps the operator).
-        output: reconstruction file (.tif/.png/.npy).
+        measurement: a file of any supported format (TIFF/PNG/NPY/MRC/DICOM/fastMRI) or a ``selfinv simulate``
+            file (keeps its operator parameters).
+        output: reconstruction file (.tif/.npy/.mrc, or .png for 8/16-bit images), in the measurement's units.
         loss: ``sure``, ``unsure``, ``r2r``, ``mc+ei``... (names joined by ``+``; args of the same-named
             pretrained loss are reused) or a YAML list of ``{name, args, weight}``; default: pretrained losses.
         steps: Adam steps. lr: learning rate. batch_size: items per step.
@@ -266,17 +257,21 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
         seed: seed of the crops and loss draws.
         run_dir: run folder for logs and the fine-tuned checkpoint (default: a temporary folder).
     """
-    import yaml
-
-    from selfinv.data.writers import write_image
+    from selfinv import safe_yaml
+    from selfinv.data.normalization import cast_to
+    from selfinv.data.writers import write_stack
 
     spec: Any = loss
     if isinstance(loss, str) and loss.lstrip().startswith("["):
-        spec = yaml.safe_load(loss)
-    y, params, _ = load_measurement(measurement, index)
+        spec = safe_yaml.load_text(loss, "--loss")
+    y, params, _, m = _measurement(measurement, index)
     noise_over = dict(noise) if noise else None
     if sigma is not None:
-        value: Any = sigma if str(sigma).lower() == "auto" else float(sigma)
+        try:
+            value: Any = sigma if str(sigma).strip().lower() == "auto" else float(sigma)
+        except ValueError:
+            raise ValueError(f"--sigma must be a number (in the measurement's units) or 'auto', got {sigma!r}") \
+                from None
         if noise_over is None:
             pretrained = load_checkpoint_config(checkpoint)
             noise_over = copy.deepcopy(pretrained["physics"]["noise"])
@@ -284,7 +279,8 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
         noise_over["args"]["sigma"] = value
     r = finetune(checkpoint, y, params, spec, steps, lr, batch_size, patch_size, physics_args, noise_over, seed,
                  run_dir)
-    path = write_image(output, r.x_after[0])
+    out_dtype = m.dtype if m.kind == "image" and r.x_after.shape[1:] == m.y.shape else "float32"
+    path = write_stack(output, cast_to(r.x_after, out_dtype))
     est = f", estimated noise {r.noise_estimate['estimated']}" if r.noise_estimate else ""
     print(f"fine-tuned {r.steps} steps in {r.seconds:.1f} s{est}; wrote {path}"
           + (f"; fine-tuned checkpoint {r.checkpoint}" if r.checkpoint else ""))
@@ -293,9 +289,9 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
 
 def load_checkpoint_config(checkpoint: str | os.PathLike) -> dict:
     """The plain-dict run config stored in a checkpoint's hyper-parameters."""
-    from selfinv.training.checkpoint import load_checkpoint
+    from selfinv.training.checkpoint import read_checkpoint
 
-    return load_checkpoint(checkpoint)["hyper_parameters"]["config"]
+    return read_checkpoint(checkpoint)["hyper_parameters"]["config"]
 
 
 __all__ = ["finetune_cmd", "load_checkpoint_config", "SingleMeasurementDataset", "FinetuneResult", "load_measurement",

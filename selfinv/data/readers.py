@@ -3,15 +3,18 @@
 ``read_measurements(path)`` takes a file or a folder; ``read_image(path)`` a single
 file. Both dispatch on the extension and return ``ReadResult(data, metadata)``.
 
-| extension | reader | layout |
-|---|---|---|
-| ``.png .jpg .jpeg .bmp`` | Pillow | ``(H, W)`` -> ``(1, 1, H, W)``; RGB -> ``(1, 3, H, W)`` (alpha dropped) |
-| ``.tif .tiff`` | tifffile | first series; sample/channel axes (``S``, ``C``) -> ``C``, every other non-``YX`` axis -> ``N`` (multi-page stacks) |
-| ``.npy`` | numpy | ``(H, W)``, ``(N, H, W)`` or ``(N, C, H, W)`` |
-| ``.npz`` | numpy | one array, chosen with ``key`` (required if the file holds several) |
-| ``.h5 .hdf5`` | h5py | fastMRI: the ``kspace`` dataset, complex ``(slices, H, W)`` -> ``(slices, 2, H, W)``; or any dataset by ``key`` |
-| ``.mrc .mrcs .map`` | mrcfile | cryo-EM micrograph ``(H, W)`` or stack ``(N, H, W)`` |
-| ``.dcm .dicom`` (or DICOM files without extension) | pydicom | one file, or a folder = a series sorted by slice position (``ImagePositionPatient`` along the slice normal), else ``InstanceNumber``, else file name; ``RescaleSlope``/``RescaleIntercept`` applied |
+* ``.png .jpg .jpeg .bmp`` (Pillow): ``(H, W)`` -> ``(1, 1, H, W)``; RGB -> ``(1, 3, H, W)``
+  (alpha dropped);
+* ``.tif .tiff`` (tifffile): the first series; sample/channel axes (``S``, ``C``) -> ``C``,
+  every other non-``YX`` axis -> ``N`` (multi-page stacks);
+* ``.npy`` (numpy): ``(H, W)``, ``(N, H, W)`` or ``(N, C, H, W)``;
+* ``.npz`` (numpy): one array, chosen with ``key`` (required if the file holds several);
+* ``.h5 .hdf5`` (h5py): fastMRI, the ``kspace`` dataset, complex ``(slices, H, W)`` ->
+  ``(slices, 2, H, W)``, with its ``mask`` in the metadata; or any dataset by ``key``;
+* ``.mrc .mrcs .map`` (mrcfile): cryo-EM micrograph ``(H, W)`` or stack ``(N, H, W)``;
+* ``.dcm .dicom`` or DICOM files without extension (pydicom): one file, or a folder = a
+  series sorted by slice position (``ImagePositionPatient`` along the slice normal), else
+  ``InstanceNumber``, else file name; ``RescaleSlope``/``RescaleIntercept`` applied.
 
 A folder is read file by file in natural name order (``img2`` before ``img10``)
 and concatenated along ``N``; all files must give the same ``(C, H, W)``.

@@ -4,14 +4,17 @@
 (``selfinv fit --data.path``, ``selfinv predict --input``, ``selfinv finetune
 --measurement``, ``selfinv simulate --data.path``). ``path`` is a file or a folder:
 
-| what | becomes |
-|---|---|
-| PNG / JPEG / BMP / TIFF (single images or multi-page stacks, any integer or float dtype) | one measurement per page |
-| NPY / NPZ (``(H, W)``, ``(N, H, W)``, ``(N, C, H, W)``) | one per ``N`` |
-| MRC (cryo-EM micrograph or stack) | one per section |
-| DICOM file, or a folder holding one DICOM series | one per slice (sorted by position; rescale slope/intercept applied, so CT comes in Hounsfield units) |
-| fastMRI HDF5 (``kspace`` ``(slices, H, W)`` complex, optional ``mask`` ``(W,)``) | one per slice, k-space as 2 real channels, with the file's own ``mask`` (or, without one, the columns that hold data) as the operator parameter |
-| a ``selfinv simulate`` file (``.npz``/``.h5`` with ``y``) | one per item, with its operator parameters and clean image |
+* PNG / JPEG / BMP / TIFF (single images or multi-page stacks, any integer or float
+  dtype): one measurement per page;
+* NPY / NPZ (``(H, W)``, ``(N, H, W)``, ``(N, C, H, W)``): one per ``N``;
+* MRC (cryo-EM micrograph or stack): one per section;
+* DICOM, a file or a folder holding one series: one per slice, sorted by position,
+  rescale slope/intercept applied (CT comes in Hounsfield units);
+* fastMRI HDF5 (``kspace`` ``(slices, H, W)`` complex, optional ``mask`` ``(W,)``): one
+  per slice, k-space as 2 real channels, with the file's own ``mask`` — or, without
+  one, the columns that hold data — as the operator parameter;
+* a ``selfinv simulate`` file (``.npz``/``.h5`` with ``y``): one per item, with its
+  operator parameters and clean image.
 
 A folder is read file by file in natural name order (``img2`` before ``img10``);
 files may have different sizes. Stacks and volumes are **sets of 2-D slices**:

@@ -1,5 +1,9 @@
 """Write reconstructions and measurements to image files.
 
+``write_stack(path, array)`` writes reconstructions in the user's units and dtype
+(what ``selfinv predict`` uses): ``.tif`` (stacks as multi-page TIFF), ``.npy``,
+``.mrc`` (cryo-EM; mode chosen from the dtype) and ``.png`` (one 8- or 16-bit image).
+
 ``write_image(path, array)`` chooses the format from the extension:
 
 * ``.tif``/``.tiff`` (tifffile): values written as float32 unchanged, grayscale
@@ -25,6 +29,8 @@ import torch
 from torch import Tensor
 
 WRITE_EXTENSIONS = (".tif", ".tiff", ".png", ".npy")
+#: formats ``write_stack`` writes, and the extension of each
+STACK_FORMATS = {"tiff": ".tif", "png": ".png", "npy": ".npy", "mrc": ".mrc"}
 
 
 def _to_numpy(array: Tensor | np.ndarray) -> np.ndarray:
@@ -87,4 +93,46 @@ def write_image(path: str | Path, array: Tensor | np.ndarray, *, bit_depth: int 
         Image.fromarray(q.astype(np.uint8 if bit_depth == 8 else np.uint16)).save(path)
     else:
         raise ValueError(f"cannot write '{path.name}': supported extensions are {' '.join(WRITE_EXTENSIONS)}")
+    return path
+
+
+def write_stack(path: str | Path, array: np.ndarray) -> Path:
+    """Write ``array`` ``(N, C, H, W)`` of any real dtype, values unchanged, to ``path`` (``.tif``, ``.npy``,
+    ``.mrc``, ``.png``). Single images drop the leading axes (``(H, W)`` when ``N = C = 1``); stacks keep
+    them. PNG holds one 8-bit or 16-bit image: other dtypes or stacks are refused (use ``.tif``)."""
+    path = Path(path)
+    a = np.asarray(array)
+    if a.ndim != 4:
+        raise ValueError(f"write_stack expects (N, C, H, W), got shape {a.shape}")
+    N, C = a.shape[:2]
+    squeezed = a[0, 0] if N == 1 and C == 1 else a[:, 0] if C == 1 else a[0] if N == 1 else a
+    ext = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if ext in (".tif", ".tiff"):
+        import tifffile
+
+        axes = {2: "YX", 3: "QYX" if C == 1 else "CYX", 4: "QCYX"}[squeezed.ndim]
+        tifffile.imwrite(path, squeezed, photometric="minisblack", metadata={"axes": axes})
+    elif ext == ".npy":
+        np.save(path, squeezed, allow_pickle=False)
+    elif ext == ".mrc":
+        import mrcfile
+
+        if C != 1:
+            raise ValueError(f"MRC holds single-channel images or stacks, got {C} channels; write .tif")
+        mode_dtypes = (np.int8, np.int16, np.uint16, np.float32)
+        data = squeezed if squeezed.dtype in mode_dtypes else squeezed.astype(
+            np.int16 if np.issubdtype(squeezed.dtype, np.integer) and squeezed.min() >= -32768
+            and squeezed.max() <= 32767 else np.float32)
+        with mrcfile.new(path, overwrite=True) as m:
+            m.set_data(np.ascontiguousarray(data))
+    elif ext == ".png":
+        from PIL import Image
+
+        if squeezed.ndim != 2 or a.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"PNG output holds one 8- or 16-bit grayscale image; this reconstruction is "
+                             f"{a.dtype} of shape {a.shape}: use --format tiff")
+        Image.fromarray(squeezed).save(path)
+    else:
+        raise ValueError(f"cannot write '{path.name}': supported formats are {sorted(STACK_FORMATS)}")
     return path

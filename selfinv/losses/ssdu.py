@@ -52,6 +52,7 @@ from selfinv.losses.base import (
     default_test_generator,
 )
 from selfinv.physics.base import Physics
+from selfinv.physics.masked import MaskedPhysics
 from selfinv.utils import rng
 
 PENALTIES = ("held-out", "full")
@@ -115,7 +116,7 @@ class SSDUSplitting(Loss):
         return int(getattr(self.noisy_term, "evaluations_per_step", 1))  # f(Sy, SA) is shared
 
     def check(self, physics: Physics) -> None:
-        if "mask" not in getattr(physics, "param_names", ()):
+        if not isinstance(physics, MaskedPhysics):
             raise LossConfigError(
                 f"SSDUSplitting needs a mask-type operator (a 'mask' per-sample parameter, e.g. Inpainting "
                 f"or MRI) to split the measurements; {type(physics).__name__} has parameters "

@@ -34,6 +34,8 @@ class Physics(nn.Module):
     #: the measurement is an image of the scene (denoising, blur, downsampling): pixel-wise noise
     #: estimators, random patches and tiled prediction apply to it
     image_domain: ClassVar[bool] = False
+    #: images are complex, stored as 2 real channels (real, imaginary): MRI
+    complex_image: ClassVar[bool] = False
 
     def __init__(self, noise: NoiseModel | None = None):
         super().__init__()

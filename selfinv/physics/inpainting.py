@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from selfinv.physics.base import LinearPhysics, binary_mask
+from selfinv.physics.base import binary_mask
+from selfinv.physics.masked import MaskedPhysics
 from selfinv.physics.noise import NoiseModel
 from selfinv.utils import rng
 
@@ -40,7 +41,7 @@ def _check_keep_ratio(keep_ratio: float) -> None:
         raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
 
 
-class Inpainting(LinearPhysics):
+class Inpainting(MaskedPhysics):
     """Pixel-mask operator ``A x = m ⊙ x`` (``Aᵀ = A⁺ = A`` for a 0/1 mask).
 
     Args:
@@ -135,6 +136,10 @@ class Inpainting(LinearPhysics):
         """Simulate ``y = m ⊙ noise(m ⊙ x)``: unobserved pixels stay exactly zero."""
         y = self.noise(self.A(x), generator=generator)
         return y * self.mask.to(device=y.device, dtype=y.dtype)
+
+    def mask_from_measurement(self, y: Tensor) -> Tensor:
+        """``(B, 1, H, W)``: the pixels where any channel of ``y`` is non-zero."""
+        return (y != 0).any(dim=1, keepdim=True).to(y.dtype)
 
     def measurement_mask(self, y: Tensor) -> Tensor:
         """The pixel mask ``m`` (``(B or 1, C or 1, H, W)``, on ``y``'s device and dtype):

@@ -20,8 +20,8 @@ from typing import Sequence
 
 import lightning.pytorch as pl
 import torch
-from torch import Tensor
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from torch import Tensor
 
 from selfinv import registry
 from selfinv.config import RunConfig, physics_args, to_dict

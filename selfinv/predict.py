@@ -1,0 +1,222 @@
+"""``selfinv predict``: reconstruct a user's measurements with a trained checkpoint, in the user's units.
+
+For every measurement read from ``--input`` (a file or a folder, any format of
+``selfinv.data.sources``):
+
+1. the operator is **rebuilt for that measurement** from the checkpoint's config:
+   its size (a 128² k-space or a 256-detector sinogram after training on 64²
+   patches, ``Physics.for_measurement``), its own parameters (the file's MRI mask,
+   or the mask read from which entries hold data), and ``--physics_args`` for
+   what the file cannot say; a measurement no operator of that kind can take is
+   an error naming both sizes;
+2. the measurement is checked (finite) and mapped to the training units with the
+   **normalisation stored in the checkpoint**; a warning says when its values lie
+   far outside what the network was trained on;
+3. the test-time estimator of the run's loss reconstructs it (seeded, so the same
+   input always gives the same output), tile by tile for large image-domain inputs;
+4. the reconstruction is mapped back to the **input's units and dtype** (integers
+   rounded and clipped to the type's range), MRI as magnitude unless ``--complex``;
+   a non-finite reconstruction is an error, never a file.
+
+Outputs are written one per input file, named after it (``cells.tif`` ->
+``OUT/cells.tif``; a stack stays a stack), in the input's format when selfinv can
+write it (TIFF, PNG, NPY, MRC), else TIFF, or in ``--format``.
+
+Example::
+
+    selfinv predict --checkpoint runs/n2v/checkpoints/last.ckpt --input micrographs/ --output denoised/
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: image-domain inputs larger than this (either side) are reconstructed by tiles when --tile is not given
+AUTO_TILE_ABOVE = 1024
+AUTO_TILE = 512
+_FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".npy": "npy", ".mrc": "mrc", ".mrcs": "mrc"}
+
+
+def predict(checkpoint: str, input: str, output: str,
+            format: Optional[Literal["tiff", "png", "npy", "mrc"]] = None, tile: Optional[int] = None,
+            overlap: int = 32, batch_size: int = 4, physics_args: Optional[dict] = None, complex: bool = False,
+            key: Optional[str] = None, progress: bool = True) -> list[str]:
+    """Reconstruct measurements (a file or a folder) with a trained checkpoint, in the input's units.
+
+    Args:
+        checkpoint: a ``.ckpt`` written by ``selfinv fit``.
+        input: measurement file or folder (PNG/TIFF/NPY/NPZ/MRC/DICOM/fastMRI HDF5, or a ``selfinv simulate`` file).
+        output: output folder (one reconstruction per input file, named after it).
+        format: output format; default: the input's when writable (TIFF/PNG/NPY/MRC), else TIFF.
+        tile: tile size for image-domain physics; default: tiles of 512 for images larger than 1024.
+        overlap: overlap between tiles (blended).
+        batch_size: tiles per network call.
+        physics_args: operator arguments that override the checkpoint's, e.g. ``{n_views: 90}``.
+        complex: MRI: write the complex image as 2 channels (real, imaginary) instead of the magnitude.
+        key: which array of an NPZ/HDF5 input.
+        progress: show a progress bar over the inputs.
+    """
+    from selfinv.data.sources import check_channels, read_source
+    from selfinv.training.loading import load_trained
+
+    if tile is not None and tile < 8:
+        raise ValueError(f"--tile must be >= 8 pixels, got {tile}")
+    if not 0 <= overlap:
+        raise ValueError(f"--overlap must be >= 0, got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--output {out_dir} is a file; expected a folder for the reconstructions")
+    run = load_trained(checkpoint)
+    physics = _physics(run, physics_args)
+    measurements = read_source(input, key)
+    channels = int(run.config.model.backbone.args.get("in_channels", 1))
+    check_channels(measurements, channels, "--input")
+    if tile is not None and not physics.image_domain:
+        raise ValueError(f"--tile: tiled prediction needs an image-domain operator (denoising, blur, "
+                         f"downsampling); this checkpoint uses {type(physics).__name__}, whose measurements "
+                         f"are not local")
+    estimator = run.module.loss.estimator(run.module.model)
+    by_source: dict[str, list] = {}
+    for m in measurements:
+        by_source.setdefault(m.source, []).append(m)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    names: set[str] = set()
+    bar = _progress(len(measurements), progress)
+    for source, ms in by_source.items():
+        slices = []
+        for m in ms:
+            slices.append(_reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex))
+            bar.update(1)
+        fmt = format or _FORMATS.get(Path(source).suffix.lower(), "tiff")
+        written.extend(_write(out_dir, _stem(source, ms[0], names), fmt, slices))
+    bar.close()
+    print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}")
+    return written
+
+
+def _physics(run, physics_args: dict | None):
+    """The checkpoint's physics (noise in normalised units), with ``physics_args`` overriding its arguments."""
+    if not physics_args:
+        return run.module.physics
+    from selfinv.config import ConfigError, validate
+    from selfinv.training.engine import build_physics
+
+    cfg = run.config
+    cfg.physics.args = {**cfg.physics.args, **dict(physics_args)}
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"--physics_args: {e}") from None
+    return build_physics(cfg, run.normalization)
+
+
+def _reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex_out) -> np.ndarray:
+    from selfinv.data.normalization import cast_to
+    from selfinv.physics.masked import MaskedPhysics
+
+    y = m.y[None]
+    _check_finite(y, m, "input")
+    op = physics.for_measurement(tuple(m.y.shape))
+    params = {k: v[None] for k, v in m.params.items()}
+    if not params and isinstance(op, MaskedPhysics):  # a file without its mask: the entries holding data
+        params = {"mask": op.mask_from_measurement(y)}
+    if params:
+        op = op.with_params(**params)
+    y_n = run.normalization.apply(y)
+    _warn_units(y_n, op, m)
+    generator = torch.Generator().manual_seed(0)
+    size = max(y.shape[-2:])
+    if tile is None and op.image_domain and size > AUTO_TILE_ABOVE:
+        tile = AUTO_TILE
+    with torch.no_grad():
+        if tile is not None and op.image_domain:
+            from selfinv.data.tiling import tiled_apply
+
+            x_n = tiled_apply(lambda t: estimator(t, op, generator), y_n, tile=tile, overlap=min(overlap, tile - 1),
+                              batch_size=batch_size)
+        else:
+            x_n = estimator(y_n, op, generator)
+    x = run.normalization.undo(x_n)
+    _check_finite(x, m, "reconstruction")
+    x = x[0]
+    if op.complex_image and not complex_out:
+        x = x.pow(2).sum(0, keepdim=True).sqrt()
+    keep_dtype = m.kind == "image" and (op.image_domain or type(op).__name__ == "Inpainting")
+    return cast_to(x, m.dtype if keep_dtype else "float32")
+
+
+def _check_finite(t: Tensor, m, what: str) -> None:
+    bad = ~torch.isfinite(t)
+    n = int(bad.sum())
+    if n:
+        first = tuple(int(i) for i in bad.nonzero()[0].tolist()[1:])
+        hint = ("remove or inpaint them first" if what == "input" else
+                "the network produced them (a diverged checkpoint, or an input far outside the training data)")
+        raise ValueError(f"{m.name} ({m.source}): {n} non-finite value(s) (NaN/inf) in the {what}, the first at "
+                         f"(channel, row, column) {first}; {hint}; nothing written for it")
+
+
+def _warn_units(y_n: Tensor, op, m) -> None:
+    """Warn when the normalised input lies far outside the training range (about [0, 1])."""
+    v = (y_n if op.image_domain else op.A_dagger(y_n).abs()).detach().reshape(-1).float()
+    if v.numel() > 1_000_000:
+        v = v[torch.randint(0, v.numel(), (1_000_000,), generator=torch.Generator().manual_seed(0))]
+    lo, hi = (float(q) for q in torch.quantile(v, torch.tensor([0.001, 0.999])))
+    if lo < -1.0 or hi > 3.0 or hi < 0.05:
+        warnings.warn(f"{m.name}: after the checkpoint's normalisation its values span [{lo:.3g}, {hi:.3g}], far "
+                      f"from the about [0, 1] of the training data: was the network trained on data in these "
+                      f"units (dtype {m.dtype})?", UserWarning, stacklevel=3)
+
+
+def _stem(source: str, m, names: set[str]) -> str:
+    base = Path(source).name if Path(source).is_dir() else Path(source).stem
+    stem, k = base, 2
+    while stem in names:
+        stem, k = f"{base}_{k}", k + 1
+    names.add(stem)
+    return stem
+
+
+def _write(out_dir: Path, stem: str, fmt: str, slices: list[np.ndarray]) -> list[str]:
+    from selfinv.data.writers import STACK_FORMATS, write_stack
+
+    if fmt not in STACK_FORMATS:
+        raise ValueError(f"--format must be one of {sorted(STACK_FORMATS)}, got {fmt!r}")
+    ext = STACK_FORMATS[fmt]
+    if fmt == "png" and (len(slices) > 1 or slices[0].dtype not in (np.uint8, np.uint16)):
+        fmt, ext = "tiff", ".tif"  # PNG holds one 8/16-bit image; stacks and float data go to TIFF
+    shapes = {s.shape for s in slices}
+    if len(shapes) == 1:
+        return [str(write_stack(out_dir / f"{stem}{ext}", np.stack(slices)))]
+    width = max(4, int(math.log10(len(slices))) + 1)
+    return [str(write_stack(out_dir / f"{stem}_{i:0{width}d}{ext}", s[None])) for i, s in enumerate(slices)]
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled or total < 2 or not sys.stderr.isatty() and os.environ.get("SELFINV_PROGRESS") != "1":
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc="reconstructing", unit="image", file=sys.stderr)
