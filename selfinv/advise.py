@@ -143,8 +143,9 @@ class Situation:
             raise ValueError(f"measurements must be 'one' or 'many', got {self.measurements!r}")
         if self.transforms is not None:
             self.transforms = parse_transforms(self.transforms)
-        if int(self.image_size) < 4:
-            raise ValueError(f"image_size must be >= 4, got {self.image_size}")
+        if not 4 <= int(self.image_size) <= 32:
+            raise ValueError(f"image_size must be in [4, 32] (the rank conditions use dense n x n matrices), "
+                             f"got {self.image_size}")
         if self.noise_model is not None and not (isinstance(self.noise_model, dict) and "name" in self.noise_model):
             raise ValueError(f"noise_model must be {{name: ..., args: {{...}}}}, got {self.noise_model!r}")
         if not isinstance(self.physics, (Physics, str)):
@@ -442,7 +443,7 @@ def _small_args(name: str, args: dict[str, Any], side: int, original: Optional[i
             out["m"] = small
             notes.append(f"compressed sensing: m = {m} at {original}×{original} is analysed as m = {small} at "
                          f"{side}×{side} (the same ratio m/n)")
-    return out, notes
+    return _plain(out), notes  # a config's plain values (tensors as nested lists), checked by the registry
 
 
 def _fits(physics: Physics, shape: tuple[int, int, int]) -> bool:
@@ -478,7 +479,7 @@ def _operator(s: Situation, noise) -> _Operator:
         if own is not None:
             side = int(own if isinstance(own, int) else list(own)[-1])
             C = 2 if name == "mri" else (int(own[0]) if isinstance(own, (tuple, list)) and len(own) == 3 else 1)
-            if C * side * side <= MAX_UNKNOWNS:
+            if side <= s.image_size and C * side * side <= MAX_UNKNOWNS:  # small already: the operator itself
                 return _Operator(physics, (C, side, side), name, args, [])
         elif name != "beer_lambert_ct":  # size-agnostic operators (denoising, blur): analysed as they are
             C = _channels(name or "", args, template)
@@ -1297,7 +1298,8 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
         pairs: two independent noisy measurements of each image exist.
         transform: symmetry groups you are willing to assume, comma-separated, among shift, rotate (any angle),
             rotate90, reflect, scale; default: all are evaluated.
-        image_size: side of the small image on which the rank conditions are computed.
+        image_size: side of the small image on which the rank conditions are computed (larger is slower: the
+            shift group has image_size² elements; at most 32).
         output: also write the advised config to this YAML file.
     """
     transforms = parse_transforms(transform) if transform else None

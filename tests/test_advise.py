@@ -142,6 +142,15 @@ def test_inpainting_fixed_mask():
     assert a.best.loss == "robust_ei" and a.best.variant == "shift"  # σ known: SURE fidelity
 
 
+def test_large_fixed_mask_is_cropped_for_the_theory():
+    mask = (torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    a = advise(Situation(Inpainting((1, 32, 32), mask=mask, noise=GaussianNoise(0.01)), transforms=("shift",)))
+    _check_common(a)
+    assert any("central 8×8 crop" in n for n in a.notes) and a.reports["A"].n == 64
+    assert a.get("moi").verdict == INVALID and a.get("ei", "shift").verdict == VALID
+    assert a.config["data"]["patch_size"] == 32 and torch.equal(torch.tensor(a.config["physics"]["args"]["mask"]), mask)
+
+
 def test_inpainting_random_masks():
     a = _advice("inp_random", physics="inpainting", physics_args={"keep_ratio": 0.5, "img_size": [1, 32, 32]},
                 noise_model={"name": "gaussian", "args": {"sigma": 0.01}}, transforms=("shift",))
