@@ -1132,6 +1132,9 @@ def _facts(s: Situation) -> tuple[_Facts, list[str]]:
         name, args = model["name"], dict(model.get("args") or {})
         auto = any(isinstance(v, str) and v.strip().lower() == "auto" for v in args.values())
         buildable = name in ("none", "unknown") or (args and not auto)
+        if s.noise == "known" and not buildable:
+            raise ValueError(f"noise='known' needs the parameters of the noise model, e.g. {{name: {name}, args: "
+                             f"{{...}}}} with numbers; got {model!r} (use noise='unknown' when the level is unknown)")
         if buildable:
             try:
                 noise_obj = registry.build("noise", name, _tensor_args(args), where="noise_model")

@@ -263,6 +263,8 @@ def test_cli_without_config():
 def test_bad_inputs():
     with pytest.raises(ValueError, match="noise model"):
         advise(Situation("denoising", noise="known"))
+    with pytest.raises(ValueError, match="parameters of the noise model"):
+        advise(Situation("denoising", noise="known", noise_model={"name": "gaussian", "args": {"sigma": "auto"}}))
     with pytest.raises(ValueError, match="unknown group"):
         parse_transforms("shift,twirl")
     assert parse_transforms("shift, rotate") == ("shift", "rotate")
