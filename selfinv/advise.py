@@ -813,8 +813,8 @@ def _group_verdict(f: _Facts, g: str) -> tuple[Verdict, str]:
                          f"(rank {r.rank}/{r.n} at {f.where()})")
     if r.level == "not learnable":
         gained = f"it fills {r.rank - r0.rank} of the {r0.n - r0.rank} missing dims, " if r.rank > r0.rank else ""
-        return INVALID, (f"rank {r.rank}/{r.n} with {g} at {f.where()} (A alone {r0.rank}): {gained}a "
-                         f"{r.null_space_dim}-dim null space stays unobserved")
+        return INVALID, (f"rank {r.rank}/{r.n} with {g} at {f.where()} (A alone {r0.rank}): {gained}"
+                         f"{r.null_space_dim} null-space dims stay unobserved")
     interp = "" if g in EXACT_GROUPS else ", interpolated"
     if r.level == "numerically unstable":
         return CAVEATS, (f"full rank with {g} but κ {r.condition_number:.1e} at {f.where()}: the null space is "
@@ -873,7 +873,7 @@ def _assess_scale_ei(f: _Facts, variant):
                            f"sampled); roto-translations cannot for band-limited A (SEI paper, Thm 1)")
         return INVALID, f"scalings do not enlarge what A sees (rank {r.rank}/{r.n} at {f.where()})"
     if r.level == "not learnable":
-        return INVALID, f"rank {r.rank}/{r.n} with scalings at {f.where()}: a {r.null_space_dim}-dim null space remains"
+        return INVALID, f"rank {r.rank}/{r.n} with scalings at {f.where()}: {r.null_space_dim} null-space dims remain"
     return CAVEATS, (f"rank {r.rank}/{r.n} with scalings at {f.where()} ({r.level}), but SEI targets band-limited A "
                      f"(blur, super-resolution); EI with a roto-translation is the usual choice here")
 
