@@ -2,20 +2,24 @@
 
 ::
 
-    selfinv fit --config run.yaml [--resume last|CKPT] [--trainer.max_steps 10 --losses.0.name sure ...]
+    selfinv fit --config run.yaml [--data.path YOUR_FILES] [--resume last|CKPT [--resume-weights-only]]
+                [--trainer.max_steps 10 --losses.0.name sure ...]
     selfinv validate --config run.yaml --checkpoint CKPT
-    selfinv predict --checkpoint CKPT --input FILE_OR_FOLDER --output DIR [--format tiff|png|npy]
-                    [--tile 256 --overlap 32]
-    selfinv simulate --config run.yaml --output data.npz [--split train|val|test]
-    selfinv identifiability --config run.yaml [--image_size 16]
-    selfinv demo [--minutes 4] [--out runs/demo]
+    selfinv predict --checkpoint CKPT --input FILE_OR_FOLDER --output DIR [--format tiff|png|npy|mrc]
+                    [--tile 512 --overlap 32] [--physics_args '{n_views: 90}'] [--complex]
+    selfinv simulate --config run.yaml --output data.npz [--data.path CLEAN_IMAGES] [--split train|val|test]
+    selfinv advise [--config run.yaml | --physics mri --noise unknown ...]
+    selfinv identifiability --config run.yaml [--image_size 16] [--transform rotate]
+    selfinv demo [--out runs/demo]
     selfinv finetune --checkpoint CKPT --measurement y.tif --loss sure|unsure|mc+ei|... --output x.tif
                      [--steps 200 --lr 1e-4 --patch_size 64 --sigma 0.15|auto --physics_args '{acceleration: 8}']
 
 Run options (fit, validate, simulate, identifiability) come from the typed
 ``selfinv.config.RunConfig``; the other commands' options from the typed
-signatures of the functions below (``selfinv.options``). Configs are validated before
-anything runs; errors name the field and the allowed values.
+signatures of their functions (``selfinv.options``). Configs are validated before
+anything runs; every failure is one message (exit 2 for bad input or config, 3 for
+a diverged training, 1 otherwise; ``--debug`` shows the traceback).
+Help of one command: ``selfinv COMMAND --help``.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from selfinv import options
 from selfinv.config import ConfigError, RunConfig, parse_run_config
 from selfinv.options import parse_function_args
 
-COMMANDS = ("fit", "validate", "predict", "simulate", "identifiability", "demo", "finetune")
+COMMANDS = ("fit", "validate", "predict", "simulate", "identifiability", "advise", "demo", "finetune")
 
 
 def _pop(argv: list[str], flag: str) -> str | None:
@@ -56,19 +61,32 @@ def _run_config(argv: list[str]) -> RunConfig:
 
 def identifiability_cmd(cfg: RunConfig, image_size: int = 8, transform: Optional[str] = None,
                         n_operators: Optional[int] = None) -> str:
-    """Print the identifiability report of the config's physics (and a registered transform)."""
+    """Print the identifiability report of the config's physics (and a registered transform).
+
+    Args:
+        image_size: side of the small images the rank conditions are computed on (4 to 32).
+        transform: a registered transform (shift, rotate, reflect, scale); default: the config's EI transform.
+        n_operators: random operators averaged (random physics); default 1 drawn operator.
+    """
     import torch
 
     from selfinv import registry
     from selfinv.theory import identifiability
-    from selfinv.training.engine import build_physics
+    from selfinv.training.engine import build_operator
 
+    if not 4 <= image_size <= 32:
+        raise ValueError(f"--image_size must be between 4 and 32 (the matrices are n x n with n = image_size^2), "
+                         f"got {image_size}")
+    if n_operators is not None and n_operators < 1:
+        raise ValueError(f"--n_operators must be >= 1, got {n_operators}")
     # the rank conditions are computed on a small image: size the operator for it
     cfg.data.patch_size = image_size
     if "img_size" in cfg.physics.args:
         size = list(cfg.physics.args["img_size"])
         cfg.physics.args["img_size"] = tuple(size[:-2] + [image_size, image_size])
-    physics = build_physics(cfg)
+    physics = build_operator(cfg)
+    if n_operators is None and physics.is_random:
+        n_operators = 1  # a seeded draw: the same report every run
     t = registry.build("transform", transform, {}, where="--transform") if transform else None
     if t is None:  # use the transform of an EI-type loss if the config has one
         for i, l in enumerate(cfg.losses):
@@ -86,6 +104,10 @@ def identifiability_cmd(cfg: RunConfig, image_size: int = 8, transform: Optional
 
 
 def _command_function(command: str):
+    if command == "advise":
+        from selfinv.advise import advise_cmd
+
+        return advise_cmd
     if command == "demo":
         from selfinv.demo import run_demo
 
@@ -103,20 +125,28 @@ def _command_help(command: str) -> str:
     """Help of one command: generated from the typed signature (or ``RunConfig``) it is parsed from."""
     from selfinv import options
 
-    if command in ("predict", "demo", "finetune"):
+    if command in ("predict", "demo", "finetune", "advise"):
         return options.function_help(_command_function(command), f"selfinv {command}")
     from selfinv.config import help_text
 
+    if command in ("simulate", "identifiability"):
+        from selfinv.simulate import simulate
+
+        fn = simulate if command == "simulate" else identifiability_cmd
+        return options.function_help(fn, f"selfinv {command}", skip=("cfg",)) + "\n" + help_text(command)
     return help_text(command)
 
 
-def _split_known(argv: list[str], names: Sequence[str]) -> dict[str, str]:
-    out = {}
+def _command_options(argv: list[str], fn) -> dict:
+    """Remove from ``argv`` the options that are parameters of ``fn`` (besides ``cfg``) and return them
+    typed by its signature; the rest of ``argv`` are run-config fields."""
+    names = [n for n in options.parameter_types(fn, skip=("cfg",))]
+    taken: list[str] = []
     for n in names:
         v = _pop(argv, f"--{n}")
         if v is not None:
-            out[n] = v
-    return out
+            taken += [f"--{n}", v]
+    return options.parse_function_args(fn, taken, skip=("cfg",))
 
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
@@ -139,13 +169,14 @@ def _report(command: str, e: BaseException) -> int:
         return 3
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         where = f" writing {e.filename}" if e.filename else ""
-        print(f"selfinv {command}: error: the disk is full{where}; free some space and resume with --resume last "
-              f"(the previous checkpoint is intact)", file=sys.stderr)
+        then = ("resume with --resume last (the previous checkpoint is intact)" if command == "fit"
+                else "run the command again (nothing partial was kept)")
+        print(f"selfinv {command}: error: the disk is full{where}; free some space and {then}", file=sys.stderr)
         return 1
     if isinstance(e, KeyboardInterrupt):
         print(f"selfinv {command}: interrupted; a run continues with --resume last", file=sys.stderr)
         return 130
-    if isinstance(e, USER_ERRORS):
+    if isinstance(e, USER_ERRORS) or type(e).__name__ == "MisconfigurationException":
         print(f"selfinv {command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     print(f"selfinv {command}: internal error: {type(e).__name__}: {_one_line(e, 300)}\n"
@@ -217,18 +248,19 @@ def _run(command: str, rest: list[str]) -> None:
 
         predict(**parse_function_args(predict, rest))
     elif command == "simulate":
-        extra = _split_known(rest, ("output", "split"))
-        if "output" not in extra:
-            raise ConfigError("simulate needs --output FILE (.npz or .h5)")
-        cfg = _run_config(rest)
         from selfinv.simulate import simulate
 
+        extra = _command_options(rest, simulate)
+        cfg = _run_config(rest)
         simulate(cfg, **extra)
     elif command == "identifiability":
-        extra = _split_known(rest, ("image_size", "transform", "n_operators"))
+        extra = _command_options(rest, identifiability_cmd)
         cfg = _run_config(rest)
-        kw = {k: (int(v) if k in ("image_size", "n_operators") else v) for k, v in extra.items()}
-        identifiability_cmd(cfg, **kw)
+        identifiability_cmd(cfg, **extra)
+    elif command == "advise":
+        from selfinv.advise import advise_cmd
+
+        advise_cmd(**parse_function_args(advise_cmd, rest))
     elif command == "demo":
         from selfinv.demo import run_demo
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Sequence, Union
 
@@ -227,6 +228,15 @@ def validate(cfg: RunConfig) -> None:
     _check(t.early_stopping_patience >= 0,
            f"trainer.early_stopping_patience must be >= 0, got {t.early_stopping_patience}")
     _check(len(cfg.losses) >= 1, "losses: give at least one loss, e.g. [{name: sure}]")
+    for i, loss in enumerate(cfg.losses):
+        _check(math.isfinite(loss.weight) and loss.weight >= 0,
+               f"losses.{i}.weight must be a finite number >= 0, got {loss.weight}")
+    _check(t.max_time_minutes is None or (math.isfinite(t.max_time_minutes) and t.max_time_minutes > 0),
+           f"trainer.max_time_minutes must be > 0 (or null for no limit), got {t.max_time_minutes}")
+    _check(t.log_every_n_steps >= 1, f"trainer.log_every_n_steps must be >= 1, got {t.log_every_n_steps}")
+    _check(t.val_every >= 1, f"trainer.val_every must be >= 1, got {t.val_every}")
+    _check(t.num_nodes >= 1, f"trainer.num_nodes must be >= 1, got {t.num_nodes}")
+    _check_devices(t)
     noise_cls = registry.resolve("noise", cfg.physics.noise.name, "physics.noise")
     auto = [k for k, v in cfg.physics.noise.args.items() if isinstance(v, str) and v.strip().lower() == "auto"]
     not_estimable = [k for k in auto if k not in noise_cls.estimable]
@@ -255,6 +265,29 @@ def validate(cfg: RunConfig) -> None:
     if cfg.select_by == "val/psnr":
         _check(d.path is None or d.dataset is not None,
                "select_by: 'val/psnr' needs ground truth; use a bundled data set or keep 'val/loss'")
+
+
+def _check_devices(t: TrainerConfig) -> None:
+    dev = t.devices
+    if isinstance(dev, int):
+        _check(dev >= 1 or dev == -1, f"trainer.devices must be >= 1, -1 (all), 'auto' or a list of device "
+               f"indices, got {dev}")
+    elif isinstance(dev, str):
+        _check(dev == "auto" or dev.lstrip("-").isdigit() and int(dev) != 0,
+               f"trainer.devices must be a number >= 1, 'auto' or a list of device indices, got {dev!r}")
+    else:
+        _check(len(dev) > 0 and all(d >= 0 for d in dev),
+               f"trainer.devices: a list of device indices must be non-empty and >= 0, got {dev}")
+    if t.accelerator in ("gpu", "cuda"):
+        import torch
+
+        _check(torch.cuda.is_available(), f"trainer.accelerator '{t.accelerator}': no CUDA GPU is available to "
+               f"this torch (torch.cuda.is_available() is False); use 'cpu' or 'auto'")
+    if t.accelerator == "mps":
+        import torch
+
+        _check(torch.backends.mps.is_available(), "trainer.accelerator 'mps': Apple's MPS is not available here; "
+               "use 'cpu' or 'auto'")
 
 
 def physics_args(cfg: RunConfig) -> dict:

@@ -86,6 +86,8 @@ def predict(checkpoint: str, input: str, output: str,
         raise ValueError(f"--tile: tiled prediction needs an image-domain operator (denoising, blur, "
                          f"downsampling); this checkpoint uses {type(physics).__name__}, whose measurements "
                          f"are not local")
+    if tile is not None and overlap >= tile:
+        raise ValueError(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
     estimator = run.module.loss.estimator(run.module.model)
     by_source: dict[str, list] = {}
     for m in measurements:

@@ -21,14 +21,21 @@ Example::
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from selfinv.config import RunConfig
 
 
-def simulate(cfg: RunConfig, output: str, split: str = "train") -> str:
-    """Write the measurements of clean images (see the module docstring) to ``output`` (.npz/.h5); returns it."""
+def simulate(cfg: RunConfig, output: str, split: Literal["train", "val", "test"] = "train") -> str:
+    """Write the measurements of clean images (see the module docstring) to ``output`` (.npz/.h5); returns it.
+
+    Args:
+        output: the measurement file to write (.npz or .h5).
+        split: split of the bundled data set (ignored for data.path).
+    """
     from selfinv.data.measurements import MeasurementDataset
     from selfinv.data.patches import fixed_crops, random_patches
     from selfinv.training.engine import build_physics

@@ -55,7 +55,7 @@ def test_classifier_command_line_outcomes():
     assert classify(_cli_outcome(case, 2, "some log line\n" + ok)) == "clear"
     # advice the command does not offer, a missing name, a long message, another exit code, a traceback
     assert classify(_cli_outcome(case, 2, ok.rstrip() + "; read it with as_gray=True\n")) == "traceback"
-    assert classify(_cli_outcome(case, 2, ok.rstrip() + "; pass --key 0\n")) == "traceback"
+    assert classify(_cli_outcome(case, 2, ok.rstrip() + "; pass --invert 1\n")) == "traceback"
     assert classify(_cli_outcome(case, 2, "selfinv predict: error: wrong input\n")) == "traceback"
     assert classify(_cli_outcome(case, 2, ok + "a\nb\n")) == "traceback"
     assert classify(_cli_outcome(case, 1, ok)) == "traceback"

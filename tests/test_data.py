@@ -31,7 +31,7 @@ ANCHOR_TRAIN = ["astronaut", "brick", "chelsea", "clock", "coffee", "coins", "gr
 def test_list_and_unknown_name():
     names = list_datasets()
     assert {"natural-gray", "natural-gray-anchor", "mri-slices"} <= set(names)
-    with pytest.raises(KeyError, match="natural-gray"):
+    with pytest.raises(ValueError, match="natural-gray"):
         load_dataset("imagenet")
     with pytest.raises(ValueError, match="split"):
         load_dataset("natural-gray", split="training")

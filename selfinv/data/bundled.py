@@ -290,7 +290,7 @@ def load_dataset(name: str, split: str = "train", version: str | None = None, **
         **kwargs: data-set options, e.g. ``size`` for ``mri-slices``.
     """
     if name not in _DATASETS:
-        raise KeyError(f"unknown data set '{name}'; known data sets: {sorted(_DATASETS)}")
+        raise ValueError(f"unknown data set '{name}'; known data sets: {sorted(_DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
     have, loader = _DATASETS[name]

@@ -29,6 +29,7 @@ executes code.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -201,17 +202,26 @@ class MeasurementDataset(Dataset):
         flat = self._flat_arrays()
         meta = json.dumps({**self.metadata, "n_items": len(self)})
         suffix = path.suffix.lower()
-        if suffix == ".npz":
-            with open(path, "wb") as f:  # a file object: numpy would otherwise append ".npz"
-                np.savez(f, metadata=np.array(meta), **flat)
-        elif suffix in (".h5", ".hdf5"):
-            h5py = _import_h5py()
-            with h5py.File(path, "w") as f:
-                f.attrs["metadata"] = meta
-                for key, a in flat.items():
-                    f.create_dataset(key, data=a)
-        else:
+        if suffix not in (".npz", ".h5", ".hdf5"):
             raise ValueError(f"cannot save measurements to '{path.name}': expected a .npz, .h5 or .hdf5 file")
+        if path.is_dir():
+            raise ValueError(f"cannot save measurements to {path}: it is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:  # written whole or not at all: a full disk or a kill leaves no half file
+            if suffix == ".npz":
+                with open(tmp, "wb") as f:  # a file object: numpy would otherwise append ".npz"
+                    np.savez(f, metadata=np.array(meta), **flat)
+            else:
+                h5py = _import_h5py()
+                with h5py.File(tmp, "w") as f:
+                    f.attrs["metadata"] = meta
+                    for key, a in flat.items():
+                        f.create_dataset(key, data=a)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         return path
 
     @classmethod

@@ -322,11 +322,20 @@ def read_raw(path: Path, kind: str | None = None, key: str | None = None) -> tup
         raise _unsupported(path)
     try:
         return _read_file(path, kind, key)
-    except (ValueError, TypeError, ImportError, FileNotFoundError):
+    except (ImportError, FileNotFoundError):
         raise
+    except (ValueError, TypeError) as e:
+        if str(path) in str(e) or path.name in str(e):
+            raise
+        raise ValueError(f"{path}: cannot read this {kind} file ({_first_line(e)})") from None
     except Exception as e:  # noqa: BLE001 - parsers of damaged files raise anything (IndexError, struct.error...)
         raise ValueError(f"{path}: cannot read this {kind} file, is it damaged or truncated? "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
+                         f"({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:160]
 
 
 def list_folder(path: Path) -> list[tuple[Path, str]]:

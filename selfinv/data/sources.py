@@ -72,6 +72,16 @@ class Measurement:
 
 def _is_selfinv_file(path: Path) -> bool:
     """A ``selfinv simulate`` file: an ``.npz``/``.h5`` with a ``y`` entry (and ``metadata``)."""
+    try:
+        return _has_y(path)
+    except ImportError:
+        return False
+    except Exception as e:  # noqa: BLE001 - zipfile/h5py raise many types for damaged files
+        raise ValueError(f"{path}: cannot read this file, is it damaged or truncated? ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+
+
+def _has_y(path: Path) -> bool:
     if path.suffix.lower() == ".npz":
         with np.load(path, allow_pickle=False) as z:
             return "y" in z.files or any(k.startswith("y@") for k in z.files)

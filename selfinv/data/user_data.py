@@ -214,7 +214,8 @@ class TrainingData:
             H = ms[0].y.shape[-2]
             band = max(size, math.ceil(val_fraction * H))
             if H - band < size:
-                raise ValueError(f"the single image {ms[0].name} has {H} rows: too few to hold out {band} rows for "
+                raise ValueError(f"the single image {ms[0].name} ({ms[0].source}) has {H} rows: too few to hold out "
+                                 f"{band} rows for "
                                  f"validation and still cut {size}-row training patches; lower data.patch_size or "
                                  f"data.val_fraction, or use data.val_fraction: 0")
             regions[0] = (0, H - band)

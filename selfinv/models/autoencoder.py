@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfinv.models.dtype import keeps_input_dtype
+
 
 class BottleneckAutoencoder(nn.Module):
     """Conv encoder → ``latent_channels`` code at ``1/2^levels`` resolution → conv decoder."""
@@ -46,6 +48,7 @@ class BottleneckAutoencoder(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)
 
+    @keeps_input_dtype
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"BottleneckAutoencoder expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")

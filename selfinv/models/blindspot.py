@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfinv.models.dtype import keeps_input_dtype
+
 
 class UpwardConv2d(nn.Conv2d):
     """``k×k`` convolution whose receptive field is the rows at or above the output row (Laine et al. 2019)."""
@@ -75,6 +77,7 @@ class BlindSpotNet(nn.Module):
         feat = F.pad(feat, (0, 0, 1, 0))[..., :-1, :]  # shift down one row: strictly above
         return torch.rot90(feat, -k, dims=(-2, -1))
 
+    @keeps_input_dtype
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"BlindSpotNet expects (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")

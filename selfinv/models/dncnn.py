@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from selfinv.models.dtype import keeps_input_dtype
+
 
 class DnCNN(nn.Module):
     """DnCNN ``x -> x_hat`` for images ``(B, in_channels, H, W)``.
@@ -48,6 +50,7 @@ class DnCNN(nn.Module):
         layers.append(nn.Conv2d(channels, out_channels, 3, padding=1, bias=bias))
         self.net = nn.Sequential(*layers)
 
+    @keeps_input_dtype
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"DnCNN expects (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")

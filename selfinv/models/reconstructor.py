@@ -49,6 +49,9 @@ class BackProjection(nn.Module):
         self.init = init
 
     def forward(self, y: Tensor, physics: Physics) -> Tensor:
+        if not isinstance(y, Tensor):
+            raise TypeError(f"BackProjection expects the measurement as a torch.Tensor, got {type(y).__name__} "
+                            f"(convert with torch.as_tensor)")
         x0 = back_project(y, physics, self.init)
         expected = getattr(self.backbone, "in_channels", None)
         if expected is not None and x0.ndim == 4 and x0.shape[1] != expected:

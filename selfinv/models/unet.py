@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfinv.models.dtype import keeps_input_dtype
+
 
 def _conv_block(cin: int, cout: int, batch_norm: bool, bias: bool) -> nn.Sequential:
     """Two (3x3 conv [+ BN] + ReLU) layers."""
@@ -94,6 +96,7 @@ class UNet(nn.Module):
                                       for k in reversed(range(scales - 1)))
         self.head = nn.Conv2d(chans[0], out_channels, 1, bias=bias)
 
+    @keeps_input_dtype
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"UNet expects (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")

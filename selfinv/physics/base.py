@@ -51,6 +51,10 @@ class Physics(nn.Module):
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Simulate a measurement ``y = noise(A(x))``."""
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            got = f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(f"{type(self).__name__} simulates measurements of floating-point images, got {got}; "
+                            f"convert with x.float()")
         return self.noise(self.A(x), generator=generator)
 
     def measurement_mask(self, y: Tensor) -> Tensor | None:

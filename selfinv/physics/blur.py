@@ -81,6 +81,10 @@ def _as_kernel_batch(kernel: Tensor) -> Tensor:
         kernel = kernel.float()
     if not bool(torch.isfinite(kernel).all()):
         raise ValueError("kernel must be finite")
+    sums = kernel.flatten(1).sum(1)
+    if bool((sums == 0).any()):
+        raise ValueError(f"kernel must not sum to 0 (a blur keeps the mean: its taps sum to 1), got sums "
+                         f"{sums.tolist()[:4]}")
     return kernel
 
 

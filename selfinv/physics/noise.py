@@ -46,7 +46,14 @@ _EXACT_BUFFERS = ("sigma", "gain", "shape", "kernel")
 
 def _check_param(name: str, value, *, strictly_positive: bool) -> Tensor:
     """``value`` as a float64 tensor (scalar or ``(B,)``), checked finite and (strictly) positive."""
-    t = torch.as_tensor(value, dtype=torch.float64)
+    if isinstance(value, (str, bytes, bool)) or not isinstance(value, (int, float, Tensor, list, tuple)):
+        raise TypeError(f"{name} must be a number or a per-sample 1-D tensor of numbers, got "
+                        f"{type(value).__name__} {value!r}")
+    try:
+        t = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be a number or a per-sample 1-D tensor of numbers, got {value!r} ({e})") \
+            from None
     if not torch.all(torch.isfinite(t)):
         raise ValueError(f"{name} must be finite, got {value}")
     if strictly_positive and torch.any(t <= 0):

@@ -114,8 +114,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
             why = f"{type(e).__name__}: {text[:160]}"
         raise CheckpointError(f"cannot read checkpoint {p}: {why}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"{p} is not a selfinv checkpoint (no 'state_dict'); expected a .ckpt written "
-                              f"by 'selfinv fit'")
+        raise CheckpointError(f"{p} is not a selfinv checkpoint: it lacks 'state_dict' and the run config "
+                              f"(hyper_parameters); a bare state dict or tensor cannot say which network and physics "
+                              f"it belongs to. Expected a .ckpt written by 'selfinv fit'")
     config = ckpt.get("hyper_parameters", {}).get("config") if isinstance(ckpt.get("hyper_parameters"), dict) \
         else None
     if not isinstance(config, dict):

@@ -88,6 +88,10 @@ def load_data(cfg: RunConfig, normalization: Normalization | None = None) -> Tra
 
     physics = build_physics(cfg)
     images = load_dataset(d.dataset, split="train").images
+    smallest = min(min(im.shape[-2:]) for im in images)
+    if d.patch_size > smallest:
+        raise ValueError(f"data.patch_size {d.patch_size} is larger than the smallest image of '{d.dataset}' "
+                         f"({smallest} pixels); use at most {smallest}")
     x = random_patches(images, d.patch_size, d.num_patches, generator=torch.Generator().manual_seed(d.seed))
     if _image_channels(cfg) == 2 and x.shape[1] == 1:  # complex images (MRI): real part = image, imaginary = 0
         x = torch.cat([x, torch.zeros_like(x)], dim=1)
@@ -186,15 +190,17 @@ def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[pl.Callback] = (), h
     if not validates and t.early_stopping_patience > 0:
         raise ValueError("trainer.early_stopping_patience needs validation data; data.val_fraction is 0")
     mode = "max" if monitor == "val/psnr" else "min"
-    ckpt = ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="best-{epoch}-{step}",
-                           monitor=monitor, mode=mode, save_top_k=1,
-                           every_n_epochs=t.checkpoint_every, save_on_train_epoch_end=not validates,
-                           auto_insert_metric_name=False)
-    # ``last.ckpt`` is rewritten (atomically) at every checkpoint epoch, improved or not
+    # ``last.ckpt`` is rewritten (atomically) at every checkpoint epoch, improved or not; without validation
+    # it is the result
     last = ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="last", monitor=None,
-                           save_top_k=1, every_n_epochs=t.checkpoint_every, save_on_train_epoch_end=False,
+                           save_top_k=1, every_n_epochs=t.checkpoint_every, save_on_train_epoch_end=not validates,
                            enable_version_counter=False)
-    callbacks: list[pl.Callback] = [ckpt, last, FinalCheckpoint(os.path.join(out, "checkpoints", "last.ckpt"))]
+    callbacks: list[pl.Callback] = [last, FinalCheckpoint(os.path.join(out, "checkpoints", "last.ckpt"))]
+    if validates:
+        callbacks.insert(0, ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="best-{epoch}-{step}",
+                                            monitor=monitor, mode=mode, save_top_k=1,
+                                            every_n_epochs=t.checkpoint_every, save_on_train_epoch_end=False,
+                                            auto_insert_metric_name=False))
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=t.early_stopping_patience,
                                        check_finite=False))  # non-finite values stop training with an error
@@ -305,6 +311,7 @@ def validate(cfg: RunConfig, checkpoint: str) -> list[dict]:
     if not checkpoint:
         raise ValueError("validate needs --checkpoint CKPT (validating an untrained network means nothing)")
     stored = read_checkpoint(checkpoint)
+    check_same_problem(stored["hyper_parameters"]["config"], to_dict(cfg), str(checkpoint), "validate --checkpoint")
     normalization = Normalization.from_dict(stored["hyper_parameters"].get("normalization"))
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     data = load_data(cfg, normalization)

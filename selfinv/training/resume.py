@@ -71,11 +71,13 @@ def _diff(a: Any, b: Any, where: str) -> list[str]:
     return [f"{where}: {a!r} in the checkpoint, {b!r} now"]
 
 
-def check_same_problem(stored: dict, current: dict, checkpoint: str) -> None:
-    """Raise ``ResumeMismatch`` naming the differences if ``current`` trains another problem."""
+def check_same_problem(stored: dict, current: dict, checkpoint: str, flag: str = "--resume") -> None:
+    """Raise ``ResumeMismatch`` naming the differences if ``current`` describes another problem than the
+    checkpoint's config (``flag`` names the option the checkpoint came from)."""
     diffs = config_differences(stored, current)
     if diffs:
         shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
-        raise ResumeMismatch(f"--resume {checkpoint}: the checkpoint was trained with another setup ({shown}). "
-                             f"Resume with the checkpoint's own config, or use --resume-weights-only to start a "
-                             f"new run from its network weights")
+        advice = ("Resume with the checkpoint's own config, or use --resume-weights-only to start a new run from "
+                  "its network weights" if flag == "--resume" else "Use the config the checkpoint was trained with")
+        raise ResumeMismatch(f"{flag} {checkpoint}: the checkpoint was trained with another setup ({shown}). "
+                             f"{advice}")

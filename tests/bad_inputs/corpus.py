@@ -666,8 +666,9 @@ _cli_clear("cli_moi_on_denoising", "multi-operator imaging on a deterministic op
 _cli_clear("cli_max_steps_zero", "trainer.max_steps 0", FIT + ("--trainer.max_steps", "0"), ("max_steps", "0"))
 _cli_clear("cli_max_epochs_zero", "trainer.max_epochs 0 with no step budget",
            FIT + ("--trainer.max_steps", "-1", "--trainer.max_epochs", "0"), ("max_epochs",))
-_cli_clear("cli_val_fraction_zero", "data.val_fraction 0 (no validation set)", FIT + ("--data.val_fraction", "0"),
-           ("val_fraction", "0"))
+case("cli_val_fraction_zero", "cli", "data.val_fraction 0 (no validation set)", None,
+     cli(*FIT, "--data.val_fraction", "0"), "handled", check=lambda o, v: _stored("data.val_fraction", 0.0, same_type=False)(o, v),
+     sensible="a valid request since measurements are scarce (one image): trains on everything, keeps last.ckpt")
 _cli_clear("cli_val_fraction_one", "data.val_fraction 1 (no training set)", FIT + ("--data.val_fraction", "1"),
            ("val_fraction", "1"))
 _cli_clear("cli_batch_size_negative", "data.batch_size -1", FIT + ("--data.batch_size", "-1"),
@@ -840,7 +841,8 @@ _predict_case("files_npy_float64", "a float64 .npy", npy_file("y.npy", lambda: i
 _predict_case("files_npy_bool", "a boolean .npy", npy_file("y.npy", lambda: image() > 0.5), "handled",
               check=outputs_finite(1, (16, 16)), sensible="read as 0/1: one finite reconstruction")
 _predict_case("files_npy_stack", "a (3, H, W) stack in one .npy", npy_file("y.npy", lambda: image((3, 16, 16))),
-              "handled", check=outputs_finite(3, (16, 16)), sensible="three reconstructions")
+              "handled", check=outputs_finite(1, (3, 16, 16)),
+              sensible="one output per input file, named after it: the stack of three reconstructions")
 _predict_case("files_npy_odd_size", "a 17x23 image (not a multiple of the U-Net's pooling)",
               npy_file("y.npy", lambda: image((17, 23))), "handled", check=outputs_finite(1, (17, 23)),
               sensible="padded internally: one finite 17x23 reconstruction")
@@ -926,8 +928,9 @@ _predict_case("files_folder_unsupported_file", "a folder holding a .txt file",
 _predict_case("files_unsupported_extension", "a .txt input file", text_file("y.txt", "1 2 3\n"), "clear",
               mentions=("y.txt",))
 _predict_case("files_folder_mixed_sizes", "a folder of images of different sizes",
-              folder("in", npy_file("in/a.npy", image), npy_file("in/b.npy", lambda: image((20, 20)))), "clear",
-              input_key="folder", mentions=("a.npy", "b.npy"))
+              folder("in", npy_file("in/a.npy", image), npy_file("in/b.npy", lambda: image((20, 20)))), "handled",
+              input_key="folder", check=outputs_finite(2),
+              sensible="each image reconstructed at its own size, one output per input file")
 
 
 def _simulated(extra_argv: tuple, name: str = "meas.npz", key: str = "file"):
@@ -979,9 +982,10 @@ case("files_data_path_is_an_image", "files", "data.path pointing at a PNG instea
 case("files_data_path_truncated", "files", "data.path pointing at a truncated measurement file",
      setups(_simulated((), "full.npz", "full"), truncated("full", 0.5, "meas.npz")),
      cli(*FIT, "--data.path", "<file>"), "clear", mentions=("meas.npz",))
-case("files_data_path_without_y", "files", "data.path: an .npz without the 'y' key",
+case("files_data_path_without_y", "files", "data.path: an .npz holding one array, not named 'y'",
      npz_file("meas.npz", lambda: {"x": image((4, 1, 16, 16))}),
-     cli(*FIT, "--data.path", "<file>"), "clear", mentions=("meas.npz", "y"))
+     cli(*FIT, "--data.path", "<file>"), "handled", check=lambda o, v: _trained(o, v),
+     sensible="the user's own images (the only array of the file): trains on them")
 
 
 def _y_only_npz():
@@ -1105,7 +1109,8 @@ _ckpt_case("ckpt_finetune_truncated", "finetune --checkpoint of a truncated chec
            ("half.ckpt",), command="finetune")
 case("ckpt_validate_config_mismatch", "checkpoints", "validate a checkpoint with a config of another network",
      None, cli(*VALIDATE, "--model.backbone.args", "{scales: 2, base_channels: 8, batch_norm: false}",
-               "--checkpoint", "<ckpt>"), "clear", mentions=(("last.ckpt", "checkpoint"), ("shape", "size")))
+               "--checkpoint", "<ckpt>"), "clear",
+     mentions=(("last.ckpt", "checkpoint"), ("shape", "size", "base_channels")))
 case("ckpt_resume_other_loss", "checkpoints", "--resume from a SURE run with the R2R loss (another run)",
      None, cli(*FIT, "--losses.0.name", "r2r", "--resume", "<ckpt>", "--trainer.max_steps", "4"),
      "clear", mentions=("sure", "r2r"))

@@ -958,6 +958,11 @@ def read_array(path: str | os.PathLike):
         import tifffile
 
         return tifffile.imread(p)
+    if p.suffix in (".mrc", ".mrcs"):
+        import mrcfile
+
+        with mrcfile.open(p, permissive=True) as m:
+            return np.array(m.data)
     from PIL import Image
 
     with Image.open(p) as im:
