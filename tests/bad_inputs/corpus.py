@@ -976,9 +976,9 @@ _yaml_case("files_yaml_losses_mapping", "losses given as a mapping, not a list",
 _yaml_case("files_yaml_unclosed_bracket", "an unclosed flow mapping", "data: {patch_size: 16\n",
            ("run.yaml", "line"))
 
-case("files_data_path_is_an_image", "files", "data.path pointing at a PNG instead of a measurement file",
-     png_file("y.png", lambda: image((16, 16), "uint8", scale=255)),
-     cli(*FIT, "--data.path", "<file>"), "clear", mentions=("y.png", (".npz", "measurement")))
+case("files_data_path_is_an_image", "files", "data.path: one 16x16 PNG, too small to hold out a validation "
+     "region and cut 16x16 training patches", png_file("y.png", lambda: image((16, 16), "uint8", scale=255)),
+     cli(*FIT, "--data.path", "<file>"), "clear", mentions=("y.png", ("patch_size", "val_fraction")))
 case("files_data_path_truncated", "files", "data.path pointing at a truncated measurement file",
      setups(_simulated((), "full.npz", "full"), truncated("full", 0.5, "meas.npz")),
      cli(*FIT, "--data.path", "<file>"), "clear", mentions=("meas.npz",))

@@ -591,7 +591,12 @@ def offered_options(command: str | None) -> set[str] | None:
     for that command and globally."""
     try:
         if command == "predict":
-            from selfinv.cli import predict as fn
+            try:
+                from selfinv.predict import predict as fn
+            except ImportError:  # older checkouts kept it in the CLI module
+                from selfinv.cli import predict as fn
+        elif command == "advise":
+            from selfinv.advise import advise_cmd as fn
         elif command == "finetune":
             from selfinv.finetune import finetune_cmd as fn
         elif command == "demo":
