@@ -26,7 +26,8 @@ def test_case_ids_are_unique_and_the_corpus_is_big_enough():
     assert {c.group for c in CASES} == {"api", "cli", "files", "checkpoints", "faults"}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c.id.endswith("_process") else c
+                                  for c in CASES], ids=[c.id for c in CASES])
 def test_bad_input(case, corpus_context):
     outcome = run_case(case, corpus_context)
     assert classify(outcome) == case.expected, outcome.report()

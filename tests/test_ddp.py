@@ -25,7 +25,7 @@ import yaml
 
 from selfinv.training.datamodule import EpochSeededSampler
 
-pytestmark = pytest.mark.ddp
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 
 # train: 36 patches - ceil(0.1 * 36) = 4 held out = 32 (a multiple of the world size 2 and of 4)
 CONFIG = {

@@ -11,9 +11,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from selfinv.training.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow  # three training processes
 
 CONFIG = """
 data: {patch_size: 16, num_patches: 40, batch_size: 4, val_fraction: 0.2, seed: 3}

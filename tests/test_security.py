@@ -77,6 +77,7 @@ def test_class_path_in_a_checkpoint_config_is_refused(tmp_path, victim):
     assert _untouched(victim)
 
 
+@pytest.mark.slow
 def test_python_m_with_a_payload_module_in_the_working_directory(tmp_path, victim):
     """A checkpoint (loadable with weights_only=True) whose stored config names a module lying in the
     working directory: neither ``selfinv`` nor ``python -m selfinv.cli`` imports it."""
