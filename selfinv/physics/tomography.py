@@ -11,52 +11,72 @@ or exact-footprint projector): a pixel of side ``s`` projects onto the detector 
 a trapezoid of area ``s^2`` (the convolution of two boxes of widths
 ``s |cos theta|`` and ``s |sin theta|``), and each detector bin of width ``dt = s``
 receives the mean of that trapezoid over the bin. Hence every column of ``A`` has at
-most three non-zeros per view, ``sum_k (A x)[v, k] = s * sum(x)`` for every view,
-and the matrix is stored as a torch sparse CSR matrix (with its transpose), so
-``A_adjoint`` is the *exact* transpose of ``A``.
+most three non-zeros per view and the matrix is stored as a torch sparse CSR matrix
+(with its transpose), so ``A_adjoint`` is the *exact* transpose of ``A``. The kernel
+(matrix, symmetry plan, cache, threads) is ``selfinv.physics.radon``.
 
-Geometry and scaling (the convention of ``skimage.transform.radon``):
+Geometry (``centering="skimage"``, the default: the convention of
+``skimage.transform.radon(image, theta, circle=False)`` and ``iradon``):
 
-* pixel centres at ``X = i - (N-1)/2`` (column ``i``), ``Y = (N-1)/2 - j`` (row ``j``),
-  times the pixel size ``s``; angles in degrees, ``theta = 0`` sums down the columns;
-* detector bin ``k`` is centred at ``t_k = (k - (D-1)/2) s``, ``D = ceil(sqrt(2) N)``
-  by default so that every pixel projects inside the detector;
+* the centre of rotation is the centre of pixel ``(N // 2, N // 2)``: pixel
+  ``(j, i)`` (row, column) sits at ``X = (i - N//2) s``, ``Y = (N//2 - j) s``
+  (``Y`` points up); angles in degrees, counter-clockwise, ``theta = 0`` sums down
+  the columns (bin ``k`` then holds column ``i = k - D//2 + N//2``);
+* detector bin ``k`` is centred at ``t_k = (k - D//2) s``; by default
+  ``D = ceil(sqrt(2) N)``, the height of skimage's ``circle=False`` sinogram, so a
+  sinogram ``radon(image, theta, circle=False)`` of an ``N x N`` image is ``A x``
+  transposed (``(D, views)`` there, ``(views, D)`` here) with ``pixel_size=1``.
+  Every pixel inside the disc inscribed in the image projects entirely onto the
+  detector; at diagonal views the outermost corner of the image can fall off it
+  by up to half a bin, as in skimage;
+* ``centering="geometric"`` puts the centre of rotation at the centre of the image
+  square, ``(N-1)/2``, and the detector centre at ``(D-1)/2`` (the convention
+  of selfinv 0.1.0; for odd ``N`` and ``D`` both conventions coincide). Its
+  default ``D`` is ``ceil(sqrt(2) N)`` rounded up to the parity of ``N``, so that
+  pixel centres fall on bin centres at 0 and 90 degrees (an odd ``D - N`` puts them
+  on bin edges and blurs FBP);
 * **default pixel size ``s = 1 / N``**: the image fills the unit square, so a
   line through an image of ones has integral at most ``sqrt(2)`` and ``A x`` is
   O(1) for ``x`` in [0, 1] whatever ``N``. ``pixel_size=1`` gives the scale of
   ``skimage.transform.radon``.
 
-Speed: the angle set is reduced by the symmetries of the square pixel grid
-(``theta -> 90 - theta, theta - 90, 180 - theta`` map to an angle in [0, 45] after
-transposing / rotating / flipping the image), so the default 60 evenly spaced
-views need the matrix of 16 base angles applied to 4 permuted copies of the batch
-(one sparse-dense product). Matrices are cached per (size, angles, device, dtype).
-On CPU a projection runs on ``selfinv.physics.radon.SPARSE_CPU_THREADS`` (default 1) threads: it is a
-chain of millisecond kernels that multi-threading slows down several-fold on a
-shared machine (see the constant's comment).
-
 ``A_dagger`` is filtered back-projection (Ram-Lak ramp filter in its spatial form,
 optionally windowed; Kak & Slaney, *Principles of Computerized Tomographic
 Imaging*, 1988, ch. 3): ``x ~ pi / (n_views s^2) A^T (h * y)``.
 
-Measured accuracy (float64, ``tests/test_tomography.py`` and ``benchmarks/operators.py``):
+Accuracy (float64; ``tests/test_tomography.py`` holds the measurements):
 
-* ``A`` against the analytic Radon transform of a pixel-averaged disc phantom:
-  0.12 % relative l2 error at 255x255 (60 views; deepinv 0.5: 0.12 %), 0.7 % at
-  64x64, 1.4 % at 32x32 (the pixelised edge, O(1/N)); against
-  ``skimage.transform.radon``: 0.1-0.3 %;
-* FBP (Ram-Lak, 60 views) of ``A x``: 1.8 % at 64x64 and 2.4 % at 32x32 on a
-  smoothed Shepp-Logan phantom (the same with 180 views: the error is the
-  filter / footprint discretisation, not angular undersampling); 6 % on the
-  discontinuous disc phantom at 255x255 (deepinv: 6.2 %). A Hann window doubles
-  the error on clean data and damps noise.
+* ``A`` against ``skimage.transform.radon(circle=False)``: 0.1-0.4 % relative
+  difference at N = 32-65, every parity of ``N`` and ``D`` (skimage interpolates
+  a rotated image, we integrate exact footprints); against the analytic Radon
+  transform of a pixel-averaged disc: 0.7 % at 64x64, 1.4 % at 32x32 (the
+  pixelised edge, O(1/N));
+* FBP (Ram-Lak, 60 views) of ``A x``: as accurate as skimage's ``iradon`` of its
+  own ``radon`` (``camera()`` at 64x64: 5.33 % vs 5.34 %); 1.6 % at 64x64 and
+  2.4 % at 32x32 on a smoothed Shepp-Logan phantom (the same with 180 views: the
+  error is the filter / footprint discretisation, not angular undersampling). A
+  Hann window doubles the error on clean data and damps noise.
 
-Cost: building the matrix takes about 1 s (single thread) at 256x256 for the 16
-base angles of 60 views (2.4 M non-zeros, about 20 MB for A and A^T in float32);
-later calls reuse it.
+Speed: the angle set is reduced by the symmetries of the square pixel grid about
+the centre of rotation, so the default 60 evenly spaced views need the matrix of
+16 base angles applied to 4 permuted copies of the batch (one sparse-dense
+product). Matrices are cached per (size, angles, centring, device, dtype); the
+first call at 256x256 builds one in about 0.5-1 s. On CPU a projection runs on
+``selfinv.physics.radon.SPARSE_CPU_THREADS`` (default 1) threads (see there).
 
 ``BeerLambertCT`` is the non-linear transmission model
 ``y ~ Poisson(I0 exp(-mu A x))`` with its log-linearisation.
+
+Example:
+    >>> import torch
+    >>> from selfinv.physics import Tomography
+    >>> ct = Tomography(64, n_views=60)          # D = ceil(sqrt(2) 64) = 91 bins
+    >>> x = torch.rand(2, 1, 64, 64)
+    >>> y = ct.A(x)
+    >>> tuple(y.shape)
+    (2, 1, 60, 91)
+    >>> tuple(ct.A_dagger(y).shape)              # FBP
+    (2, 1, 64, 64)
 """
 
 from __future__ import annotations
@@ -70,6 +90,7 @@ from torch import Tensor
 from selfinv.physics.base import LinearPhysics, Physics
 from selfinv.physics.noise import NoiseModel, PoissonNoise
 from selfinv.physics.radon import (
+    CENTERINGS,
     RadonPlan,
     backproject,
     cpu_threads,
@@ -125,6 +146,19 @@ def ramp_filter(n_detectors: int, window: str = "ram-lak", dtype=torch.float64, 
 _ANGLE_SAMPLING = ("fixed", "offset", "uniform")
 
 
+def _square_size(img_size: int | Sequence[int], who: str) -> int:
+    """``N`` from an int, an ``(N, N)`` pair or a ``(C, N, N)`` image shape."""
+    if isinstance(img_size, (tuple, list, torch.Size)):
+        if len(img_size) == 3:
+            img_size = tuple(img_size)[1:]
+        if len(img_size) != 2 or img_size[0] != img_size[1]:
+            raise ValueError(f"{who} needs square images, got img_size={tuple(img_size)}")
+        img_size = img_size[0]
+    if int(img_size) < 2:
+        raise ValueError(f"{who}: img_size must be >= 2, got {img_size}")
+    return int(img_size)
+
+
 class Tomography(LinearPhysics):
     """Parallel-beam CT ``y = noise(A x)``, ``A`` the strip-integral Radon transform.
 
@@ -135,7 +169,8 @@ class Tomography(LinearPhysics):
         n_views: number of evenly spaced angles in [0, 180) (ignored if ``angles`` given).
         angles: angles in degrees, shape ``(n_views,)`` (shared) or ``(B, n_views)``
             (one set per sample).
-        n_detectors: detector bins (default ``ceil(sqrt(2) N)``).
+        n_detectors: detector bins (default ``default_detectors(N, centering)``:
+            ``ceil(sqrt(2) N)``, skimage's ``circle=False`` sinogram height).
         pixel_size: pixel (= detector bin) size; default ``1/N`` (unit-square image).
         noise: noise model on the sinogram.
         dagger: ``"fbp"`` (filtered back-projection, default) or ``"cg"``
@@ -147,6 +182,10 @@ class Tomography(LinearPhysics):
             ``"uniform"`` (``n_views`` i.i.d. uniform angles per sample, sorted).
         use_symmetry: reduce the angle set by the symmetries of the pixel grid
             (faster, same matrix up to float rounding).
+        centering: ``"skimage"`` (default; rotation centre at pixel ``(N//2, N//2)``,
+            detector centre at bin ``D//2``, as ``skimage.transform.radon``) or
+            ``"geometric"`` (centre of the square ``(N-1)/2``, detector ``(D-1)/2``);
+            see the module docstring.
 
     Per-sample angle sets cost one matrix build per distinct set (cached: at most
     ``CACHE_SIZE`` plans and ``CACHE_MAX_NNZ`` non-zeros). Evenly spaced sets
@@ -162,17 +201,9 @@ class Tomography(LinearPhysics):
     def __init__(self, img_size: int | Sequence[int], n_views: int = 60, angles: Tensor | Sequence[float] | None = None,
                  n_detectors: int | None = None, pixel_size: float | None = None,
                  noise: NoiseModel | None = None, dagger: str = "fbp", window: str = "ram-lak",
-                 angle_sampling: str = "fixed", use_symmetry: bool = True):
+                 angle_sampling: str = "fixed", use_symmetry: bool = True, centering: str = "skimage"):
         super().__init__(noise)
-        if isinstance(img_size, (tuple, list, torch.Size)):
-            if len(img_size) == 3:
-                img_size = tuple(img_size)[1:]
-            if len(img_size) != 2 or img_size[0] != img_size[1]:
-                raise ValueError(f"Tomography needs square images, got img_size={tuple(img_size)}")
-            img_size = img_size[0]
-        if int(img_size) < 2:
-            raise ValueError(f"img_size must be >= 2, got {img_size}")
-        self.img_size = int(img_size)
+        self.img_size = _square_size(img_size, "Tomography")
         if dagger not in ("fbp", "cg"):
             raise ValueError(f"dagger must be 'fbp' or 'cg', got '{dagger}'")
         if window not in WINDOWS:
@@ -180,8 +211,15 @@ class Tomography(LinearPhysics):
         if angle_sampling not in _ANGLE_SAMPLING:
             raise ValueError(f"angle_sampling must be one of {_ANGLE_SAMPLING}, got '{angle_sampling}'")
         self.dagger, self.window, self.angle_sampling = dagger, window, angle_sampling
+        if centering not in CENTERINGS:
+            raise ValueError(f"centering must be one of {CENTERINGS}, got {centering!r}")
         self.use_symmetry = bool(use_symmetry)
-        self.n_detectors = int(n_detectors) if n_detectors is not None else default_detectors(self.img_size)
+        self.centering = centering
+        # the rules (None: the default for the image size)
+        self._n_detectors_arg = None if n_detectors is None else int(n_detectors)
+        self._pixel_size_arg = None if pixel_size is None else float(pixel_size)
+        self.n_detectors = (self._n_detectors_arg if self._n_detectors_arg is not None
+                            else default_detectors(self.img_size, centering))
         if self.n_detectors < 1:
             raise ValueError(f"n_detectors must be >= 1, got {n_detectors}")
         self.pixel_size = 1.0 / self.img_size if pixel_size is None else float(pixel_size)
@@ -243,7 +281,7 @@ class Tomography(LinearPhysics):
 
     def _plan(self, angles: Tensor, ref: Tensor) -> RadonPlan:
         return radon_plan(self.img_size, angles.detach().cpu(), self.n_detectors, self.pixel_size,
-                         ref.dtype, ref.device, self.use_symmetry)
+                          ref.dtype, ref.device, self.centering, self.use_symmetry)
 
     def A(self, x: Tensor) -> Tensor:
         """Sinogram ``(B, C, n_views, n_detectors)`` of images ``(B, C, N, N)``."""
@@ -307,7 +345,7 @@ class Tomography(LinearPhysics):
         shared = "shared" if self.angles.shape[0] == 1 else f"per-sample x{self.angles.shape[0]}"
         return (f"img_size={self.img_size}, n_views={self.n_views} ({shared}), n_detectors={self.n_detectors}, "
                 f"pixel_size={self.pixel_size:g}, dagger='{self.dagger}', window='{self.window}', "
-                f"angle_sampling='{self.angle_sampling}'")
+                f"angle_sampling='{self.angle_sampling}', centering='{self.centering}'")
 
 
 class BeerLambertCT(Physics):
