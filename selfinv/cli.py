@@ -102,6 +102,8 @@ def predict(checkpoint: str, input: str, output: str, format: Literal["tiff", "p
         for i in range(y.shape[0]):
             yi = y[i:i + 1]
             op = physics.with_params(**{k: v[i:i + 1] for k, v in params.items()}) if params else physics
+            if hasattr(op, "for_sinogram"):  # CT: the trained geometry rebuilt for this sinogram's size
+                op = op.for_sinogram(yi)
             if tile is not None:
                 if not isinstance(physics, Denoising):
                     raise ValueError(f"--tile: tiled prediction needs a pixel-wise (denoising) physics; this "

@@ -77,6 +77,8 @@ Example:
     (2, 1, 60, 91)
     >>> tuple(ct.A_dagger(y).shape)              # FBP
     (2, 1, 64, 64)
+    >>> tuple(ct.for_image_size(128).A(torch.rand(1, 1, 128, 128)).shape)  # same angles, 128x128
+    (1, 1, 60, 182)
 """
 
 from __future__ import annotations
@@ -187,6 +189,10 @@ class Tomography(LinearPhysics):
             ``"geometric"`` (centre of the square ``(N-1)/2``, detector ``(D-1)/2``);
             see the module docstring.
 
+    ``for_image_size(N')`` and ``for_sinogram(y)`` give the same geometry for another
+    image size (e.g. a back-projection network trained on 64x64 crops applied to a
+    128x128 slice: only the physics is rebuilt).
+
     Per-sample angle sets cost one matrix build per distinct set (cached: at most
     ``CACHE_SIZE`` plans and ``CACHE_MAX_NNZ`` non-zeros). Evenly spaced sets
     containing 0 degrees are reduced by the grid symmetries; offset or random sets
@@ -215,7 +221,7 @@ class Tomography(LinearPhysics):
             raise ValueError(f"centering must be one of {CENTERINGS}, got {centering!r}")
         self.use_symmetry = bool(use_symmetry)
         self.centering = centering
-        # the rules (None: the default for the image size)
+        # the rules (None: the default for the image size), kept to rebuild for another size
         self._n_detectors_arg = None if n_detectors is None else int(n_detectors)
         self._pixel_size_arg = None if pixel_size is None else float(pixel_size)
         self.n_detectors = (self._n_detectors_arg if self._n_detectors_arg is not None
@@ -332,6 +338,86 @@ class Tomography(LinearPhysics):
         self._check_sinogram(y, "Tomography.A_dagger")
         return super().A_dagger(y)
 
+    # -- the same geometry at another size ------------------------------------------------
+    def for_image_size(self, img_size: int | Sequence[int], n_detectors: int | None = None) -> Tomography:
+        """This operator for ``N' x N'`` images: same angles, centring, filter, noise and sampling.
+
+        The detector count and the pixel size follow the rules this operator was built
+        with: the defaults become ``default_detectors(N')`` and ``1 / N'``; an explicit
+        ``pixel_size`` is kept (the same physical pixel); an explicit ``n_detectors``
+        cannot be guessed for another size and must be passed again.
+
+        Example:
+            >>> ct64 = Tomography(64, n_views=60)
+            >>> ct128 = ct64.for_image_size(128)
+            >>> ct128.n_detectors, bool((ct128.angles == ct64.angles).all())
+            (182, True)
+        """
+        n = _square_size(img_size, "Tomography.for_image_size")
+        if n_detectors is not None:
+            if int(n_detectors) < 1:
+                raise ValueError(f"n_detectors must be >= 1, got {n_detectors}")
+            explicit = int(n_detectors)
+        elif self._n_detectors_arg is None:
+            explicit = None
+        elif n == self.img_size:
+            explicit = self.n_detectors
+        else:
+            raise ValueError(
+                f"this Tomography has an explicit n_detectors={self.n_detectors} for {self.img_size}x"
+                f"{self.img_size} images; pass n_detectors for {n}x{n} images (the default rule gives "
+                f"{default_detectors(n, self.centering)})")
+        new = self._shallow_copy()
+        new.img_size = n
+        new._n_detectors_arg = explicit
+        new.n_detectors = default_detectors(n, self.centering) if explicit is None else explicit
+        new.pixel_size = 1.0 / n if self._pixel_size_arg is None else self._pixel_size_arg
+        return new
+
+    def for_sinogram(self, y: Tensor | Sequence[int], img_size: int | None = None) -> Tomography:
+        """This operator for sinograms of shape ``(..., n_views, D)`` (a tensor or its shape).
+
+        The number of views must match the angles. The image size is ``img_size`` when
+        given (the detector count is then ``D``), else the one ``N`` whose default detector
+        count is ``D`` (``ceil(sqrt(2) N)``: the size of ``skimage.transform.radon(...,
+        circle=False)``). Returns ``self`` when the shape is already this operator's.
+
+        Example:
+            >>> ct = Tomography(64, n_views=60)
+            >>> ct.for_sinogram((1, 1, 60, 182)).img_size
+            128
+        """
+        shape = tuple(y.shape) if isinstance(y, Tensor) else tuple(int(d) for d in y)
+        if len(shape) < 2:
+            raise ValueError(f"Tomography.for_sinogram expects a sinogram shape (..., n_views, n_detectors), "
+                             f"got {shape}")
+        views, D = shape[-2:]
+        if views != self.n_views:
+            raise ValueError(f"the sinogram has {views} views (shape {shape}) but this Tomography has "
+                             f"{self.n_views} angles; expected shape (..., {self.n_views}, D)")
+        if img_size is not None:
+            n = _square_size(img_size, "Tomography.for_sinogram")
+            if n == self.img_size and D == self.n_detectors:
+                return self
+            return self.for_image_size(n, n_detectors=D)
+        if D == self.n_detectors:
+            return self
+        if self._n_detectors_arg is not None:
+            raise ValueError(
+                f"the sinogram has {D} detector bins but this Tomography has an explicit n_detectors="
+                f"{self.n_detectors} (for {self.img_size}x{self.img_size} images): the image size cannot be "
+                f"inferred; pass img_size")
+        guess = max(1, int(D / math.sqrt(2)))
+        candidates = range(max(1, guess - 2), guess + 3)
+        matches = [n for n in candidates if default_detectors(n, self.centering) == D]
+        if not matches:
+            near = ", ".join(f"N={n} gives {default_detectors(n, self.centering)}" for n in candidates)
+            raise ValueError(
+                f"the sinogram has {D} detector bins, which no image size gives with the default detector "
+                f"count of this Tomography ({near}; it has {self.n_detectors} for {self.img_size}x"
+                f"{self.img_size}); pass img_size to use {D} bins for an image size of your choice")
+        return self.for_image_size(matches[0])
+
     def _check_sinogram(self, y: Tensor, who: str) -> None:
         if not isinstance(y, Tensor):
             raise TypeError(f"{who} expects a torch.Tensor, got {type(y).__name__}")
@@ -406,6 +492,21 @@ class BeerLambertCT(Physics):
     def A_dagger(self, y: Tensor) -> Tensor:
         """FBP of the linearised counts."""
         return self.tomography.A_dagger(self.linearise(y))
+
+    def for_image_size(self, img_size: int | Sequence[int], n_detectors: int | None = None) -> BeerLambertCT:
+        """The same model for ``N' x N'`` images (see ``Tomography.for_image_size``)."""
+        new = self._shallow_copy()
+        new.tomography = self.tomography.for_image_size(img_size, n_detectors)
+        return new
+
+    def for_sinogram(self, y: Tensor | Sequence[int], img_size: int | None = None) -> BeerLambertCT:
+        """The same model for count sinograms of shape ``(..., n_views, D)`` (see ``Tomography.for_sinogram``)."""
+        tomography = self.tomography.for_sinogram(y, img_size)
+        if tomography is self.tomography:
+            return self
+        new = self._shallow_copy()
+        new.tomography = tomography
+        return new
 
     def extra_repr(self) -> str:
         return f"I0={self.I0.tolist()}, mu={self.mu:g}"
