@@ -16,8 +16,8 @@ Conventions
   ``A⁺ = Aᵀ = Fᴴ M`` (the zero-filled inverse FFT), exactly.
 
 Computation: for even ``H`` and ``W`` and a line mask keeping the same number
-``K`` of lines in every sample, ``A`` runs real FFTs along the rows of both
-channels and the column FFTs on the ``K`` kept lines only, and ``Aᵀ`` the column
+``K`` of lines in every sample, ``A`` runs the FFTs along the rows and the
+column FFTs on the ``K`` kept lines only, and ``Aᵀ`` the column
 inverse FFTs on the ``K`` lines and the row inverse FFTs; the centring shifts are
 sign changes and half-period column shifts on those ``K`` lines (``_LinePlan``).
 Other masks and sizes use the full 2-D FFT with the shifts as ``(-1)^(i+j)``
@@ -130,13 +130,12 @@ class _LinePlan:
     For even ``H`` and ``W`` the centred DFT factorises into 1-D transforms with
     ``C_n(v)[p] = (-1)^(p + n/2) F_n((-1)^j v)[p]`` along each axis, and
     ``F_n((-1)^j v)[p] = F_n(v)[(p + n/2) mod n]`` (a shift by half the period). So
-    ``A x = M C_H C_W x`` needs ``F_W`` on every row -- of the real and imaginary
-    channels separately, as real FFTs: ``F_W(x_c)[q] = conj(F_W(x_c)[W - q])`` gives
-    the columns past ``W/2`` -- then ``F_H`` on the ``K`` kept columns only (read at
-    ``q = (k + W/2) mod W``). ``A^T`` runs ``F_H^-1`` on the ``K`` columns and
-    ``F_W^-1`` on every row, its output sign ``(-1)^(p + W/2)`` becoming the same
-    half-period shift of the columns. Only ``W`` FFTs of every row, no full-size
-    multiplication.
+    ``A x = M C_H C_W x`` needs ``F_W`` on every row, then ``F_H`` on the ``K`` kept
+    columns only (read at ``q = (k + W/2) mod W``); ``A^T`` runs ``F_H^-1`` on the
+    ``K`` columns and ``F_W^-1`` on every row, its output sign ``(-1)^(p + W/2)``
+    becoming the same half-period shift of the columns. No full-size multiplication,
+    and every full-size temporary has the size of the image (so the allocator reuses
+    the same blocks from call to call).
     """
 
     def __init__(self, mask: Tensor, h: int, w: int, dtype: torch.dtype, device: torch.device):
@@ -144,14 +143,11 @@ class _LinePlan:
         self.batch, k = keep.shape[0], int(keep[0].sum())
         self.cols = keep.nonzero()[:, 1].reshape(self.batch, 1, 1, k).to(device)  # kept columns, ascending
         self.shifted = (self.cols + w // 2) % w  # where F_W's output holds them
-        self.half = torch.minimum(self.shifted, w - self.shifted)  # ... in the real FFT's w//2 + 1 bins
         r = torch.arange(h, device=device).reshape(1, h, 1)
         sign = lambda e: (1 - 2 * (e % 2)).to(dtype)  # noqa: E731  (-1)^e
         cols = self.cols[:, 0]  # (B or 1, 1, K)
-        # A: (-1)^i before F_H, on the real and imaginary parts of the real FFTs' bins, the
-        # latter negated (conjugated) past W/2: (B or 1, 1, H, K, 2); (-1)^(r + H/2 + k + W/2) after F_H
-        conj = sign((self.shifted[:, 0] > w // 2).long())  # (B or 1, 1, K)
-        self.pre_sign = torch.stack(torch.broadcast_tensors(sign(r), sign(r) * conj), -1)[:, None]
+        # A: (-1)^i before F_H, (-1)^(r + H/2 + k + W/2) after it
+        self.row_sign = sign(r)  # (1, H, 1)
         self.out_sign = sign(r + h // 2 + cols + w // 2)  # (B or 1, H, K)
         # A^T: (-1)^(i + k) before F_H^-1; (-1)^(r + H/2 + W/2) after it
         self.in_sign = sign(r + cols)
@@ -168,10 +164,9 @@ class _LinePlan:
         """``M C x`` for real 2-channel images ``(B, 2, H, W)``, zero off the kept columns."""
         B, _, H, W = x.shape
         K = self.cols.shape[-1]
-        r = torch.fft.rfft(x, dim=-1, norm="ortho")  # (B, 2, H, W/2 + 1)
-        g = r.gather(-1, self.half.expand(B, 2, H, K))  # F_W of each channel at the shifted columns
-        torch.view_as_real(g).mul_(self.pre_sign)
-        v = g[:, 0].add_(g[:, 1] * 1j)  # F_W((-1)^(i+j) (x_re + i x_im)) at the kept columns, (B, H, K)
+        u = torch.fft.fft(torch.complex(x[:, 0], x[:, 1]), dim=-1, norm="ortho")  # F_W, (B, H, W)
+        v = u.gather(-1, self.shifted[:, 0].expand(B, H, K)).mul_(self.row_sign)  # (B, H, K)
+        del u
         v = torch.fft.fft(v, dim=-2, norm="ortho").mul_(self.out_sign)
         out = x.new_zeros(B, 2, H, W)
         return out.scatter_(-1, self.cols.expand(B, 2, H, K), torch.view_as_real(v).permute(0, 3, 1, 2))
