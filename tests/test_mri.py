@@ -77,3 +77,21 @@ def test_fast_path_follows_a_new_mask_and_keeps_dtype_and_gradients():
     w = torch.randn(2, 2, H, W, generator=g, dtype=torch.float64)
     (op.A(xr) * w).sum().backward()
     assert torch.allclose(xr.grad, op.A_adjoint(w), rtol=0, atol=1e-12)
+
+
+def test_small_transforms_run_on_one_thread_and_restore_the_setting(monkeypatch):
+    # B x H x W <= SINGLE_THREAD_PIXELS: one thread inside the operator, torch's setting after it
+    from selfinv.physics import mri as mri_module
+
+    seen = []
+    plan_forward = mri_module._LinePlan.forward
+
+    def spy(self, x):
+        seen.append(torch.get_num_threads())
+        return plan_forward(self, x)
+
+    monkeypatch.setattr(mri_module._LinePlan, "forward", spy)
+    threads = torch.get_num_threads()
+    op = MRI((16, 16), acceleration=4, center_fraction=0.125, generator=torch.Generator().manual_seed(2))
+    op.A(torch.rand(2, 2, 16, 16))
+    assert seen == [1] and torch.get_num_threads() == threads

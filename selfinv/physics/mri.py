@@ -50,8 +50,13 @@ from torch import Tensor
 from selfinv.physics.base import LinearPhysics, binary_mask
 from selfinv.physics.noise import NoiseModel
 from selfinv.utils import rng
+from selfinv.utils.threads import at_most_threads
 
 ACCELERATIONS = (2, 4, 8)
+#: images up to this many pixels (B x H x W) are transformed on one CPU thread: the
+#: operator is then a chain of kernels of a few tens of microseconds, which a second
+#: thread does not speed up and a busy machine slows down several-fold (thread barriers)
+SINGLE_THREAD_PIXELS = 65_536
 PATTERNS = ("random", "equispaced")
 
 
@@ -144,7 +149,7 @@ class _LinePlan:
         self.cols = keep.nonzero()[:, 1].reshape(self.batch, 1, 1, k).to(device)  # kept columns, ascending
         self.shifted = (self.cols + w // 2) % w  # where F_W's output holds them
         r = torch.arange(h, device=device).reshape(1, h, 1)
-        sign = lambda e: (1 - 2 * (e % 2)).to(dtype)  # noqa: E731  (-1)^e
+        sign = lambda e: (1 - 2 * (e % 2)).to(dtype)
         cols = self.cols[:, 0]  # (B or 1, 1, K)
         # A: (-1)^i before F_H, (-1)^(r + H/2 + k + W/2) after it
         self.row_sign = sign(r)  # (1, H, 1)
@@ -347,19 +352,25 @@ class MRI(LinearPhysics):
         self.__dict__["_line_cache"] = (self.mask, self.mask._version, key, plan)
         return plan
 
+    @staticmethod
+    def _threads(t: Tensor) -> int | None:
+        return 1 if t.shape[0] * t.shape[-2] * t.shape[-1] <= SINGLE_THREAD_PIXELS else None
+
     def A(self, x: Tensor) -> Tensor:
         x, m = self._prepare(x, "MRI.A")
         plan = self._line_plan(m, x)
-        if plan is not None:
-            return plan.forward(x if x.dtype in (torch.float32, torch.float64) else x.float())
-        return to_channels(_centred(_fft2, to_complex(x), out_weight=m.to(x.dtype)))
+        with at_most_threads(x, self._threads(x)):
+            if plan is not None:
+                return plan.forward(x if x.dtype in (torch.float32, torch.float64) else x.float())
+            return to_channels(_centred(_fft2, to_complex(x), out_weight=m.to(x.dtype)))
 
     def A_adjoint(self, y: Tensor) -> Tensor:
         y, m = self._prepare(y, "MRI.A_adjoint")
         plan = self._line_plan(m, y)
-        if plan is not None:
-            return to_channels(plan.adjoint(y))
-        return to_channels(_centred(_ifft2, to_complex(y), in_weight=m.to(y.dtype)))
+        with at_most_threads(y, self._threads(y)):
+            if plan is not None:
+                return to_channels(plan.adjoint(y))
+            return to_channels(_centred(_ifft2, to_complex(y), in_weight=m.to(y.dtype)))
 
     def A_dagger(self, y: Tensor) -> Tensor:
         """Zero-filled inverse FFT ``Fᴴ M y`` — the exact pseudo-inverse."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
-from contextlib import contextmanager
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from selfinv.utils.threads import at_most_threads
 
 __all__ = ["CENTERINGS", "RadonPlan", "backproject", "cpu_threads", "default_detectors", "detector_center",
            "project", "radon_matrix", "radon_matrix_transpose", "radon_plan", "rotation_center"]
@@ -234,7 +235,7 @@ class RadonPlan:
         center = rotation_center(n, centering)
         det_center = detector_center(n_detectors, centering)
         half = max(center, n - 1 - center)
-        m = int(round(2 * half + 1))
+        m = round(2 * half + 1)
         reduced = [_reduce_angle(a) for a in angles]
         base = sorted({round(phi, 9) for _, phi in reduced})
         used = sorted({g for g, _ in reduced})
@@ -253,7 +254,7 @@ class RadonPlan:
             grid_center = center
         self.G = len(self.symmetries)
         # offset of the image in the grid (0 here: the grid extends the image right and down)
-        self.offset = int(round((self.m - 1) / 2 - center)) if self.m != n else 0
+        self.offset = round((self.m - 1) / 2 - center) if self.m != n else 0
         self.n_base = base_angles.numel()
         self.rows = torch.tensor(rows, dtype=torch.long, device=device)
         # (view v) -> (symmetry, base angle) of the stacked output, for a single gather
@@ -305,26 +306,17 @@ class RadonPlan:
         return out[o:o + n, o:o + n].permute(2, 0, 1).reshape(M, n * n)
 
 
-@contextmanager
 def cpu_threads(t: Tensor, work: int):
-    """Run a projection with at most ``SPARSE_CPU_THREADS`` CPU threads (1 for small ``work``).
+    """A context running a projection with at most ``SPARSE_CPU_THREADS`` CPU threads
+    (one for less than ``SINGLE_THREAD_WORK`` multiply-adds).
 
     The whole projection (permutations, sparse product, re-indexing) is a chain of
     sub-millisecond kernels, each of which would otherwise wait at a thread barrier.
     """
-    threads = torch.get_num_threads()
-    wanted = 1 if work < SINGLE_THREAD_WORK else min(threads, SPARSE_CPU_THREADS or threads)
-    if t.device.type != "cpu" or wanted == threads:
-        yield
-        return
-    torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    return at_most_threads(t, 1 if work < SINGLE_THREAD_WORK else SPARSE_CPU_THREADS)
 
 
-_PLANS: "OrderedDict[tuple, RadonPlan]" = OrderedDict()
+_PLANS: OrderedDict[tuple, RadonPlan] = OrderedDict()
 
 
 def radon_plan(n: int, angles: Tensor, D: int, s: float, dtype: torch.dtype, device: torch.device,

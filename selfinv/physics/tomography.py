@@ -84,7 +84,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -103,7 +103,7 @@ from selfinv.physics.radon import (
 )
 from selfinv.utils import rng
 
-__all__ = ["Tomography", "BeerLambertCT", "radon_matrix", "ramp_filter"]
+__all__ = ["BeerLambertCT", "Tomography", "radon_matrix", "ramp_filter"]
 
 #: filter windows accepted by ``Tomography.fbp`` (multiplying the ramp's spectrum)
 WINDOWS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
@@ -124,7 +124,7 @@ def ramp_filter(n_detectors: int, window: str = "ram-lak", dtype=torch.float64, 
     """
     if window not in WINDOWS:
         raise ValueError(f"unknown FBP window '{window}'; expected one of {WINDOWS}")
-    n_pad = 1 << max(6, int(math.ceil(math.log2(2 * n_detectors))))
+    n_pad = 1 << max(6, math.ceil(math.log2(2 * n_detectors)))
     idx = torch.arange(n_pad, dtype=torch.float64, device=device)
     m = torch.minimum(idx, n_pad - idx)  # circular distance
     h = torch.where(m % 2 == 1, -1.0 / (math.pi * m.clamp_min(1)) ** 2, torch.zeros_like(m))
