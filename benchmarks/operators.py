@@ -214,6 +214,20 @@ def build_report(ours, theirs, notes, accuracy, env, deepinv_env) -> str:
     if deepinv_env:
         lines += [f"deepinv side: torch {deepinv_env.get('torch')}, deepinv {deepinv_env.get('deepinv')}.", ""]
     lines += [markdown_table(header, rows), ""]
+    if theirs:
+        # first quartiles: on a shared machine the median of a sub-millisecond operator can be
+        # a time slice of another process; the lower quartile is closer to the operator's cost
+        q = lambda r, k: r[k].get("q1_ms", r[k].get("p25_ms")) if r is not None and k in r else None  # noqa: E731
+        qrows = []
+        for r in ours:
+            for cp in r["counterparts"]:
+                d = ref.get((cp, r["batch"]))
+                qrows.append([r["op"], cp, r["batch"]] + [
+                    "-" if q(r, k) is None or q(d, k) is None
+                    else f"{fmt_ms(q(r, k))} / {fmt_ms(q(d, k))} = {fmt_ratio(q(d, k), q(r, k))}"
+                    for k in ("A", "A_adjoint", "A_dagger_fbp")])
+        lines += ["Lower quartiles, selfinv ms / deepinv ms = ratio (same runs):", "",
+                  markdown_table(["selfinv operator", "deepinv counterpart", "batch", "A", "Aᵀ", "FBP"], qrows), ""]
     ct = [r for r in ours if r["op"].startswith("Tomography")]
     if ct:
         lines += ["First call of Tomography (builds and caches the sparse matrix): "
