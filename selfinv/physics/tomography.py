@@ -27,8 +27,9 @@ Geometry (``centering="skimage"``, the default: the convention of
   sinogram ``radon(image, theta, circle=False)`` of an ``N x N`` image is ``A x``
   transposed (``(D, views)`` there, ``(views, D)`` here) with ``pixel_size=1``.
   Every pixel inside the disc inscribed in the image projects entirely onto the
-  detector; at diagonal views the outermost corner of the image can fall off it
-  by up to half a bin, as in skimage;
+  detector; at views near 45 and 135 degrees the footprints of a few corner pixels
+  overhang its ends (by at most 1.2 bins), as in skimage. Pass a larger
+  ``n_detectors`` to keep them whole;
 * ``centering="geometric"`` puts the centre of rotation at the centre of the image
   square, ``(N-1)/2``, and the detector centre at ``(D-1)/2`` (the convention
   of selfinv 0.1.0; for odd ``N`` and ``D`` both conventions coincide). Its
