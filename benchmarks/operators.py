@@ -187,6 +187,10 @@ def run_deepinv(python: str, anchor: str, batches) -> tuple[list, dict | None, s
     return data["results"], {"env": data.get("env"), "ct_accuracy": accuracy}, note
 
 
+def _load(values) -> str:
+    return "-" if not values else "/".join(f"{v:.2f}" for v in values)
+
+
 def build_report(ours, theirs, notes, accuracy, env, deepinv_env) -> str:
     ref = {(r["op"], r["batch"]): r for r in theirs}
     ms = lambda r, k: r[k]["median_ms"] if r is not None and k in r else None  # noqa: E731
@@ -204,11 +208,26 @@ def build_report(ours, theirs, notes, accuracy, env, deepinv_env) -> str:
               "Aᵀ ms", "deepinv Aᵀ ms", "Aᵀ ratio", "FBP ms", "deepinv FBP ms", "FBP ratio"]
     lines = ["# Operator timings: selfinv vs DeepInverse", "",
              f"CPU: {env.get('cpu')}, torch {env['torch']}, {env['torch_threads']} threads, "
-             f"load average at start {env.get('load_average')}. Median of repeats (>= 0.5 s per entry); "
+             f"load average (1, 5, 15 min) at start {_load(env.get('load_average'))}, at the end "
+             f"{_load(env.get('load_average_end'))}. Median of repeats (>= 0.5 s per entry); "
              "ratio = deepinv ms / selfinv ms (> 1: selfinv faster).", ""]
     if deepinv_env:
         lines += [f"deepinv side: torch {deepinv_env.get('torch')}, deepinv {deepinv_env.get('deepinv')}.", ""]
     lines += [markdown_table(header, rows), ""]
+    if theirs:
+        # first quartiles: on a shared machine the median of a sub-millisecond operator can be
+        # a time slice of another process; the lower quartile is closer to the operator's cost
+        q = lambda r, k: r[k].get("q1_ms", r[k].get("p25_ms")) if r is not None and k in r else None  # noqa: E731
+        qrows = []
+        for r in ours:
+            for cp in r["counterparts"]:
+                d = ref.get((cp, r["batch"]))
+                qrows.append([r["op"], cp, r["batch"]] + [
+                    "-" if q(r, k) is None or q(d, k) is None
+                    else f"{fmt_ms(q(r, k))} / {fmt_ms(q(d, k))} = {fmt_ratio(q(d, k), q(r, k))}"
+                    for k in ("A", "A_adjoint", "A_dagger_fbp")])
+        lines += ["Lower quartiles, selfinv ms / deepinv ms = ratio (same runs):", "",
+                  markdown_table(["selfinv operator", "deepinv counterpart", "batch", "A", "Aᵀ", "FBP"], qrows), ""]
     ct = [r for r in ours if r["op"].startswith("Tomography")]
     if ct:
         lines += ["First call of Tomography (builds and caches the sparse matrix): "
@@ -264,6 +283,7 @@ def main() -> None:
             notes.append(note)
         if deepinv_info and deepinv_info.get("ct_accuracy"):
             accuracy["deepinv"] = deepinv_info["ct_accuracy"]
+    env["load_average_end"] = list(os.getloadavg())
     notes.append("Denoising: selfinv's A and Aᵀ return their input (no copy), so its ratio only "
                  "measures deepinv's call overhead.")
     notes.append("MRI k-space is simulated from magnitude images (real 2-channel tensors).")

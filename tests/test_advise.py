@@ -1,5 +1,6 @@
 """`selfinv advise` on the tutorial's cases: verdicts, reasons, the rank conditions they rest on, configs."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -212,8 +213,12 @@ def test_ct_sparse_view_rotations():
                           generator=torch.Generator().manual_seed(0))
     row = a.get("ei", "rotate")
     assert rep.level == "learnable" and row.verdict == VALID and f"rank {rep.rank}/{rep.n}" in row.reason
-    r90 = a.get("ei", "rotate90")  # 4 views at 45° steps are closed under 90° rotations
-    assert r90.verdict == INVALID and "equivariant to rotate90" in r90.reason
+    # 4 views at 45° steps are closed under 90° rotations about the scanner's centre; with scikit-image's
+    # centring (pixel N // 2) a grid rotation of an even-size image turns about (N - 1) / 2 instead, so the
+    # equivariance holds up to half a pixel and the group fills at most a dimension or two
+    r90 = a.get("ei", "rotate90")
+    assert r90.verdict == INVALID
+    assert "equivariant to rotate90" in r90.reason or re.search(r"fills [12] of the \d+ missing dims", r90.reason)
     assert a.best.loss == "robust_ei" and a.best.variant == "rotate"
     assert a.config["losses"][0]["args"]["fidelity"]["args"]["noise"] == "poisson_gaussian"
 

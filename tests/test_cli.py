@@ -113,3 +113,34 @@ def test_identifiability_prints_the_theory_report(config, capsys):
     assert main(["identifiability", "--config", str(config), "--image_size", "6"]) == 0
     out = capsys.readouterr().out
     assert "36 / 36" in out
+
+
+CT_CONFIG = """
+data: {patch_size: 16, num_patches: 16, batch_size: 4, val_fraction: 0.25, seed: 0}
+physics: {name: tomography, args: {n_views: 20}, noise: {name: gaussian, args: {sigma: 0.01}}}
+model: {backbone: {name: unet, args: {scales: 2, base_channels: 4, batch_norm: false}}}
+losses:
+  - {name: mc}
+trainer: {max_steps: 2, progress_bar: false, accelerator: cpu, log_every_n_steps: 1}
+"""
+
+
+def test_ct_model_trained_on_crops_predicts_a_larger_sinogram(tmp_path, capsys):
+    # trained on 16x16 crops (sinograms 20 x 23); a 40x40 slice with the same angles has
+    # sinograms 20 x 57 (57 = ceil(sqrt(2) 40)): predict rebuilds the physics for it
+    from selfinv.physics import Tomography
+
+    cfg = tmp_path / "ct.yaml"
+    cfg.write_text(CT_CONFIG)
+    out = tmp_path / "run"
+    assert main(["fit", "--config", str(cfg), "--trainer.output_dir", str(out)]) == 0
+    x = torch.rand(1, 1, 40, 40, generator=torch.Generator().manual_seed(0))
+    y = Tomography(40, n_views=20).A(x)[0, 0].numpy()
+    np.save(tmp_path / "sino.npy", y)
+    assert main(["predict", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--input",
+                 str(tmp_path / "sino.npy"), "--output", str(tmp_path / "rec"), "--format", "npy"]) == 0
+    assert np.load(tmp_path / "rec" / "sino.npy").squeeze().shape == (40, 40)
+    np.save(tmp_path / "bad.npy", np.zeros((20, 59), dtype=np.float32))  # no N gives 59 bins
+    assert main(["predict", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--input",
+                 str(tmp_path / "bad.npy"), "--output", str(tmp_path / "rec2"), "--format", "npy"]) == 2
+    assert "59 detector bins" in capsys.readouterr().err

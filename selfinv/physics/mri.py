@@ -15,6 +15,25 @@ Conventions
 * ``A Aᵀ = M F Fᴴ M = M`` is an orthogonal projection, hence
   ``A⁺ = Aᵀ = Fᴴ M`` (the zero-filled inverse FFT), exactly.
 
+Computation: for even ``H`` and ``W`` and a line mask keeping the same number
+``K`` of lines in every sample, ``A`` runs the FFTs along the rows and the
+column FFTs on the ``K`` kept lines only, and ``Aᵀ`` the column
+inverse FFTs on the ``K`` lines and the row inverse FFTs; the centring shifts are
+sign changes and half-period column shifts on those ``K`` lines (``_LinePlan``).
+Other masks and sizes use the full 2-D FFT with the shifts as ``(-1)^(i+j)``
+modulations. Both give the same operator to rounding.
+
+Example:
+    >>> import torch
+    >>> from selfinv.physics import MRI
+    >>> mri = MRI((64, 64), acceleration=4, center_fraction=0.08, generator=torch.Generator().manual_seed(0))
+    >>> x = torch.rand(2, 2, 64, 64, dtype=torch.float64)
+    >>> y = mri.A(x)                       # k-space, zero off the 16 kept lines
+    >>> int((y[0, 0].abs().sum(0) > 0).sum())
+    16
+    >>> bool(torch.allclose(mri.A(mri.A_adjoint(y)), y))   # A Aᵀ = M
+    True
+
 Simulated k-space from magnitude images is not real acquired MRI data (no coil
 sensitivities, no phase); say so in reports. Masks follow the fastMRI challenge
 (Zbontar et al., "fastMRI: An open dataset and benchmarks for accelerated MRI",
@@ -24,15 +43,22 @@ sensitivities, no phase); say so in reports. Masks follow the fastMRI challenge
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from selfinv.physics.base import LinearPhysics, binary_mask
+from selfinv.physics.base import binary_mask
+from selfinv.physics.masked import MaskedPhysics
 from selfinv.physics.noise import NoiseModel
 from selfinv.utils import rng
+from selfinv.utils.threads import at_most_threads
 
 ACCELERATIONS = (2, 4, 8)
+#: images up to this many pixels (B x H x W) are transformed on one CPU thread: the
+#: operator is then a chain of kernels of a few tens of microseconds, which a second
+#: thread does not speed up and a busy machine slows down several-fold (thread barriers)
+SINGLE_THREAD_PIXELS = 65_536
 PATTERNS = ("random", "equispaced")
 
 
@@ -105,6 +131,66 @@ def centered_ifft2(k: Tensor) -> Tensor:
     return to_channels(_centred(_ifft2, to_complex(k)))
 
 
+class _LinePlan:
+    """The kept k-space columns of a line mask and the signs of the pruned centred FFT.
+
+    For even ``H`` and ``W`` the centred DFT factorises into 1-D transforms with
+    ``C_n(v)[p] = (-1)^(p + n/2) F_n((-1)^j v)[p]`` along each axis, and
+    ``F_n((-1)^j v)[p] = F_n(v)[(p + n/2) mod n]`` (a shift by half the period). So
+    ``A x = M C_H C_W x`` needs ``F_W`` on every row, then ``F_H`` on the ``K`` kept
+    columns only (read at ``q = (k + W/2) mod W``); ``A^T`` runs ``F_H^-1`` on the
+    ``K`` columns and ``F_W^-1`` on every row, its output sign ``(-1)^(p + W/2)``
+    becoming the same half-period shift of the columns. No full-size multiplication,
+    and every full-size temporary has the size of the image (so the allocator reuses
+    the same blocks from call to call).
+    """
+
+    def __init__(self, mask: Tensor, h: int, w: int, dtype: torch.dtype, device: torch.device):
+        keep = mask[:, 0, 0] != 0  # (B or 1, W)
+        self.batch, k = keep.shape[0], int(keep[0].sum())
+        self.cols = keep.nonzero()[:, 1].reshape(self.batch, 1, 1, k).to(device)  # kept columns, ascending
+        self.shifted = (self.cols + w // 2) % w  # where F_W's output holds them
+        r = torch.arange(h, device=device).reshape(1, h, 1)
+        def sign(e):
+            return (1 - 2 * (e % 2)).to(dtype)
+        cols = self.cols[:, 0]  # (B or 1, 1, K)
+        # A: (-1)^i before F_H, (-1)^(r + H/2 + k + W/2) after it
+        self.row_sign = sign(r)  # (1, H, 1)
+        self.out_sign = sign(r + h // 2 + cols + w // 2)  # (B or 1, H, K)
+        # A^T: (-1)^(i + k) before F_H^-1; (-1)^(r + H/2 + W/2) after it
+        self.in_sign = sign(r + cols)
+        self.back_sign = sign(r + h // 2 + w // 2)  # (1, H, 1)
+
+    @staticmethod
+    def applies(mask: Tensor, h: int, w: int) -> bool:
+        if h % 2 or w % 2 or mask.shape[-2] != 1:
+            return False
+        counts = (mask[:, 0, 0] != 0).sum(1)
+        return bool((counts == counts[0]).all()) and int(counts[0]) > 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``M C x`` for real 2-channel images ``(B, 2, H, W)``, zero off the kept columns."""
+        B, _, H, W = x.shape
+        K = self.cols.shape[-1]
+        u = torch.fft.fft(torch.complex(x[:, 0], x[:, 1]), dim=-1, norm="ortho")  # F_W, (B, H, W)
+        v = u.gather(-1, self.shifted[:, 0].expand(B, H, K)).mul_(self.row_sign)  # (B, H, K)
+        del u
+        v = torch.fft.fft(v, dim=-2, norm="ortho").mul_(self.out_sign)
+        out = x.new_zeros(B, 2, H, W)
+        return out.scatter_(-1, self.cols.expand(B, 2, H, K), torch.view_as_real(v).permute(0, 3, 1, 2))
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """``C^-1 M y`` for real 2-channel k-space ``(B, 2, H, W)``, as complex ``(B, H, W)``."""
+        B, _, H, W = y.shape
+        K = self.cols.shape[-1]
+        g = y.gather(-1, self.cols.expand(B, 2, H, K))  # (B, 2, H, K)
+        v = torch.complex(g[:, 0], g[:, 1]).mul_(self.in_sign)
+        v = torch.fft.ifft(v, dim=-2, norm="ortho").mul_(self.back_sign)
+        full = v.new_zeros(B, H, W)
+        full.scatter_(-1, self.shifted[:, 0].expand(B, H, K), v)
+        return torch.fft.ifft(full, dim=-1, norm="ortho")
+
+
 def mri_mask(
     width: int,
     acceleration: int = 4,
@@ -161,7 +247,7 @@ def mri_mask(
     return mask[:, None, None, :]
 
 
-class MRI(LinearPhysics):
+class MRI(MaskedPhysics):
     """Undersampled single-coil Cartesian MRI ``A x = M F x``; ``Aᵀ = A⁺ = Fᴴ M``.
 
     Args:
@@ -179,6 +265,7 @@ class MRI(LinearPhysics):
     """
 
     param_names = ("mask",)
+    complex_image: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -240,6 +327,26 @@ class MRI(LinearPhysics):
     def is_random(self) -> bool:
         return not self._fixed_user_mask
 
+    def for_measurement(self, shape: tuple[int, ...]) -> "MRI":
+        """The same sampling (acceleration, centre fraction, pattern, noise) for k-space ``(2, H', W')``.
+        The mask of a measurement of another size comes with it (a fastMRI file's ``mask``) or from
+        ``mask_from_measurement``."""
+        if len(shape) != 3 or shape[0] != 2:
+            raise ValueError(f"MRI expects k-space as 2 real channels (2, H, W), got shape {tuple(shape)}")
+        if tuple(shape[1:]) == self.img_size:
+            return self
+        if self._fixed_user_mask:
+            raise ValueError(f"this MRI operator has a fixed mask for {self.img_size} k-space; it cannot take "
+                             f"k-space of size {tuple(shape[1:])}")
+        return MRI(tuple(shape[1:]), self.acceleration, self.center_fraction, self.pattern, noise=self.noise,
+                   generator=torch.Generator(device=self.mask.device).manual_seed(0))
+
+    def mask_from_measurement(self, y: Tensor) -> Tensor:
+        """``(B, 1, 1, W)``: the k-space columns (phase-encoding lines) holding any non-zero sample."""
+        if y.is_complex():
+            y = to_channels(y)
+        return (y != 0).flatten(1, 2).any(dim=1).to(y.dtype)[:, None, None, :]
+
     @property
     def acceleration_achieved(self) -> float:
         """``H W / (number of kept k-space samples)``, averaged over the batch of masks."""
@@ -262,18 +369,41 @@ class MRI(LinearPhysics):
         self._check_image(t, who, channels=2, size=self.img_size)
         return t, self._param_for("mask", t, who)
 
+    def _line_plan(self, m: Tensor, t: Tensor) -> _LinePlan | None:
+        """The pruned-FFT plan of the current mask on ``t``'s dtype/device (cached), or None
+        (odd sizes, 2-D masks, samples keeping different numbers of lines)."""
+        key = (t.dtype, t.device)
+        cached = self.__dict__.get("_line_cache")
+        if cached is not None and cached[0] is self.mask and cached[1] == self.mask._version and cached[2] == key:
+            return cached[3]
+        H, W = self.img_size
+        plan = _LinePlan(m, H, W, t.dtype, t.device) if _LinePlan.applies(m, H, W) else None
+        self.__dict__["_line_cache"] = (self.mask, self.mask._version, key, plan)
+        return plan
+
+    @staticmethod
+    def _threads(t: Tensor) -> int | None:
+        return 1 if t.shape[0] * t.shape[-2] * t.shape[-1] <= SINGLE_THREAD_PIXELS else None
+
     def A(self, x: Tensor) -> Tensor:
         x, m = self._prepare(x, "MRI.A")
-        return to_channels(_centred(_fft2, to_complex(x), out_weight=m.to(x.dtype)))
+        plan = self._line_plan(m, x)
+        with at_most_threads(x, self._threads(x)):
+            if plan is not None:
+                return plan.forward(x if x.dtype in (torch.float32, torch.float64) else x.float())
+            return to_channels(_centred(_fft2, to_complex(x), out_weight=m.to(x.dtype)))
 
     def A_adjoint(self, y: Tensor) -> Tensor:
         y, m = self._prepare(y, "MRI.A_adjoint")
-        return to_channels(_centred(_ifft2, to_complex(y), in_weight=m.to(y.dtype)))
+        plan = self._line_plan(m, y)
+        with at_most_threads(y, self._threads(y)):
+            if plan is not None:
+                return to_channels(plan.adjoint(y))
+            return to_channels(_centred(_ifft2, to_complex(y), in_weight=m.to(y.dtype)))
 
     def A_dagger(self, y: Tensor) -> Tensor:
         """Zero-filled inverse FFT ``Fᴴ M y`` — the exact pseudo-inverse."""
-        y, m = self._prepare(y, "MRI.A_dagger")
-        return to_channels(_centred(_ifft2, to_complex(y), in_weight=m.to(y.dtype)))
+        return self.A_adjoint(y)
 
     def extra_repr(self) -> str:
         kind = "user mask" if self._fixed_user_mask else (

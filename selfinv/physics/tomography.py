@@ -11,341 +11,103 @@ or exact-footprint projector): a pixel of side ``s`` projects onto the detector 
 a trapezoid of area ``s^2`` (the convolution of two boxes of widths
 ``s |cos theta|`` and ``s |sin theta|``), and each detector bin of width ``dt = s``
 receives the mean of that trapezoid over the bin. Hence every column of ``A`` has at
-most three non-zeros per view, ``sum_k (A x)[v, k] = s * sum(x)`` for every view,
-and the matrix is stored as a torch sparse CSR matrix (with its transpose), so
-``A_adjoint`` is the *exact* transpose of ``A``.
+most three non-zeros per view and the matrix is stored as a torch sparse CSR matrix
+(with its transpose), so ``A_adjoint`` is the *exact* transpose of ``A``. The kernel
+(matrix, symmetry plan, cache, threads) is ``selfinv.physics.radon``.
 
-Geometry and scaling (the convention of ``skimage.transform.radon``):
+Geometry (``centering="skimage"``, the default: the convention of
+``skimage.transform.radon(image, theta, circle=False)`` and ``iradon``):
 
-* pixel centres at ``X = i - (N-1)/2`` (column ``i``), ``Y = (N-1)/2 - j`` (row ``j``),
-  times the pixel size ``s``; angles in degrees, ``theta = 0`` sums down the columns;
-* detector bin ``k`` is centred at ``t_k = (k - (D-1)/2) s``, ``D = ceil(sqrt(2) N)``
-  by default so that every pixel projects inside the detector;
+* the centre of rotation is the centre of pixel ``(N // 2, N // 2)``: pixel
+  ``(j, i)`` (row, column) sits at ``X = (i - N//2) s``, ``Y = (N//2 - j) s``
+  (``Y`` points up); angles in degrees, counter-clockwise, ``theta = 0`` sums down
+  the columns (bin ``k`` then holds column ``i = k - D//2 + N//2``);
+* detector bin ``k`` is centred at ``t_k = (k - D//2) s``; by default
+  ``D = ceil(sqrt(2) N)``, the height of skimage's ``circle=False`` sinogram, so a
+  sinogram ``radon(image, theta, circle=False)`` of an ``N x N`` image is ``A x``
+  transposed (``(D, views)`` there, ``(views, D)`` here) with ``pixel_size=1``.
+  Every pixel inside the disc inscribed in the image projects entirely onto the
+  detector; at views near 45 and 135 degrees the footprints of a few corner pixels
+  overhang its ends (by at most 1.2 bins), as in skimage. Pass a larger
+  ``n_detectors`` to keep them whole;
+* ``centering="geometric"`` puts the centre of rotation at the centre of the image
+  square, ``(N-1)/2``, and the detector centre at ``(D-1)/2`` (the convention
+  of selfinv 0.1.0; for odd ``N`` and ``D`` both conventions coincide). Its
+  default ``D`` is ``ceil(sqrt(2) N)`` rounded up to the parity of ``N``, so that
+  pixel centres fall on bin centres at 0 and 90 degrees (an odd ``D - N`` puts them
+  on bin edges and blurs FBP);
 * **default pixel size ``s = 1 / N``**: the image fills the unit square, so a
   line through an image of ones has integral at most ``sqrt(2)`` and ``A x`` is
   O(1) for ``x`` in [0, 1] whatever ``N``. ``pixel_size=1`` gives the scale of
   ``skimage.transform.radon``.
 
-Speed: the angle set is reduced by the symmetries of the square pixel grid
-(``theta -> 90 - theta, theta - 90, 180 - theta`` map to an angle in [0, 45] after
-transposing / rotating / flipping the image), so the default 60 evenly spaced
-views need the matrix of 16 base angles applied to 4 permuted copies of the batch
-(one sparse-dense product). Matrices are cached per (size, angles, device, dtype).
-On CPU a projection runs on ``SPARSE_CPU_THREADS`` (default 1) threads: it is a
-chain of millisecond kernels that multi-threading slows down several-fold on a
-shared machine (see the constant's comment).
-
 ``A_dagger`` is filtered back-projection (Ram-Lak ramp filter in its spatial form,
 optionally windowed; Kak & Slaney, *Principles of Computerized Tomographic
 Imaging*, 1988, ch. 3): ``x ~ pi / (n_views s^2) A^T (h * y)``.
 
-Measured accuracy (float64, ``tests/test_tomography.py`` and ``benchmarks/operators.py``):
+Accuracy (float64; ``tests/test_tomography.py`` holds the measurements):
 
-* ``A`` against the analytic Radon transform of a pixel-averaged disc phantom:
-  0.12 % relative l2 error at 255x255 (60 views; deepinv 0.5: 0.12 %), 0.7 % at
-  64x64, 1.4 % at 32x32 (the pixelised edge, O(1/N)); against
-  ``skimage.transform.radon``: 0.1-0.3 %;
-* FBP (Ram-Lak, 60 views) of ``A x``: 1.8 % at 64x64 and 2.4 % at 32x32 on a
-  smoothed Shepp-Logan phantom (the same with 180 views: the error is the
-  filter / footprint discretisation, not angular undersampling); 6 % on the
-  discontinuous disc phantom at 255x255 (deepinv: 6.2 %). A Hann window doubles
-  the error on clean data and damps noise.
+* ``A`` against ``skimage.transform.radon(circle=False)``: 0.1-0.4 % relative
+  difference at N = 32-65, every parity of ``N`` and ``D`` (skimage interpolates
+  a rotated image, we integrate exact footprints); against the analytic Radon
+  transform of a pixel-averaged disc: 0.7 % at 64x64, 1.4 % at 32x32 (the
+  pixelised edge, O(1/N));
+* FBP (Ram-Lak, 60 views) of ``A x``: as accurate as skimage's ``iradon`` of its
+  own ``radon`` (``camera()`` at 64x64: 5.33 % vs 5.34 %); 1.6 % at 64x64 and
+  2.4 % at 32x32 on a smoothed Shepp-Logan phantom (the same with 180 views: the
+  error is the filter / footprint discretisation, not angular undersampling). A
+  Hann window doubles the error on clean data and damps noise.
 
-Cost: building the matrix takes about 1 s (single thread) at 256x256 for the 16
-base angles of 60 views (2.4 M non-zeros, about 20 MB for A and A^T in float32);
-later calls reuse it.
+Speed: the angle set is reduced by the symmetries of the square pixel grid about
+the centre of rotation, so the default 60 evenly spaced views need the matrix of
+16 base angles applied to 4 permuted copies of the batch (one sparse-dense
+product). Matrices are cached per (size, angles, centring, device, dtype); the
+first call at 256x256 builds one in about 0.5-1 s. On CPU a projection runs on
+``selfinv.physics.radon.SPARSE_CPU_THREADS`` (default 1) threads (see there).
 
 ``BeerLambertCT`` is the non-linear transmission model
 ``y ~ Poisson(I0 exp(-mu A x))`` with its log-linearisation.
+
+Example:
+    >>> import torch
+    >>> from selfinv.physics import Tomography
+    >>> ct = Tomography(64, n_views=60)          # D = ceil(sqrt(2) 64) = 91 bins
+    >>> x = torch.rand(2, 1, 64, 64)
+    >>> y = ct.A(x)
+    >>> tuple(y.shape)
+    (2, 1, 60, 91)
+    >>> tuple(ct.A_dagger(y).shape)              # FBP
+    (2, 1, 64, 64)
+    >>> tuple(ct.for_image_size(128).A(torch.rand(1, 1, 128, 128)).shape)  # same angles, 128x128
+    (1, 1, 60, 182)
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections import OrderedDict
-from contextlib import contextmanager
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from selfinv.physics.base import LinearPhysics, Physics
 from selfinv.physics.noise import NoiseModel, PoissonNoise
+from selfinv.physics.radon import (
+    CENTERINGS,
+    RadonPlan,
+    backproject,
+    cpu_threads,
+    default_detectors,
+    project,
+    radon_matrix,
+    radon_plan,
+)
 from selfinv.utils import rng
 
-__all__ = ["Tomography", "BeerLambertCT", "radon_matrix", "ramp_filter"]
+__all__ = ["BeerLambertCT", "Tomography", "radon_matrix", "ramp_filter"]
 
 #: filter windows accepted by ``Tomography.fbp`` (multiplying the ramp's spectrum)
 WINDOWS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
-
-#: at most this many cached projection plans (each holds A and A^T as sparse CSR) ...
-CACHE_SIZE = 8
-#: ... holding at most this many non-zeros in total (about 16 bytes each in float32)
-CACHE_MAX_NNZ = 40_000_000
-#: threads of a CPU projection / back-projection (None: torch's setting). One by default: on the
-#: 2-core reference machine two MKL threads are at best ~1.8x faster, but 4-15x
-#: *slower* as soon as another process competes for a core (each product lasts
-#: about a millisecond, shorter than a scheduler time slice, so the thread barrier
-#: waits for the descheduled thread). Raise it on a dedicated many-core machine.
-SPARSE_CPU_THREADS: int | None = 1
-#: below this many multiply-adds (nnz x columns) a CPU product always runs on one thread
-SINGLE_THREAD_WORK = 500_000
-#: weights below this fraction of a pixel's footprint are dropped from the matrix
-_PRUNE = 1e-12
-
-
-# ---------------------------------------------------------------------------------
-# The projection matrix
-# ---------------------------------------------------------------------------------
-def _footprint_cdf(u: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """CDF at ``u`` of the unit-area trapezoid ``box_a * box_b / (a b)`` (boxes centred at 0).
-
-    Piecewise: quadratic ramps on ``|u| in (h2, h1)``, linear ``(u + m/2)/m`` on the
-    plateau ``|u| <= h2``, with ``h1 = (a+b)/2``, ``h2 = |a-b|/2``, ``m = max(a, b)``;
-    written without cancellation so that ``min(a, b) -> 0`` (0 and 90 degrees) is exact.
-    """
-    h1 = (a + b) / 2
-    h2 = (a - b).abs() / 2
-    m = torch.maximum(a, b)
-    two_ab = (2 * a * b).clamp_min(1e-300)
-    left = (u + h1).clamp_min(0) ** 2 / two_ab
-    right = 1 - (h1 - u).clamp_min(0) ** 2 / two_ab
-    plateau = (u + m / 2) / m
-    return torch.where(u <= -h2, left, torch.where(u >= h2, right, plateau))
-
-
-def radon_matrix_transpose(n: int, angles_deg: Tensor, n_detectors: int, pixel_size: float,
-                           dtype: torch.dtype, device: torch.device, chunk: int = 8) -> Tensor:
-    """``A^T`` as a sparse CSR matrix of shape ``(n*n, n_views*n_detectors)``.
-
-    Row ``p = j*n + i`` (pixel), column ``v*D + k`` (view, detector bin). Built
-    directly in CSR order (columns sorted within a row). Weights are computed in
-    float64 then cast to ``dtype``.
-    """
-    f64 = dict(dtype=torch.float64, device=device)
-    theta = torch.deg2rad(angles_deg.to(**f64).reshape(-1))
-    V, D, P = theta.numel(), n_detectors, n * n
-    c, s = torch.cos(theta), torch.sin(theta)
-    a, b = c.abs(), s.abs()  # box widths of the footprint, in detector units
-    coord = torch.arange(n, **f64) - (n - 1) / 2
-    X = coord.reshape(1, n)  # column i
-    Y = -coord.reshape(n, 1)  # row j, pointing up
-    offsets = torch.tensor([-1.0, 0.0, 1.0], **f64)
-    weights, columns = [], []
-    for v0 in range(0, V, chunk):
-        sl = slice(v0, min(V, v0 + chunk))
-        t = (X[..., None] * c[sl] + Y[..., None] * s[sl]).reshape(P, -1)  # (P, v) in pixels
-        u = t + (D - 1) / 2  # position in detector-index units
-        k = torch.round(u)[..., None] + offsets  # (P, v, 3) candidate bins
-        d = k - u[..., None]
-        aa, bb = a[sl].reshape(1, -1, 1), b[sl].reshape(1, -1, 1)
-        w = _footprint_cdf(d + 0.5, aa, bb) - _footprint_cdf(d - 0.5, aa, bb)
-        inside = (k >= 0) & (k < D)
-        w = torch.where(inside & (w > _PRUNE), w, torch.zeros_like(w))
-        col = k.clamp(0, D - 1).long() + (torch.arange(sl.start, sl.stop, device=device) * D).reshape(1, -1, 1)
-        weights.append(w.reshape(P, -1))
-        columns.append(col.reshape(P, -1))
-    w = torch.cat(weights, 1)
-    col = torch.cat(columns, 1)
-    keep = w > 0
-    counts = keep.sum(1)
-    nnz = int(counts.sum())
-    index_dtype = torch.int32 if max(nnz, V * D, P) < 2**31 - 1 else torch.int64
-    crow = torch.zeros(P + 1, dtype=torch.int64, device=device)
-    crow[1:] = counts.cumsum(0)
-    # the strip integral of a pixel of side s, averaged over a bin of width s, is s * w
-    values = (w[keep] * pixel_size).to(dtype)
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow.to(index_dtype), col[keep].to(index_dtype), values,
-                                       size=(P, V * D), check_invariants=False)
-
-
-def _transpose_csr(m: Tensor) -> Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return m.t().to_sparse_csr()
-
-
-def radon_matrix(n: int, angles_deg: Tensor | Sequence[float], n_detectors: int | None = None,
-                 pixel_size: float | None = None, dtype: torch.dtype = torch.float64,
-                 device: torch.device | str | None = None) -> Tensor:
-    """The plain (unreduced) projection matrix ``A``, sparse CSR ``(n_views*D, n*n)``.
-
-    For inspection and tests; ``Tomography`` uses a symmetry-reduced version.
-    """
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    D = n_detectors or default_detectors(n)
-    s = 1.0 / n if pixel_size is None else float(pixel_size)
-    At = radon_matrix_transpose(n, torch.as_tensor(angles_deg), D, s, dtype, device)
-    return _transpose_csr(At)
-
-
-def default_detectors(n: int) -> int:
-    """``ceil(sqrt(2) n)``: the diagonal, so that every pixel projects on the detector."""
-    return int(math.ceil(math.sqrt(2) * n - 1e-9))
-
-
-# ---------------------------------------------------------------------------------
-# Symmetry reduction of the angle set
-# ---------------------------------------------------------------------------------
-# Q (2x2, acting on centred pixel coordinates) with Q^T e_theta = e_phi, phi in [0, 45]:
-# then (A_theta x)[k] = (A_phi x_Q)[k] with x_Q[q] = x[Q q].
-_SYMMETRIES = (
-    ((1, 0), (0, 1)),  # theta in [0, 45]:    phi = theta
-    ((0, 1), (1, 0)),  # theta in (45, 90]:   phi = 90 - theta
-    ((0, -1), (1, 0)),  # theta in (90, 135]: phi = theta - 90
-    ((-1, 0), (0, 1)),  # theta in (135, 180): phi = 180 - theta
-)
-
-
-def _reduce_angle(theta: float) -> tuple[int, float]:
-    t = math.fmod(theta, 180.0)
-    if t < 0:
-        t += 180.0
-    if t <= 45.0:
-        return 0, t
-    if t <= 90.0:
-        return 1, 90.0 - t
-    if t <= 135.0:
-        return 2, t - 90.0
-    return 3, 180.0 - t
-
-
-def _pixel_permutation(n: int, q: tuple[tuple[int, int], tuple[int, int]], device) -> Tensor:
-    """Flat index ``perm`` with ``x_Q.flatten() = x.flatten()[perm]``."""
-    c = (n - 1) / 2
-    j, i = torch.meshgrid(torch.arange(n, device=device), torch.arange(n, device=device), indexing="ij")
-    X, Y = i - c, c - j
-    Xp = q[0][0] * X + q[0][1] * Y
-    Yp = q[1][0] * X + q[1][1] * Y
-    ip = torch.round(Xp + c).long()
-    jp = torch.round(c - Yp).long()
-    return (jp * n + ip).reshape(-1)
-
-
-class _RadonPlan:
-    """``A`` for one angle set: base matrices for a few angles and pixel permutations.
-
-    ``A x`` = rows ``rows`` of ``[A_S (x_Q) for Q in transforms]`` stacked.
-    """
-
-    def __init__(self, n: int, angles_deg: Tensor, n_detectors: int, pixel_size: float,
-                 dtype: torch.dtype, device: torch.device, use_symmetry: bool = True):
-        angles = [float(a) for a in angles_deg.reshape(-1).tolist()]
-        V = len(angles)
-        reduced = [_reduce_angle(a) for a in angles]
-        base = sorted({round(phi, 9) for _, phi in reduced})
-        used = sorted({g for g, _ in reduced})
-        if use_symmetry and len(used) * len(base) <= 1.25 * V:
-            slot = {g: i for i, g in enumerate(used)}
-            pos = {phi: i for i, phi in enumerate(base)}
-            rows = [slot[g] * len(base) + pos[round(phi, 9)] for g, phi in reduced]
-            self.perms = [None if g == 0 else _pixel_permutation(n, _SYMMETRIES[g], device) for g in used]
-            base_angles = torch.tensor(base, dtype=torch.float64)
-        else:  # no useful symmetry: one matrix for all the views
-            rows = list(range(V))
-            self.perms = [None]
-            base_angles = torch.tensor(angles, dtype=torch.float64)
-        self.inv_perms = [None if p is None else torch.argsort(p) for p in self.perms]
-        self.n, self.D, self.V = n, n_detectors, V
-        self.n_base = base_angles.numel()
-        self.rows = torch.tensor(rows, dtype=torch.long, device=device)
-        self.AT = radon_matrix_transpose(n, base_angles, n_detectors, pixel_size, dtype, device)
-        self.A = _transpose_csr(self.AT)
-
-    @property
-    def nnz(self) -> int:
-        return int(self.A._nnz())
-
-    def work(self, columns: int) -> int:
-        """Multiply-adds of one sparse product with ``columns`` right-hand sides."""
-        return self.nnz * len(self.perms) * columns
-
-    def project(self, xf: Tensor) -> Tensor:
-        """``(M, n*n) -> (M, V, D)``."""
-        M = xf.shape[0]
-        G, S, D = len(self.perms), self.n_base, self.D
-        stack = torch.cat([xf if p is None else xf[:, p] for p in self.perms], 0)  # (G M, P)
-        z = self.A @ stack.t().contiguous()  # (S D, G M)
-        z = z.reshape(S, D, G, M).permute(2, 0, 3, 1).reshape(G * S, M, D)
-        return z.index_select(0, self.rows).permute(1, 0, 2)
-
-    def backproject(self, yf: Tensor) -> Tensor:
-        """Exact transpose of ``project``: ``(M, V, D) -> (M, n*n)``."""
-        M = yf.shape[0]
-        G, S, D = len(self.perms), self.n_base, self.D
-        w = yf.new_zeros(G * S, M, D).index_add_(0, self.rows, yf.permute(1, 0, 2))
-        w = w.reshape(G, S, M, D).permute(1, 3, 0, 2).reshape(S * D, G * M)
-        u = (self.AT @ w.contiguous()).reshape(-1, G, M)  # (P, G, M)
-        out = None
-        for g, ip in enumerate(self.inv_perms):
-            ug = u[:, g].t()  # (M, P)
-            ug = ug if ip is None else ug[:, ip]
-            out = ug.contiguous() if out is None else out + ug
-        return out
-
-
-@contextmanager
-def _cpu_threads(t: Tensor, work: int):
-    """Run a projection with at most ``SPARSE_CPU_THREADS`` CPU threads (1 for small ``work``).
-
-    The whole projection (permutations, sparse product, re-indexing) is a chain of
-    sub-millisecond kernels, each of which would otherwise wait at a thread barrier.
-    """
-    threads = torch.get_num_threads()
-    wanted = 1 if work < SINGLE_THREAD_WORK else min(threads, SPARSE_CPU_THREADS or threads)
-    if t.device.type != "cpu" or wanted == threads:
-        yield
-        return
-    torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-_PLANS: "OrderedDict[tuple, _RadonPlan]" = OrderedDict()
-
-
-def _get_plan(n: int, angles: Tensor, D: int, s: float, dtype, device, use_symmetry: bool) -> _RadonPlan:
-    key = (n, D, s, tuple(round(float(a), 9) for a in angles.reshape(-1).tolist()),
-           str(device), dtype, use_symmetry)
-    plan = _PLANS.get(key)
-    if plan is None:
-        plan = _RadonPlan(n, angles, D, s, dtype, device, use_symmetry)
-        _PLANS[key] = plan
-        while len(_PLANS) > 1 and (len(_PLANS) > CACHE_SIZE
-                                   or sum(p.nnz for p in _PLANS.values()) > CACHE_MAX_NNZ):
-            _PLANS.popitem(last=False)
-    else:
-        _PLANS.move_to_end(key)
-    return plan
-
-
-class _Project(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, xf: Tensor, plan: _RadonPlan) -> Tensor:
-        ctx.plan = plan
-        with _cpu_threads(xf, plan.work(xf.shape[0])):
-            return plan.project(xf)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return _Backproject.apply(grad, ctx.plan), None
-
-
-class _Backproject(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, yf: Tensor, plan: _RadonPlan) -> Tensor:
-        ctx.plan = plan
-        with _cpu_threads(yf, plan.work(yf.shape[0])):
-            return plan.backproject(yf)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return _Project.apply(grad, ctx.plan), None
 
 
 # ---------------------------------------------------------------------------------
@@ -363,7 +125,7 @@ def ramp_filter(n_detectors: int, window: str = "ram-lak", dtype=torch.float64, 
     """
     if window not in WINDOWS:
         raise ValueError(f"unknown FBP window '{window}'; expected one of {WINDOWS}")
-    n_pad = 1 << max(6, int(math.ceil(math.log2(2 * n_detectors))))
+    n_pad = 1 << max(6, math.ceil(math.log2(2 * n_detectors)))
     idx = torch.arange(n_pad, dtype=torch.float64, device=device)
     m = torch.minimum(idx, n_pad - idx)  # circular distance
     h = torch.where(m % 2 == 1, -1.0 / (math.pi * m.clamp_min(1)) ** 2, torch.zeros_like(m))
@@ -387,6 +149,23 @@ def ramp_filter(n_detectors: int, window: str = "ram-lak", dtype=torch.float64, 
 _ANGLE_SAMPLING = ("fixed", "offset", "uniform")
 
 
+def _square_size(img_size: int | Sequence[int], who: str) -> int:
+    """``N`` from an int, an ``(N, N)`` pair or a ``(C, N, N)`` image shape."""
+    if isinstance(img_size, (tuple, list, torch.Size)):
+        if len(img_size) == 3:
+            img_size = tuple(img_size)[1:]
+        if len(img_size) != 2 or img_size[0] != img_size[1]:
+            raise ValueError(f"{who} needs square images, got img_size={tuple(img_size)}")
+        img_size = img_size[0]
+    if int(img_size) < 2:
+        raise ValueError(f"{who}: img_size must be >= 2, got {img_size}")
+    return int(img_size)
+
+
+#: dtypes the sparse kernels lack: computed in float32
+_HALF = (torch.float16, torch.bfloat16)
+
+
 class Tomography(LinearPhysics):
     """Parallel-beam CT ``y = noise(A x)``, ``A`` the strip-integral Radon transform.
 
@@ -397,7 +176,8 @@ class Tomography(LinearPhysics):
         n_views: number of evenly spaced angles in [0, 180) (ignored if ``angles`` given).
         angles: angles in degrees, shape ``(n_views,)`` (shared) or ``(B, n_views)``
             (one set per sample).
-        n_detectors: detector bins (default ``ceil(sqrt(2) N)``).
+        n_detectors: detector bins (default ``default_detectors(N, centering)``:
+            ``ceil(sqrt(2) N)``, skimage's ``circle=False`` sinogram height).
         pixel_size: pixel (= detector bin) size; default ``1/N`` (unit-square image).
         noise: noise model on the sinogram.
         dagger: ``"fbp"`` (filtered back-projection, default) or ``"cg"``
@@ -409,6 +189,14 @@ class Tomography(LinearPhysics):
             ``"uniform"`` (``n_views`` i.i.d. uniform angles per sample, sorted).
         use_symmetry: reduce the angle set by the symmetries of the pixel grid
             (faster, same matrix up to float rounding).
+        centering: ``"skimage"`` (default; rotation centre at pixel ``(N//2, N//2)``,
+            detector centre at bin ``D//2``, as ``skimage.transform.radon``) or
+            ``"geometric"`` (centre of the square ``(N-1)/2``, detector ``(D-1)/2``);
+            see the module docstring.
+
+    ``for_image_size(N')`` and ``for_sinogram(y)`` give the same geometry for another
+    image size (e.g. a back-projection network trained on 64x64 crops applied to a
+    128x128 slice: only the physics is rebuilt).
 
     Per-sample angle sets cost one matrix build per distinct set (cached: at most
     ``CACHE_SIZE`` plans and ``CACHE_MAX_NNZ`` non-zeros). Evenly spaced sets
@@ -424,17 +212,9 @@ class Tomography(LinearPhysics):
     def __init__(self, img_size: int | Sequence[int], n_views: int = 60, angles: Tensor | Sequence[float] | None = None,
                  n_detectors: int | None = None, pixel_size: float | None = None,
                  noise: NoiseModel | None = None, dagger: str = "fbp", window: str = "ram-lak",
-                 angle_sampling: str = "fixed", use_symmetry: bool = True):
+                 angle_sampling: str = "fixed", use_symmetry: bool = True, centering: str = "skimage"):
         super().__init__(noise)
-        if isinstance(img_size, (tuple, list, torch.Size)):
-            if len(img_size) == 3:
-                img_size = tuple(img_size)[1:]
-            if len(img_size) != 2 or img_size[0] != img_size[1]:
-                raise ValueError(f"Tomography needs square images, got img_size={tuple(img_size)}")
-            img_size = img_size[0]
-        if int(img_size) < 2:
-            raise ValueError(f"img_size must be >= 2, got {img_size}")
-        self.img_size = int(img_size)
+        self.img_size = _square_size(img_size, "Tomography")
         if dagger not in ("fbp", "cg"):
             raise ValueError(f"dagger must be 'fbp' or 'cg', got '{dagger}'")
         if window not in WINDOWS:
@@ -442,8 +222,15 @@ class Tomography(LinearPhysics):
         if angle_sampling not in _ANGLE_SAMPLING:
             raise ValueError(f"angle_sampling must be one of {_ANGLE_SAMPLING}, got '{angle_sampling}'")
         self.dagger, self.window, self.angle_sampling = dagger, window, angle_sampling
+        if centering not in CENTERINGS:
+            raise ValueError(f"centering must be one of {CENTERINGS}, got {centering!r}")
         self.use_symmetry = bool(use_symmetry)
-        self.n_detectors = int(n_detectors) if n_detectors is not None else default_detectors(self.img_size)
+        self.centering = centering
+        # the rules (None: the default for the image size), kept to rebuild for another size
+        self._n_detectors_arg = None if n_detectors is None else int(n_detectors)
+        self._pixel_size_arg = None if pixel_size is None else float(pixel_size)
+        self.n_detectors = (self._n_detectors_arg if self._n_detectors_arg is not None
+                            else default_detectors(self.img_size, centering))
         if self.n_detectors < 1:
             raise ValueError(f"n_detectors must be >= 1, got {n_detectors}")
         self.pixel_size = 1.0 / self.img_size if pixel_size is None else float(pixel_size)
@@ -503,18 +290,21 @@ class Tomography(LinearPhysics):
         uniq, inverse = torch.unique(ang, dim=0, return_inverse=True)
         return [(uniq[u], (inverse == u).nonzero().reshape(-1)) for u in range(uniq.shape[0])]
 
-    def _plan(self, angles: Tensor, ref: Tensor) -> _RadonPlan:
-        return _get_plan(self.img_size, angles.detach().cpu(), self.n_detectors, self.pixel_size,
-                         ref.dtype, ref.device, self.use_symmetry)
+    def _plan(self, angles: Tensor, ref: Tensor) -> RadonPlan:
+        return radon_plan(self.img_size, angles.detach().cpu(), self.n_detectors, self.pixel_size,
+                          ref.dtype, ref.device, self.centering, self.use_symmetry)
 
     def A(self, x: Tensor) -> Tensor:
-        """Sinogram ``(B, C, n_views, n_detectors)`` of images ``(B, C, N, N)``."""
+        """Sinogram ``(B, C, n_views, n_detectors)`` of images ``(B, C, N, N)`` (float32/float64; half
+        precision is computed in float32 and returned in its own dtype)."""
         self._check_image(x, "Tomography.A", size=(self.img_size, self.img_size))
+        if x.dtype in _HALF:
+            return self.A(x.float()).to(x.dtype)
         B, C, N, _ = x.shape
         out = x.new_empty(B, C, self.n_views, self.n_detectors)
         for angles, idx in self._groups(B):
             xs = x if idx is None else x.index_select(0, idx.to(x.device))
-            ys = _Project.apply(xs.reshape(-1, N * N), self._plan(angles, x))
+            ys = project(xs.reshape(-1, N * N), self._plan(angles, x))
             ys = ys.reshape(xs.shape[0], C, self.n_views, self.n_detectors)
             if idx is None:
                 return ys
@@ -524,12 +314,14 @@ class Tomography(LinearPhysics):
     def A_adjoint(self, y: Tensor) -> Tensor:
         """Back-projection ``A^T y``: the exact transpose of ``A``."""
         self._check_sinogram(y, "Tomography.A_adjoint")
+        if y.dtype in _HALF:
+            return self.A_adjoint(y.float()).to(y.dtype)
         B, C = y.shape[:2]
         N = self.img_size
         out = y.new_empty(B, C, N, N)
         for angles, idx in self._groups(B):
             ys = y if idx is None else y.index_select(0, idx.to(y.device))
-            xs = _Backproject.apply(ys.reshape(-1, self.n_views, self.n_detectors), self._plan(angles, y))
+            xs = backproject(ys.reshape(-1, self.n_views, self.n_detectors), self._plan(angles, y))
             xs = xs.reshape(ys.shape[0], C, N, N)
             if idx is None:
                 return xs
@@ -545,7 +337,7 @@ class Tomography(LinearPhysics):
         self._check_sinogram(y, "Tomography.fbp")
         spec = ramp_filter(self.n_detectors, window or self.window, dtype=y.dtype, device=y.device)
         n_pad = 2 * (spec.numel() - 1)
-        with _cpu_threads(y, y.numel() * int(math.log2(n_pad))):  # small FFTs: see SPARSE_CPU_THREADS
+        with cpu_threads(y, y.numel() * int(math.log2(n_pad))):  # small FFTs: see SPARSE_CPU_THREADS
             q = torch.fft.irfft(torch.fft.rfft(y, n=n_pad, dim=-1) * spec, n=n_pad, dim=-1)[..., : self.n_detectors]
         return self.A_adjoint(q) * (math.pi / (self.n_views * self.pixel_size**2))
 
@@ -555,6 +347,90 @@ class Tomography(LinearPhysics):
             return self.fbp(y)
         self._check_sinogram(y, "Tomography.A_dagger")
         return super().A_dagger(y)
+
+    # -- the same geometry at another size ------------------------------------------------
+    def for_image_size(self, img_size: int | Sequence[int], n_detectors: int | None = None) -> Tomography:
+        """This operator for ``N' x N'`` images: same angles, centring, filter, noise and sampling.
+
+        The detector count and the pixel size follow the rules this operator was built
+        with: the defaults become ``default_detectors(N')`` and ``1 / N'``; an explicit
+        ``pixel_size`` is kept (the same physical pixel); an explicit ``n_detectors``
+        cannot be guessed for another size and must be passed again.
+
+        Example:
+            >>> ct64 = Tomography(64, n_views=60)
+            >>> ct128 = ct64.for_image_size(128)
+            >>> ct128.n_detectors, bool((ct128.angles == ct64.angles).all())
+            (182, True)
+        """
+        n = _square_size(img_size, "Tomography.for_image_size")
+        if n_detectors is not None:
+            if int(n_detectors) < 1:
+                raise ValueError(f"n_detectors must be >= 1, got {n_detectors}")
+            explicit = int(n_detectors)
+        elif self._n_detectors_arg is None:
+            explicit = None
+        elif n == self.img_size:
+            explicit = self.n_detectors
+        else:
+            raise ValueError(
+                f"this Tomography has an explicit n_detectors={self.n_detectors} for {self.img_size}x"
+                f"{self.img_size} images; pass n_detectors for {n}x{n} images (the default rule gives "
+                f"{default_detectors(n, self.centering)})")
+        new = self._shallow_copy()
+        new.img_size = n
+        new._n_detectors_arg = explicit
+        new.n_detectors = default_detectors(n, self.centering) if explicit is None else explicit
+        new.pixel_size = 1.0 / n if self._pixel_size_arg is None else self._pixel_size_arg
+        return new
+
+    def for_measurement(self, shape: tuple[int, ...]) -> Tomography:
+        """This operator for a sinogram of ``shape`` ``(C, n_views, D)`` (see ``for_sinogram``)."""
+        return self.for_sinogram(tuple(shape))
+
+    def for_sinogram(self, y: Tensor | Sequence[int], img_size: int | None = None) -> Tomography:
+        """This operator for sinograms of shape ``(..., n_views, D)`` (a tensor or its shape).
+
+        The number of views must match the angles. The image size is ``img_size`` when
+        given (the detector count is then ``D``), else the one ``N`` whose default detector
+        count is ``D`` (``ceil(sqrt(2) N)``: the size of ``skimage.transform.radon(...,
+        circle=False)``). Returns ``self`` when the shape is already this operator's.
+
+        Example:
+            >>> ct = Tomography(64, n_views=60)
+            >>> ct.for_sinogram((1, 1, 60, 182)).img_size
+            128
+        """
+        shape = tuple(y.shape) if isinstance(y, Tensor) else tuple(int(d) for d in y)
+        if len(shape) < 2:
+            raise ValueError(f"Tomography.for_sinogram expects a sinogram shape (..., n_views, n_detectors), "
+                             f"got {shape}")
+        views, D = shape[-2:]
+        if views != self.n_views:
+            raise ValueError(f"the sinogram has {views} views (shape {shape}) but this Tomography has "
+                             f"{self.n_views} angles; expected shape (..., {self.n_views}, D)")
+        if img_size is not None:
+            n = _square_size(img_size, "Tomography.for_sinogram")
+            if n == self.img_size and D == self.n_detectors:
+                return self
+            return self.for_image_size(n, n_detectors=D)
+        if D == self.n_detectors:
+            return self
+        if self._n_detectors_arg is not None:
+            raise ValueError(
+                f"the sinogram has {D} detector bins but this Tomography has an explicit n_detectors="
+                f"{self.n_detectors} (for {self.img_size}x{self.img_size} images): the image size cannot be "
+                f"inferred; pass img_size")
+        guess = max(1, int(D / math.sqrt(2)))
+        candidates = range(max(1, guess - 2), guess + 3)
+        matches = [n for n in candidates if default_detectors(n, self.centering) == D]
+        if not matches:
+            near = ", ".join(f"N={n} gives {default_detectors(n, self.centering)}" for n in candidates)
+            raise ValueError(
+                f"the sinogram has {D} detector bins, which no image size gives with the default detector "
+                f"count of this Tomography ({near}; it has {self.n_detectors} for {self.img_size}x"
+                f"{self.img_size}); pass img_size to use {D} bins for an image size of your choice")
+        return self.for_image_size(matches[0])
 
     def _check_sinogram(self, y: Tensor, who: str) -> None:
         if not isinstance(y, Tensor):
@@ -569,7 +445,7 @@ class Tomography(LinearPhysics):
         shared = "shared" if self.angles.shape[0] == 1 else f"per-sample x{self.angles.shape[0]}"
         return (f"img_size={self.img_size}, n_views={self.n_views} ({shared}), n_detectors={self.n_detectors}, "
                 f"pixel_size={self.pixel_size:g}, dagger='{self.dagger}', window='{self.window}', "
-                f"angle_sampling='{self.angle_sampling}'")
+                f"angle_sampling='{self.angle_sampling}', centering='{self.centering}'")
 
 
 class BeerLambertCT(Physics):
@@ -630,6 +506,25 @@ class BeerLambertCT(Physics):
     def A_dagger(self, y: Tensor) -> Tensor:
         """FBP of the linearised counts."""
         return self.tomography.A_dagger(self.linearise(y))
+
+    def for_image_size(self, img_size: int | Sequence[int], n_detectors: int | None = None) -> BeerLambertCT:
+        """The same model for ``N' x N'`` images (see ``Tomography.for_image_size``)."""
+        new = self._shallow_copy()
+        new.tomography = self.tomography.for_image_size(img_size, n_detectors)
+        return new
+
+    def for_measurement(self, shape: tuple[int, ...]) -> BeerLambertCT:
+        """The same model for a count sinogram of ``shape`` ``(C, n_views, D)``."""
+        return self.for_sinogram(tuple(shape))
+
+    def for_sinogram(self, y: Tensor | Sequence[int], img_size: int | None = None) -> BeerLambertCT:
+        """The same model for count sinograms of shape ``(..., n_views, D)`` (see ``Tomography.for_sinogram``)."""
+        tomography = self.tomography.for_sinogram(y, img_size)
+        if tomography is self.tomography:
+            return self
+        new = self._shallow_copy()
+        new.tomography = tomography
+        return new
 
     def extra_repr(self) -> str:
         return f"I0={self.I0.tolist()}, mu={self.mu:g}"
