@@ -60,14 +60,14 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import anchor_script, deepinv_python, environment, markdown_table, setup, write_results  # noqa: E402
-
 from selfinv.config import from_dict  # noqa: E402
 from selfinv.data.bundled import load_dataset  # noqa: E402
 from selfinv.data.measurements import MeasurementDataset  # noqa: E402
 from selfinv.data.patches import fixed_crops, grid_patches  # noqa: E402
 from selfinv.training import engine  # noqa: E402
 from selfinv.training.metrics import psnr  # noqa: E402
+
+from common import anchor_script, deepinv_python, environment, markdown_table, setup, write_results  # noqa: E402
 
 NAME = "anchor_train"
 SIGMA, PATCH, STRIDE, BATCH, LR = 0.1, 64, 32, 8, 1e-3

@@ -54,14 +54,14 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, markdown_table, setup, write_results  # noqa: E402
-
 from selfinv.config import from_dict  # noqa: E402
 from selfinv.data.bundled import load_dataset  # noqa: E402
 from selfinv.data.measurements import MeasurementDataset  # noqa: E402
 from selfinv.data.patches import random_patches  # noqa: E402
 from selfinv.training.engine import build_physics, fit  # noqa: E402
 from selfinv.training.metrics import psnr, ssim  # noqa: E402
+
+from common import environment, markdown_table, setup, write_results  # noqa: E402
 
 UNET = {"name": "unet", "args": {"scales": 3, "base_channels": 16, "batch_norm": False}}
 BLINDSPOT = {"name": "blindspot_net", "args": {"channels": 16, "depth": 5}}

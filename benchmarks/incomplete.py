@@ -53,8 +53,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, markdown_table, setup, write_results  # noqa: E402
-
 from selfinv.config import from_dict  # noqa: E402
 from selfinv.data.bundled import load_dataset  # noqa: E402
 from selfinv.data.measurements import MeasurementDataset  # noqa: E402
@@ -63,6 +61,8 @@ from selfinv.physics import MRI  # noqa: E402
 from selfinv.physics.base import Physics  # noqa: E402
 from selfinv.training import engine  # noqa: E402
 from selfinv.training.metrics import psnr, ssim  # noqa: E402
+
+from common import environment, markdown_table, setup, write_results  # noqa: E402
 
 MRI_SIZE = 64
 BATCH = 4

@@ -47,12 +47,12 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import anchor_script, deepinv_python, environment, markdown_table, setup, write_results  # noqa: E402
-
 from selfinv import losses as L  # noqa: E402
 from selfinv import physics as P  # noqa: E402
 from selfinv import transforms as T  # noqa: E402
 from selfinv.models import BackProjection, BlindSpotNet, BottleneckAutoencoder, UNet  # noqa: E402
+
+from common import anchor_script, deepinv_python, environment, markdown_table, setup, write_results  # noqa: E402
 
 B, C, H = 8, 1, 64
 SIGMA, GAIN = 0.1, 0.1

@@ -1,7 +1,7 @@
 """Operator benchmark: time A, Aᵀ (and FBP for CT) of every selfinv operator on
 256x256 images, batch 1 and 8, median of repeats, side by side with DeepInverse.
 
-The deepinv side is the reference workload /work/shared/anchor/bench_ops.py, run
+The deepinv side is the reference workload ../shared/anchor/bench_ops.py, run
 in its own virtual environment in a subprocess right after ours (same machine,
 same thread count); the ratio columns are deepinv ms / selfinv ms (> 1: selfinv
 is faster). CT accuracy is measured for both against the analytic Radon
@@ -9,7 +9,7 @@ transform of a phantom made of discs.
 
 Usage:
     python benchmarks/operators.py [--out DIR] [--batches 1 8] [--repeats 10]
-        [--deepinv-python /work/.venv-deepinv/bin/python | --no-deepinv]
+        [--deepinv-python ../.venv-deepinv/bin/python | --no-deepinv]
 
 Writes DIR/operators.md and DIR/operators.json (DIR defaults to benchmarks/results).
 This file imports selfinv lazily: ``--deepinv-ct-accuracy`` runs in the deepinv
@@ -20,20 +20,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from common import environment, fmt_ms, fmt_ratio, markdown_table, median_time, setup, write_results
+from common import (
+    anchor_script,
+    deepinv_python,
+    environment,
+    fmt_ms,
+    fmt_ratio,
+    markdown_table,
+    median_time,
+    setup,
+    write_results,
+)
 
 N = 256
-DEFAULT_DEEPINV_PYTHON = "/work/.venv-deepinv/bin/python"
-DEFAULT_ANCHOR = "/work/shared/anchor/bench_ops.py"
+DEFAULT_DEEPINV_PYTHON = deepinv_python()
+DEFAULT_ANCHOR = anchor_script("bench_ops.py")
 
 # --- the CT accuracy phantom: discs (x0, y0, radius, value) in pixel units from the centre
 DISCS = ((0.0, 0.0, 0.42, 1.0), (0.15, 0.1, 0.12, -0.5), (-0.2, -0.15, 0.08, 0.7), (0.05, -0.25, 0.05, 0.4))

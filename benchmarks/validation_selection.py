@@ -60,8 +60,6 @@ import lightning.pytorch as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, markdown_table, setup, write_results  # noqa: E402
-
 from selfinv.config import from_dict  # noqa: E402
 from selfinv.data.bundled import load_dataset  # noqa: E402
 from selfinv.data.measurements import MeasurementDataset, collate_measurements  # noqa: E402
@@ -69,6 +67,8 @@ from selfinv.data.patches import fixed_crops  # noqa: E402
 from selfinv.report import selection_gap  # noqa: E402
 from selfinv.training import engine  # noqa: E402
 from selfinv.training.metrics import psnr, ssim  # noqa: E402
+
+from common import environment, markdown_table, setup, write_results  # noqa: E402
 
 NAME = "validation_selection"
 #: the issue's tolerance on the selection gap

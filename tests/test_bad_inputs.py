@@ -11,6 +11,7 @@ cases where a real ``python -m selfinv.cli`` process matters.
 """
 
 import pytest
+
 from bad_inputs import CASES, Context, classify, run_case
 
 

@@ -667,7 +667,8 @@ _cli_clear("cli_max_steps_zero", "trainer.max_steps 0", FIT + ("--trainer.max_st
 _cli_clear("cli_max_epochs_zero", "trainer.max_epochs 0 with no step budget",
            FIT + ("--trainer.max_steps", "-1", "--trainer.max_epochs", "0"), ("max_epochs",))
 case("cli_val_fraction_zero", "cli", "data.val_fraction 0 (no validation set)", None,
-     cli(*FIT, "--data.val_fraction", "0"), "handled", check=lambda o, v: _stored("data.val_fraction", 0.0, same_type=False)(o, v),
+     cli(*FIT, "--data.val_fraction", "0"), "handled",
+     check=lambda o, v: _stored("data.val_fraction", 0.0, same_type=False)(o, v),
      sensible="a valid request since measurements are scarce (one image): trains on everything, keeps last.ckpt")
 _cli_clear("cli_val_fraction_one", "data.val_fraction 1 (no training set)", FIT + ("--data.val_fraction", "1"),
            ("val_fraction", "1"))
