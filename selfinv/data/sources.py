@@ -172,7 +172,8 @@ def check_channels(measurements: list[Measurement], channels: int, where: str) -
     """Every measurement has ``channels`` channels; else a clear error naming the first that has not."""
     for m in measurements:
         if m.y.shape[0] != channels:
-            hint = (" (an RGB image: convert it to grayscale, or train a 3-channel model with "
-                    "model.backbone.args.in_channels: 3)") if m.y.shape[0] in (3, 4) else ""
+            hint = (" (read as colour planes: convert an RGB image to grayscale or train a 3-channel model with "
+                    "model.backbone.args.in_channels: 3; a TIFF stack of 3 or 4 slices stored as colour planes "
+                    "reads as slices once saved with photometric='minisblack')") if m.y.shape[0] in (3, 4) else ""
             raise ValueError(f"{where}: {m.name} ({m.source}) has {m.y.shape[0]} channel(s) but the model "
                              f"expects {channels}{hint}")

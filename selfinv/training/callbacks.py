@@ -32,7 +32,7 @@ class FiguresCallback(pl.Callback):
             was_training = pl_module.training
             pl_module.eval()
             with torch.no_grad():
-                phys = pl_module.physics.with_params(**batch.get("params", {}))
+                phys = pl_module.operator_for(batch)
                 x_hat = pl_module(batch["y"], phys)
                 x0 = phys.A_dagger(batch["y"])
             pl_module.train(was_training)

@@ -88,7 +88,7 @@ class SelfSupervisedModule(pl.LightningModule):
         return self._generator
 
     # -- steps ---------------------------------------------------------------------------
-    def _operator(self, batch: dict) -> Physics:
+    def operator_for(self, batch: dict) -> Physics:
         """The batch's operator: the physics for the batch's measurement shape, with its parameters."""
         shape = tuple(batch["y"].shape[1:])
         physics = self._resized.get(shape)
@@ -98,7 +98,7 @@ class SelfSupervisedModule(pl.LightningModule):
         return physics.with_params(**params) if params else physics
 
     def _loss(self, batch: dict, generator: torch.Generator) -> Tensor:
-        y, phys = batch["y"], self._operator(batch)
+        y, phys = batch["y"], self.operator_for(batch)
         x = batch.get("x") if self.loss.needs_ground_truth else None
         if self.loss.needs_ground_truth and x is None:
             raise ValueError("a supervised loss term needs ground truth 'x' in the batch, but the data has none")
@@ -158,7 +158,7 @@ class SelfSupervisedModule(pl.LightningModule):
         x = batch.get("x")
         if x is not None:
             with torch.no_grad():
-                phys = self._operator(batch)
+                phys = self.operator_for(batch)
                 x_hat = self(batch["y"], phys, self._val_generator).float()
                 x0 = phys.A_dagger(batch["y"]).float()
             self.log("val/psnr", psnr(x_hat, x.float()).mean(), prog_bar=True, batch_size=bs, sync_dist=True)
