@@ -95,11 +95,11 @@ def predict(checkpoint: str, input: str, output: str,
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     names: set[str] = set()
-    bar = _progress(len(measurements), progress)
+    bar = _progress(len(measurements), progress, "images")
     for source, ms in by_source.items():
         slices = []
         for m in ms:
-            slices.append(_reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex))
+            slices.append(_reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex, progress))
             bar.update(1)
         fmt = format or _FORMATS.get(Path(source).suffix.lower(), "tiff")
         written.extend(_write(out_dir, _stem(source, ms[0], names), fmt, slices))
@@ -124,7 +124,7 @@ def _physics(run, physics_args: dict | None):
     return build_physics(cfg, run.normalization)
 
 
-def _reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex_out) -> np.ndarray:
+def _reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex_out, progress) -> np.ndarray:
     from selfinv.data.normalization import cast_to
     from selfinv.physics.masked import MaskedPhysics
 
@@ -146,8 +146,10 @@ def _reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex_
         if tile is not None and op.image_domain:
             from selfinv.data.tiling import tiled_apply
 
+            bar = _progress(_n_tiles(y.shape[-2:], tile, min(overlap, tile - 1)), progress, "tiles")
             x_n = tiled_apply(lambda t: estimator(t, op, generator), y_n, tile=tile, overlap=min(overlap, tile - 1),
-                              batch_size=batch_size)
+                              batch_size=batch_size, progress=lambda done, total: bar.update_to(done))
+            bar.close()
         else:
             x_n = estimator(y_n, op, generator)
     x = run.normalization.undo(x_n)
@@ -206,19 +208,36 @@ def _write(out_dir: Path, stem: str, fmt: str, slices: list[np.ndarray]) -> list
     return [str(write_stack(out_dir / f"{stem}_{i:0{width}d}{ext}", s[None])) for i, s in enumerate(slices)]
 
 
-class _NoBar:
+def _n_tiles(size, tile: int, overlap: int) -> int:
+    from selfinv.data.tiling import tile_starts
+
+    h, w = (int(s) for s in size)
+    return len(tile_starts(h, min(tile, h), overlap)) * len(tile_starts(w, min(tile, w), overlap))
+
+
+class _Bar:
+    """A tqdm progress bar on stderr when it is a terminal (or ``SELFINV_PROGRESS=1``), else nothing."""
+
+    def __init__(self, total: int, enabled: bool, unit: str):
+        self.bar = None
+        if enabled and total > 1 and (sys.stderr.isatty() or os.environ.get("SELFINV_PROGRESS") == "1"):
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="reconstructing", unit=unit.rstrip("s"), file=sys.stderr,
+                            leave=unit == "images")
+
     def update(self, n: int) -> None:
-        pass
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def update_to(self, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
-        pass
+        if self.bar is not None:
+            self.bar.close()
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled or total < 2 or not sys.stderr.isatty() and os.environ.get("SELFINV_PROGRESS") != "1":
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc="reconstructing", unit="image", file=sys.stderr)
+def _progress(total: int, enabled: bool, unit: str) -> _Bar:
+    return _Bar(total, enabled, unit)

@@ -80,7 +80,7 @@ def _pair(v: int | tuple[int, int], name: str) -> tuple[int, int]:
 def tiled_apply(fn: Callable[..., Tensor], y: Tensor, tile: int | tuple[int, int] = 128,
                 overlap: int | tuple[int, int] = 32, *, margin: int | tuple[int, int] | None = None,
                 batch_size: int = 4, spatial: Mapping[str, Tensor] | None = None,
-                no_grad: bool = True) -> Tensor:
+                no_grad: bool = True, progress: Callable[[int, int], None] | None = None) -> Tensor:
     """Apply ``fn`` tile by tile to ``y`` ``(B, C, H, W)`` and blend (see the module doc).
 
     Args:
@@ -95,6 +95,7 @@ def tiled_apply(fn: Callable[..., Tensor], y: Tensor, tile: int | tuple[int, int
             ``batch_size * B`` tiles at a time).
         spatial: extra ``(B or 1, ..., H, W)`` tensors cropped like ``y``.
         no_grad: run under ``torch.no_grad()`` (prediction).
+        progress: called as ``progress(done, total)`` after each group of tiles.
     """
     if not isinstance(y, Tensor) or y.ndim != 4:
         raise ValueError(f"tiled_apply expects y of shape (B, C, H, W), got "
@@ -139,6 +140,8 @@ def tiled_apply(fn: Callable[..., Tensor], y: Tensor, tile: int | tuple[int, int
                 w2 = wh[:, None] * ww[None, :]
                 wsum[h:h + th, w:w + tw] += w2
                 out[..., h:h + th, w:w + tw] += res[j * B:(j + 1) * B] * w2.to(res.dtype)
+            if progress is not None:
+                progress(min(k + batch_size, len(positions)), len(positions))
         assert out is not None
         if bool((wsum <= 0).any()):  # cannot happen with margin < overlap / 2; guard anyway
             raise RuntimeError("tiled_apply: some pixels got no weight; increase overlap or decrease margin")
