@@ -43,7 +43,7 @@ Example::
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -151,28 +151,33 @@ class WeightedSum(Loss):
         self.last_terms: dict[str, Tensor] = {}
 
     @property
+    def _terms(self) -> list[Loss]:
+        """``losses`` as the ``Loss`` list it holds (an ``nn.ModuleList`` is typed as plain modules)."""
+        return cast("list[Loss]", list(self.losses))
+
+    @property
     def needs_ground_truth(self) -> bool:  # type: ignore[override]
-        return any(l.needs_ground_truth for l in self.losses)
+        return any(l.needs_ground_truth for l in self._terms)
 
     @property
     def batch_keys(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(dict.fromkeys(k for l in self.losses for k in l.batch_keys))
+        return tuple(dict.fromkeys(k for l in self._terms for k in l.batch_keys))
 
     @property
     def evaluations_per_step(self) -> int:  # type: ignore[override]
-        shared = sum(1 for l in self.losses if l.evaluates_measurement)
-        return sum(l.evaluations_per_step for l in self.losses) - max(shared - 1, 0)
+        shared = sum(1 for l in self._terms if l.evaluates_measurement)
+        return sum(l.evaluations_per_step for l in self._terms) - max(shared - 1, 0)
 
     @property
     def evaluates_measurement(self) -> bool:  # type: ignore[override]
-        return any(l.evaluates_measurement for l in self.losses)
+        return any(l.evaluates_measurement for l in self._terms)
 
     @property
     def custom_estimator(self) -> bool:  # type: ignore[override]
-        return any(l.custom_estimator for l in self.losses)
+        return any(l.custom_estimator for l in self._terms)
 
     def check(self, physics: Physics) -> None:
-        for l in self.losses:
+        for l in self._terms:
             l.check(physics)
 
     def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
@@ -188,7 +193,7 @@ class WeightedSum(Loss):
         try:
             total: Tensor | float = 0.0
             terms: dict[str, Tensor] = {}
-            for name, w, l in zip(self.names, self.weights, self.losses, strict=True):
+            for name, w, l in zip(self.names, self.weights, self._terms, strict=True):
                 v = l(y, physics, shared, x=x, generator=generator, **{k: batch[k] for k in l.batch_keys})
                 terms[name] = v.detach()
                 if isinstance(l, WeightedSum):
@@ -201,7 +206,7 @@ class WeightedSum(Loss):
         return total
 
     def estimator(self, model: Reconstructor) -> Estimator:
-        for l in self.losses:
+        for l in self._terms:
             if l.custom_estimator:
                 return l.estimator(model)
         return ModelEstimator(model)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from selfinv.losses.base import Loss, Reconstructor
 from selfinv.physics.base import Denoising, Physics
 
 
-def measurement_residual(y: Tensor, physics: Physics, model: nn.Module) -> Tensor:
+def measurement_residual(y: Tensor, physics: Physics, model: Reconstructor) -> Tensor:
     """``mean((y - A f(y, A))²)``, with a shape check naming both shapes."""
     y_hat = physics.A(model(y, physics))
     if y_hat.shape != y.shape:

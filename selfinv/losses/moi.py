@@ -97,7 +97,7 @@ class MultiOperatorImaging(WeightedSum):
 
     @property
     def fidelity(self) -> Loss:
-        return self.losses[0]
+        return self._terms[0]
 
     @property
     def weight(self) -> float:

@@ -58,6 +58,8 @@ class Noise2Score(Loss):
     """
 
     evaluates_measurement = False  # never evaluates f(y, A) on the raw measurement
+    #: training calls so far (a buffer, saved with the checkpoint): the annealing clock
+    step: Tensor
 
     def __init__(self, noise: Literal["gaussian", "poisson", "gamma"] = "gaussian", sigma_max: float = 0.1,
                  sigma_min: float = 1e-3, anneal_steps: int = 10_000):

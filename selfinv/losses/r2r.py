@@ -105,6 +105,7 @@ class R2R(Loss):
             for _ in range(self.n_test):
                 out = model(self.recorrupt_input(y, physics, generator), physics)
                 total = out if total is None else total + out
+            assert total is not None  # n_test >= 1
             return total / self.n_test
 
         return f_test

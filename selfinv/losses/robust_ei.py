@@ -24,10 +24,11 @@ Example::
 
 from __future__ import annotations
 
-from torch import nn
+from typing import cast
 
 from selfinv.losses.base import Loss, LossConfigError, WeightedSum
 from selfinv.losses.equivariant import EquivariantImaging
+from selfinv.transforms.base import Transform
 
 
 class RobustEquivariantImaging(WeightedSum):
@@ -40,7 +41,7 @@ class RobustEquivariantImaging(WeightedSum):
         renoise: re-noise the virtual measurement (default True, as in the paper).
     """
 
-    def __init__(self, fidelity: Loss, transform: nn.Module, weight: float = 1.0, renoise: bool = True):
+    def __init__(self, fidelity: Loss, transform: Transform, weight: float = 1.0, renoise: bool = True):
         if not isinstance(fidelity, Loss):
             raise LossConfigError("RobustEquivariantImaging needs a fidelity loss (SURE or R2R), got "
                                   f"{type(fidelity).__name__}")
@@ -49,11 +50,11 @@ class RobustEquivariantImaging(WeightedSum):
 
     @property
     def fidelity(self) -> Loss:
-        return self.losses[0]
+        return self._terms[0]
 
     @property
     def equivariance(self) -> EquivariantImaging:
-        return self.losses[1]
+        return cast(EquivariantImaging, self.losses[1])
 
     @property
     def weight(self) -> float:

@@ -29,11 +29,12 @@ Example::
 
 from __future__ import annotations
 
-from torch import nn
+from typing import cast
 
 from selfinv.losses.base import Loss, LossConfigError, WeightedSum
 from selfinv.losses.equivariant import EquivariantImaging
 from selfinv.physics.base import Physics
+from selfinv.transforms.base import Transform
 
 
 class ScaleEquivariantImaging(WeightedSum):
@@ -45,7 +46,7 @@ class ScaleEquivariantImaging(WeightedSum):
         weight: weight ``w`` of the scale-equivariance term ``L_SEQ``.
     """
 
-    def __init__(self, sure: Loss, transform: nn.Module | None = None, weight: float = 1.0):
+    def __init__(self, sure: Loss, transform: Transform | None = None, weight: float = 1.0):
         if not isinstance(sure, Loss):
             raise LossConfigError(f"ScaleEquivariantImaging needs a SURE loss object, got {type(sure).__name__}")
         if transform is None:
@@ -57,11 +58,11 @@ class ScaleEquivariantImaging(WeightedSum):
 
     @property
     def sure(self) -> Loss:
-        return self.losses[0]
+        return self._terms[0]
 
     @property
     def equivariance(self) -> EquivariantImaging:
-        return self.losses[1]
+        return cast(EquivariantImaging, self.losses[1])
 
     @property
     def weight(self) -> float:

@@ -126,13 +126,16 @@ class SplittingLoss(Loss):
             generator = generator if generator is not None else default_test_generator(y)
             if self.mode == "split":
                 return model(self.split(y, generator)[0], physics)
-            num, den, plain = 0.0, 0.0, 0.0
+            num: Tensor | float = 0.0
+            den: Tensor | float = 0.0
+            plain: Tensor | float = 0.0
             for _ in range(self.n_test):
                 y_a, m = self.split(y, generator)
                 out = model(y_a, physics)
                 if out.shape[-2:] != m.shape[-2:]:
                     raise ValueError(f"'average' mode needs f(y) on the measurement grid, got {tuple(out.shape)}")
                 num, den, plain = num + m * out, den + m, plain + out
+            assert isinstance(den, Tensor)  # n_test >= 1
             return torch.where(den > 0, num / den.clamp_min(1), plain / self.n_test)
 
         return f_test

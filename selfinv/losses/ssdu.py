@@ -38,6 +38,7 @@ Needs a mask-type operator: a physics with a ``mask`` per-sample parameter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -127,7 +128,7 @@ class SSDUSplitting(Loss):
     def split(self, y: Tensor, physics: Physics, generator: torch.Generator | None = None) -> Split:
         """Draw ``S`` over the observed entries and build ``(S y, S A)``."""
         self.check(physics)
-        mask = physics.mask
+        mask = cast(MaskedPhysics, physics).mask  # check() accepts only a MaskedPhysics
         B = y.shape[0]
         if mask.shape[0] not in (1, B):
             raise ValueError(f"SSDUSplitting: the mask has {mask.shape[0]} samples but the batch has {B}")
@@ -170,6 +171,7 @@ class SSDUSplitting(Loss):
                 sp = self.split(y, physics, gen)
                 out = model(sp.y_in, sp.physics_in)
                 total = out if total is None else total + out
+            assert total is not None  # n_test_splits >= 1
             return total / self.n_test_splits
 
         return average_over_splits

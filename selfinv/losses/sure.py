@@ -205,6 +205,7 @@ def _weighted_diagonal_sum(fn: Callable[[Tensor], Tensor], y: Tensor, w: Tensor,
             d1, d2 = _diag_entry(flat, y_, k, vf is not None, create_graph=want_grads)
             term = wf[:, k] * d1
             if vf is not None:
+                assert d2 is not None  # asked for (second_order=True)
                 term = term - vf[:, k] * d2
             if not want_grads:
                 total = total + term.detach()
@@ -221,13 +222,13 @@ class _ExactWeightedDerivatives(torch.autograd.Function):
     pass recomputes it entry by entry and returns the gradients of the given leaves."""
 
     @staticmethod
-    def forward(ctx, fn, y, w, v, *leaves):  # type: ignore[override]
+    def forward(ctx, fn, y, w, v, *leaves):
         ctx.fn, ctx.leaves = fn, leaves
         ctx.save_for_backward(y, w, v)
         return _weighted_diagonal_sum(fn, y, w, v)
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx, grad_out):
         y, w, v = ctx.saved_tensors
         grads = _weighted_diagonal_sum(ctx.fn, y, w, v, ctx.leaves, grad_out)
         return (None, None, None, None, *grads)

@@ -52,6 +52,8 @@ class UNSURE(Loss):
     """
 
     evaluations_per_step = 2
+    #: the multipliers (a buffer, saved with the checkpoint)
+    eta: Tensor
 
     def __init__(self, variant: Literal["gaussian", "colored", "poisson_gaussian"] = "gaussian",
                  step: float = 1e-3, tau: float = 1e-2, radius: int = 1, eta_init: float = 0.0,

@@ -18,12 +18,15 @@ sample), and ``resample`` combines both. This is what data sets store next to
 from __future__ import annotations
 
 import copy
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from selfinv.physics.noise import NoiseModel, NoNoise
+
+#: a physics type: copies (``with_params``, ``with_noise``...) keep the type of the original
+_P = TypeVar("_P", bound="Physics")
 
 
 class Physics(nn.Module):
@@ -72,7 +75,7 @@ class Physics(nn.Module):
         """The current per-sample parameters, by name."""
         return {n: getattr(self, n) for n in self.param_names}
 
-    def with_params(self, **params: Tensor) -> "Physics":
+    def with_params(self: _P, **params: Tensor) -> _P:
         """A copy of this physics with some per-sample parameters replaced.
 
         Only names in ``param_names`` are accepted; anything else is an error
@@ -96,7 +99,7 @@ class Physics(nn.Module):
         A shape that no image size explains is a ``ValueError`` naming both shapes."""
         return self
 
-    def with_noise(self, noise: NoiseModel) -> "Physics":
+    def with_noise(self: _P, noise: NoiseModel) -> _P:
         """A copy with another noise model (same operator and parameters)."""
         new = self._shallow_copy()
         new.noise = noise
@@ -114,8 +117,8 @@ class Physics(nn.Module):
         """
         return {}
 
-    def resample(self, batch_size: int, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None) -> "Physics":
+    def resample(self: _P, batch_size: int, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> _P:
         """A copy with freshly drawn per-sample parameters (a new operator ``A'``)."""
         return self.with_params(**self.sample_params(batch_size, generator, device))
 
@@ -141,7 +144,7 @@ class Physics(nn.Module):
             )
         return p.to(device=t.device, dtype=t.dtype)
 
-    def _shallow_copy(self) -> "Physics":
+    def _shallow_copy(self: _P) -> _P:
         new = copy.copy(self)
         new._buffers = dict(self._buffers)
         new._modules = dict(self._modules)

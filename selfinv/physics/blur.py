@@ -102,7 +102,8 @@ def _transfer(kernel: Tensor, size: tuple[int, int]) -> Tensor:
 
 def circular_conv(x: Tensor, kernel: Tensor, adjoint: bool = False) -> Tensor:
     """Circular convolution with a (batch of) centred kernel(s); ``adjoint`` correlates instead."""
-    K = _transfer(kernel.to(x), x.shape[-2:])
+    H, W = x.shape[-2:]
+    K = _transfer(kernel.to(x), (H, W))
     if adjoint:
         K = K.conj()
     return torch.fft.irfft2(torch.fft.rfft2(x) * K, s=x.shape[-2:])
@@ -175,6 +176,7 @@ class Blur(LinearPhysics):
     image_domain: ClassVar[bool] = True
 
     param_names = ("kernel",)
+    kernel: Tensor
 
     def __init__(
         self,
@@ -247,7 +249,7 @@ class Blur(LinearPhysics):
         if self.boundary == "valid":
             kh, kw = self.kernel.shape[-2:]
             return size[0] - kh + 1, size[1] - kw + 1
-        return tuple(size)
+        return size[0], size[1]
 
     def A(self, x: Tensor) -> Tensor:
         self._check(x, "Blur.A")
@@ -282,7 +284,8 @@ class Blur(LinearPhysics):
         if self.boundary != "circular":
             return super().A_dagger(y)
         self._check(y, "Blur.A_dagger")
-        K = _transfer(self.kernel.to(y), y.shape[-2:])
+        H, W = y.shape[-2:]
+        K = _transfer(self.kernel.to(y), (H, W))
         mag = K.abs()
         keep = mag > self.dagger_eps * mag.amax(dim=(-2, -1), keepdim=True)
         inv = torch.where(keep, K.conj() / torch.where(keep, mag**2, torch.ones_like(mag)), torch.zeros_like(K))

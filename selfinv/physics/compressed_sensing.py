@@ -51,6 +51,7 @@ class CompressedSensing(LinearPhysics):
     """
 
     param_names = ("matrix",)
+    matrix: Tensor
 
     def __init__(
         self,
@@ -63,8 +64,9 @@ class CompressedSensing(LinearPhysics):
         super().__init__(noise)
         if len(img_size) != 3:
             raise ValueError(f"img_size must be (C, H, W), got {tuple(img_size)}")
-        self.img_size = tuple(int(s) for s in img_size)
-        self.n = self.img_size[0] * self.img_size[1] * self.img_size[2]
+        C, H, W = (int(s) for s in img_size)
+        self.img_size = (C, H, W)
+        self.n = C * H * W
         if int(m) != m or m < 1:
             raise ValueError(f"m must be a positive integer, got {m}")
         self.m = int(m)

@@ -88,6 +88,7 @@ class Downsampling(LinearPhysics):
     """
 
     image_domain: ClassVar[bool] = True
+    filter_kernel: Tensor
 
     def __init__(
         self,

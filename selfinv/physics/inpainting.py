@@ -77,7 +77,8 @@ class Inpainting(MaskedPhysics):
         super().__init__(noise)
         if len(img_size) != 3:
             raise ValueError(f"img_size must be (C, H, W), got {tuple(img_size)}")
-        self.img_size = tuple(int(s) for s in img_size)
+        C, H, W = (int(s) for s in img_size)
+        self.img_size = (C, H, W)
         _check_keep_ratio(keep_ratio)
         self.keep_ratio = float(keep_ratio)
         self.per_sample = bool(per_sample)
@@ -128,7 +129,8 @@ class Inpainting(MaskedPhysics):
         if self._fixed_user_mask:
             raise ValueError(f"this Inpainting operator has a fixed mask of size {self.img_size[1:]}; it cannot "
                              f"take measurements of size {tuple(shape[1:])}")
-        return Inpainting(tuple(shape), self.keep_ratio, per_sample=self.per_sample, noise=self.noise,
+        C, H, W = shape
+        return Inpainting((C, H, W), self.keep_ratio, per_sample=self.per_sample, noise=self.noise,
                           generator=torch.Generator(device=self.mask.device).manual_seed(0))
 
     # -- the maps ------------------------------------------------------------------

@@ -338,7 +338,8 @@ class MRI(MaskedPhysics):
         if self._fixed_user_mask:
             raise ValueError(f"this MRI operator has a fixed mask for {self.img_size} k-space; it cannot take "
                              f"k-space of size {tuple(shape[1:])}")
-        return MRI(tuple(shape[1:]), self.acceleration, self.center_fraction, self.pattern, noise=self.noise,
+        _, H, W = shape
+        return MRI((H, W), self.acceleration, self.center_fraction, self.pattern, noise=self.noise,
                    generator=torch.Generator(device=self.mask.device).manual_seed(0))
 
     def mask_from_measurement(self, y: Tensor) -> Tensor:

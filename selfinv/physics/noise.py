@@ -91,10 +91,11 @@ class NoiseModel(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):
         """Move the float64 parameters with the module but keep their dtype (device changes only)."""
-        exact = {n: self._buffers[n] for n in _EXACT_BUFFERS if self._buffers.get(n) is not None}
+        exact = {n: b for n in _EXACT_BUFFERS if (b := self._buffers.get(n)) is not None}
         out = super()._apply(fn, recurse)
         for name, value in exact.items():
             moved = self._buffers[name]
+            assert moved is not None  # _apply maps each tensor buffer to a tensor
             if moved.device != value.device:
                 try:
                     moved = value.to(device=moved.device)
@@ -121,8 +122,9 @@ class NoiseModel(nn.Module):
         new = copy.copy(self)
         new._buffers = dict(self._buffers)
         for name in ("sigma", "gain"):
-            if new._buffers.get(name) is not None:
-                new._buffers[name] = new._buffers[name] * float(factor)
+            value = new._buffers.get(name)
+            if value is not None:
+                new._buffers[name] = value * float(factor)
         return new
 
 
@@ -186,6 +188,7 @@ class ColoredGaussianNoise(NoiseModel):
     """
 
     kind: ClassVar[NoiseKind] = "colored_gaussian"
+    kernel: Tensor
 
     def __init__(self, sigma: float | Tensor, kernel: Tensor):
         super().__init__()

@@ -12,6 +12,7 @@ import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -110,7 +111,7 @@ def radon_matrix_transpose(n: int, angles_deg: Tensor, n_detectors: int, pixel_s
     directly in CSR order (columns sorted within a row). Weights are computed in
     float64 then cast to ``dtype``.
     """
-    f64 = {"dtype": torch.float64, "device": device}
+    f64: dict[str, Any] = {"dtype": torch.float64, "device": device}
     theta = torch.deg2rad(angles_deg.to(**f64).reshape(-1))
     V, D, P = theta.numel(), n_detectors, n * n
     center = float(n // 2) if center is None else float(center)
@@ -302,6 +303,7 @@ class RadonPlan:
         for k, g in enumerate(self.symmetries):
             ug = _symmetric_transpose(u[:, :, k], g)
             out = ug if out is None else out + ug
+        assert out is not None  # at least one view, hence at least one symmetry
         o = self.offset
         return out[o:o + n, o:o + n].permute(2, 0, 1).reshape(M, n * n)
 

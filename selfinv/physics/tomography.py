@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -157,9 +158,10 @@ def _square_size(img_size: int | Sequence[int], who: str) -> int:
         if len(img_size) != 2 or img_size[0] != img_size[1]:
             raise ValueError(f"{who} needs square images, got img_size={tuple(img_size)}")
         img_size = img_size[0]
-    if int(img_size) < 2:
+    n = int(cast(int, img_size))  # an int, or anything int() takes (a NumPy integer, a 0-d tensor)
+    if n < 2:
         raise ValueError(f"{who}: img_size must be >= 2, got {img_size}")
-    return int(img_size)
+    return n
 
 
 #: dtypes the sparse kernels lack: computed in float32
@@ -208,6 +210,7 @@ class Tomography(LinearPhysics):
     """
 
     param_names = ("angles",)
+    angles: Tensor
 
     def __init__(self, img_size: int | Sequence[int], n_views: int = 60, angles: Tensor | Sequence[float] | None = None,
                  n_detectors: int | None = None, pixel_size: float | None = None,

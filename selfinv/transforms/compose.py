@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -35,10 +35,15 @@ class Compose(Transform):
         self.is_invertible = all(t.is_invertible for t in transforms)
         self.exact_inverse = all(t.exact_inverse for t in transforms)
 
+    @property
+    def _members(self) -> list[Transform]:
+        """``transforms`` as the ``Transform`` list it holds (an ``nn.ModuleList`` is typed as plain modules)."""
+        return cast("list[Transform]", list(self.transforms))
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None,
                device: torch.device | str | None = None) -> dict[str, Tensor]:
         params: dict[str, Tensor] = {}
-        for i, t in enumerate(self.transforms):
+        for i, t in enumerate(self._members):
             params.update({f"{i}.{k}": v for k, v in t.sample(batch_size, generator, device).items()})
         return params
 
@@ -47,20 +52,20 @@ class Compose(Transform):
         return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
     def transform(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
-        for i, t in enumerate(self.transforms):
+        for i, t in enumerate(self._members):
             x = t.transform(x, self._split(params, i))
         return x
 
     def inverse(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         if not self.is_invertible:
-            names = [type(t).__name__ for t in self.transforms if not t.is_invertible]
+            names = [type(t).__name__ for t in self._members if not t.is_invertible]
             raise NotImplementedError(f"Compose is not invertible: {names} have no inverse")
-        for i in reversed(range(len(self.transforms))):
-            x = self.transforms[i].inverse(x, self._split(params, i))
+        for i, t in reversed(list(enumerate(self._members))):
+            x = t.inverse(x, self._split(params, i))
         return x
 
     def elements(self, img_size: tuple[int, int] | None = None) -> list[dict[str, Tensor]]:
-        per = [t.elements(img_size) for t in self.transforms]
+        per = [t.elements(img_size) for t in self._members]
         out = []
         for combo in itertools.product(*per):
             params: dict[str, Tensor] = {}
