@@ -92,9 +92,12 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
+    lr: float = _help(2e-3, help="Adam learning rate (peak of the schedule)")
     weight_decay: float = 0.0
-    scheduler: Literal["none", "cosine", "step"] = "none"
+    scheduler: Literal["none", "warmup_cosine", "cosine", "step"] = _help(
+        "warmup_cosine", help="warmup_cosine: linear warm-up, then a half cosine to 0 at the end of the run (in "
+                              "steps, or in time when trainer.max_time_minutes is set)")
+    warmup: float = _help(0.03, help="warm-up fraction of the run (warmup_cosine)")
     step_size: int = _help(1000, help="StepLR: decay by gamma every step_size steps")
     gamma: float = 0.5
 
@@ -109,7 +112,8 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: Literal["auto", "32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true"] = _help(
-        "auto", help="'auto' = bf16-mixed on CUDA, 32-true elsewhere")
+        "auto", help="'auto' = bf16-mixed where the hardware has bf16 units (CUDA, CPUs with AMX/AVX512-BF16), "
+                     "else 32-true")
     deterministic: bool = False
     checkpoint_every: int = _help(1, help="write a checkpoint every N epochs")
     early_stopping_patience: int = _help(0, help="stop after N validations without improvement (0 = never)")
@@ -221,6 +225,7 @@ def validate(cfg: RunConfig) -> None:
     _check(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
     _check(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    _check(0 <= o.warmup < 1, f"optim.warmup must be a fraction in [0, 1), got {o.warmup}")
     _check(t.max_steps == -1 or t.max_steps > 0, f"trainer.max_steps must be -1 or > 0, got {t.max_steps}")
     _check(t.max_steps > 0 or (t.max_epochs is not None and t.max_epochs > 0),
            "trainer: set trainer.max_steps > 0 or trainer.max_epochs > 0")

@@ -54,13 +54,15 @@ def test_divergence_names_the_first_bad_step(tmp_path, config):
 
 def test_resume_after_a_max_steps_stop_mid_epoch_is_exact(tmp_path, config):
     """32 training measurements, batch 4: 8 steps per epoch. Stop at step 5 (mid-epoch), resume to 12
-    steps; compare with 12 uninterrupted steps."""
+    steps; compare with 12 uninterrupted steps. A constant learning rate: a schedule over the run's
+    length (the default) depends on max_steps, which the resume changes."""
     a, b = tmp_path / "a", tmp_path / "b"
-    fit(_cfg(config, a, "--trainer.max_steps", "5"))
+    const = ("--optim.scheduler", "none")
+    fit(_cfg(config, a, "--trainer.max_steps", "5", *const))
     mid = load_checkpoint(a / "checkpoints" / "last.ckpt")
     assert mid["global_step"] == 5
-    ta, _ = fit(_cfg(config, a, "--trainer.max_steps", "12"), resume="last")
-    tb, _ = fit(_cfg(config, b, "--trainer.max_steps", "12"))
+    ta, _ = fit(_cfg(config, a, "--trainer.max_steps", "12", *const), resume="last")
+    tb, _ = fit(_cfg(config, b, "--trainer.max_steps", "12", *const))
     ca, cb = load_checkpoint(a / "checkpoints" / "last.ckpt"), load_checkpoint(b / "checkpoints" / "last.ckpt")
     assert ca["global_step"] == cb["global_step"] == 12
     assert ta.current_epoch == tb.current_epoch

@@ -18,7 +18,8 @@ sample), and ``resample`` combines both. This is what data sets store next to
 from __future__ import annotations
 
 import copy
-from typing import Callable, ClassVar, TypeVar
+import functools
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +30,44 @@ from selfinv.physics.noise import NoiseModel, NoNoise
 _P = TypeVar("_P", bound="Physics")
 
 
+#: reduced-precision floating dtypes: operators compute in float32 instead
+_REDUCED = (torch.float16, torch.bfloat16)
+#: the maps computed at full precision whatever autocast says (see ``Physics.__init_subclass__``)
+_MAPS = ("A", "A_adjoint", "A_dagger", "A_adjoint_A")
+
+
+def _full_precision(method: Callable) -> Callable:
+    """``method(self, t, ...)`` run outside autocast, a half-precision ``t`` computed in float32."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Physics", t: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        if not isinstance(t, Tensor):
+            return method(self, t, *args, **kwargs)
+        reduced = t.dtype in _REDUCED
+        if not reduced and not torch.is_autocast_enabled(t.device.type):
+            return method(self, t, *args, **kwargs)
+        with torch.autocast(t.device.type, enabled=False):
+            return method(self, t.float() if reduced else t, *args, **kwargs)
+
+    wrapper.__full_precision__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 class Physics(nn.Module):
-    """A (possibly non-linear) measurement process ``y = noise(A(x))``."""
+    """A (possibly non-linear) measurement process ``y = noise(A(x))``.
+
+    The maps ``A``, ``A_adjoint``, ``A_dagger`` and ``A_adjoint_A`` of every subclass are computed at full
+    precision (float32 or the input's float64) even inside ``torch.autocast`` and for half-precision inputs:
+    mixed precision speeds up the *network*, while the physics — sparse projections, FFTs, the finite
+    differences of SURE through ``A`` — keeps its accuracy (and sparse kernels have no half-precision form).
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _MAPS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "__full_precision__", False):
+                setattr(cls, name, _full_precision(method))
 
     #: names of the per-sample parameters (tensors with a leading batch dimension)
     param_names: tuple[str, ...] = ()

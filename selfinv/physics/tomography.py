@@ -164,10 +164,6 @@ def _square_size(img_size: int | Sequence[int], who: str) -> int:
     return n
 
 
-#: dtypes the sparse kernels lack: computed in float32
-_HALF = (torch.float16, torch.bfloat16)
-
-
 class Tomography(LinearPhysics):
     """Parallel-beam CT ``y = noise(A x)``, ``A`` the strip-integral Radon transform.
 
@@ -298,11 +294,8 @@ class Tomography(LinearPhysics):
                           ref.dtype, ref.device, self.centering, self.use_symmetry)
 
     def A(self, x: Tensor) -> Tensor:
-        """Sinogram ``(B, C, n_views, n_detectors)`` of images ``(B, C, N, N)`` (float32/float64; half
-        precision is computed in float32 and returned in its own dtype)."""
+        """Sinogram ``(B, C, n_views, n_detectors)`` of images ``(B, C, N, N)``."""
         self._check_image(x, "Tomography.A", size=(self.img_size, self.img_size))
-        if x.dtype in _HALF:
-            return self.A(x.float()).to(x.dtype)
         B, C, N, _ = x.shape
         out = x.new_empty(B, C, self.n_views, self.n_detectors)
         for angles, idx in self._groups(B):
@@ -317,8 +310,6 @@ class Tomography(LinearPhysics):
     def A_adjoint(self, y: Tensor) -> Tensor:
         """Back-projection ``A^T y``: the exact transpose of ``A``."""
         self._check_sinogram(y, "Tomography.A_adjoint")
-        if y.dtype in _HALF:
-            return self.A_adjoint(y.float()).to(y.dtype)
         B, C = y.shape[:2]
         N = self.img_size
         out = y.new_empty(B, C, N, N)

@@ -35,6 +35,7 @@ from selfinv.training.checkpoint import AtomicCheckpointIO, clean_stale_files, r
 from selfinv.training.csv_log import RunCSVLogger
 from selfinv.training.datamodule import MeasurementDataModule, has_ground_truth, split_measurements
 from selfinv.training.module import SelfSupervisedModule
+from selfinv.training.precision import resolve_precision
 from selfinv.training.resume import ResumeMismatch, check_same_problem, resolve_resume
 
 
@@ -159,18 +160,10 @@ def build_module(cfg: RunConfig, physics: Physics | None = None,
     loss.check(physics)
     o = cfg.optim
     return SelfSupervisedModule(build_model(cfg), physics, loss, lr=o.lr, weight_decay=o.weight_decay,
-                                scheduler=o.scheduler, step_size=o.step_size, gamma=o.gamma,
+                                scheduler=o.scheduler, step_size=o.step_size, gamma=o.gamma, warmup=o.warmup,
                                 seed=cfg.trainer.seed, config=to_dict(cfg),
                                 normalization=(normalization or Normalization()).to_dict(),
                                 check_every=cfg.trainer.log_every_n_steps)
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """'auto' -> 'bf16-mixed' on CUDA, '32-true' elsewhere (CPU stays float32 unless asked)."""
-    if precision != "auto":
-        return precision
-    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if on_cuda else "32-true"
 
 
 def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[pl.Callback] = (), has_truth: bool = False,

@@ -24,6 +24,7 @@ diverged weights are ever checkpointed.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -36,6 +37,7 @@ from selfinv.losses.base import WeightedSum, set_input_checks
 from selfinv.physics.base import Physics
 from selfinv.training.divergence import DivergenceMonitor
 from selfinv.training.metrics import psnr, ssim
+from selfinv.training.schedules import warmup_cosine
 
 _RNG_KEY = "selfinv_rng"
 
@@ -56,11 +58,11 @@ class SelfSupervisedModule(pl.LightningModule):
     def __init__(self, model: nn.Module, physics: Physics, loss: WeightedSum, lr: float = 1e-3,
                  weight_decay: float = 0.0, scheduler: str = "none", step_size: int = 1000,
                  gamma: float = 0.5, seed: int = 0, config: dict | None = None, check_every: int = 10,
-                 normalization: dict | None = None):
+                 normalization: dict | None = None, warmup: float = 0.03):
         super().__init__()
         self.model, self.physics, self.loss = model, physics, loss
         self.lr, self.weight_decay, self.scheduler = lr, weight_decay, scheduler
-        self.step_size, self.gamma, self.seed = step_size, gamma, seed
+        self.step_size, self.gamma, self.seed, self.warmup = step_size, gamma, seed, warmup
         self.check_every = max(1, int(check_every))
         self.save_hyperparameters({"config": config or {}, "normalization": normalization or {}})
         self._resized: dict[tuple[int, ...], Physics] = {}
@@ -140,6 +142,12 @@ class SelfSupervisedModule(pl.LightningModule):
     def on_validation_start(self) -> None:
         self.check_finite()
 
+    def on_fit_start(self) -> None:
+        # convolutions are faster on NHWC tensors on CPU (oneDNN) and GPU (tensor cores); the backbones
+        # give their input the layout of their weights (selfinv.models.dtype)
+        if self.device.type in ("cpu", "cuda"):
+            self.model.to(memory_format=torch.channels_last)
+
     def on_train_epoch_end(self) -> None:
         self.check_finite()
 
@@ -172,14 +180,33 @@ class SelfSupervisedModule(pl.LightningModule):
         opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.scheduler == "none":
             return opt
-        if self.scheduler == "cosine":
+        if self.scheduler == "warmup_cosine":
+            total, seconds, elapsed = self._budget()
+            sched = warmup_cosine(opt, total, self.warmup, seconds, elapsed)
+        elif self.scheduler == "cosine":
             total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1000
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(total)))
         elif self.scheduler == "step":
             sched = torch.optim.lr_scheduler.StepLR(opt, step_size=self.step_size, gamma=self.gamma)
         else:
-            raise ValueError(f"optim.scheduler must be 'none', 'cosine' or 'step', got {self.scheduler!r}")
+            raise ValueError(f"optim.scheduler must be 'none', 'warmup_cosine', 'cosine' or 'step', got "
+                             f"{self.scheduler!r}")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _budget(self) -> tuple[int, float | None, Any]:
+        """``(steps, seconds, elapsed)`` of the run: its step budget, its wall-clock budget (None) and the
+        trainer's training-time clock (which a resume restores)."""
+        if self._trainer is None:
+            return 1000, None, None
+        trainer = self.trainer
+        total = int(trainer.estimated_stepping_batches) if math.isfinite(trainer.estimated_stepping_batches) \
+            else 1000
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is None or timer._duration is None:
+            return total, None, None
+        return total, float(timer._duration), lambda: timer.time_elapsed("train")
 
     # -- RNG state in checkpoints --------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

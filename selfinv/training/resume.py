@@ -3,7 +3,11 @@
 ``selfinv fit --resume last|CKPT`` continues the run stored in the checkpoint: weights,
 optimiser moments, schedulers, RNG and loss-generator states, the data order (mid-epoch
 position included, see ``MeasurementDataModule.state_dict``) and the logs (appended).
-That is only meaningful when the configuration describes the **same problem**: resuming
+Extending the budget on resume (a larger ``trainer.max_steps``) is allowed; a learning-rate
+schedule over the run's length (``warmup_cosine``, ``cosine``) then follows the new length
+from the resumed step on.
+
+Resuming is only meaningful when the configuration describes the **same problem**: resuming
 a SURE σ = 0.1 run with an R2R σ = 0.3 config would silently train a different objective
 on top of the old state. So the loss, physics, noise model and network of the config
 must equal those stored in the checkpoint; otherwise ``ResumeMismatch`` lists the
