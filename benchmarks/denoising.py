@@ -135,21 +135,24 @@ def methods_for(noise: str, steps: int, unsure_step: float = 1e-3, special_lr: f
 # -- measurement callbacks --------------------------------------------------------------------------
 
 class StepProbe(pl.Callback):
-    """Wall time of each training step and the reconstructor's evaluations per step (forward hook)."""
+    """Wall time of each training step and the reconstructor's evaluations per step (forward hook), counted
+    in batches: a call on a doubled batch (SURE's two evaluations in one pass) counts as two."""
 
     def __init__(self):
         self.times: list[float] = []
         self.with_grad: list[int] = []
         self.without_grad: list[int] = []
         self._t0 = 0.0
-        self._g = self._ng = 0
+        self._g = self._ng = 0.0
+        self._batch = 0
         self._handle = None
 
     def _hook(self, module, args, output) -> None:
+        n = args[0].shape[0] / self._batch if self._batch else 1
         if torch.is_grad_enabled():
-            self._g += 1
+            self._g += n
         else:
-            self._ng += 1
+            self._ng += n
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._handle = pl_module.model.register_forward_hook(self._hook)
@@ -159,7 +162,8 @@ class StepProbe(pl.Callback):
             self._handle.remove()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._g = self._ng = 0
+        self._g = self._ng = 0.0
+        self._batch = batch["y"].shape[0]
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -170,8 +174,8 @@ class StepProbe(pl.Callback):
     def summary(self, skip: int) -> dict:
         t = self.times[skip:] or self.times
         return {"median_ms": 1e3 * statistics.median(t), "min_ms": 1e3 * min(t), "steps_timed": len(t),
-                "evals_grad": int(statistics.median(self.with_grad)),
-                "evals_nograd": int(statistics.median(self.without_grad))}
+                "evals_grad": round(statistics.median(self.with_grad)),
+                "evals_nograd": round(statistics.median(self.without_grad))}
 
 
 # -- data --------------------------------------------------------------------------------------------

@@ -233,13 +233,23 @@ class SharedEvaluation:
         self._cache: list[tuple[Tensor, Physics, int, bool, Tensor]] = []
 
     def __call__(self, y: Tensor, physics: Physics) -> Tensor:
+        out = self.cached(y, physics)
+        if out is None:
+            out = self.model(y, physics)
+            self.store(y, physics, out)
+        return out
+
+    def cached(self, y: Tensor, physics: Physics) -> Tensor | None:
+        """The output already computed for these ``(y, physics)`` objects in this grad mode, else None."""
         grad = torch.is_grad_enabled()
         for cy, cphys, version, cgrad, out in self._cache:
             if cy is y and cphys is physics and version == y._version and cgrad == grad:
                 return out
-        out = self.model(y, physics)
-        self._cache.append((y, physics, y._version, grad, out))
-        return out
+        return None
+
+    def store(self, y: Tensor, physics: Physics, out: Tensor) -> None:
+        """Record ``out = f(y, physics)`` computed elsewhere (e.g. as half of a batched evaluation)."""
+        self._cache.append((y, physics, y._version, torch.is_grad_enabled(), out))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)

@@ -52,7 +52,11 @@ derivative of a map affine in ``y`` is 0, so SURE is then exact whatever
 ``second_order``. In training the derivative graphs are not kept: the backward
 pass recomputes them one entry at a time (``exact_weighted_derivatives``), so
 the memory is that of one entry's graph, not ``n`` of them. Both modes assume
-the model treats batch samples independently (no batch-norm in training mode).
+the model treats batch samples independently (no batch-norm in training mode);
+with ``batch_evaluations`` (default) the two evaluations of the Gaussian
+Monte-Carlo divergence, ``f(y)`` and ``f(y + τω)``, are one forward pass of the
+doubled batch (the same numbers; faster where the network is small for the
+hardware), unless another term of a sum already computed ``f(y)``.
 Works for any ``Physics`` whose ``A`` maps back to the measurement shape
 (invertible / square operators, blur, denoising, inpainting, MRI).
 """
@@ -64,7 +68,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from selfinv.losses.base import Loss, LossConfigError, Reconstructor
+from selfinv.losses.base import Loss, LossConfigError, Reconstructor, SharedEvaluation
 from selfinv.physics.base import Physics
 from selfinv.utils import rng
 
@@ -281,6 +285,29 @@ def border_mask(y: Tensor, margin: int) -> Tensor:
     return m
 
 
+def _can_batch(model: Reconstructor, y: Tensor, physics: Physics) -> bool:
+    """Whether ``f(y)`` and ``f(y + τω)`` can be one forward pass of the doubled batch: ``f(y)`` is not
+    already computed by another term (then it is reused instead) and the operator's per-sample parameters
+    can be repeated."""
+    if isinstance(model, SharedEvaluation) and model.cached(y, physics) is not None:
+        return False
+    return all(p.shape[0] in (1, y.shape[0]) for p in physics.params().values())
+
+
+def _evaluate_pair(model: Reconstructor, y: Tensor, y2: Tensor, physics: Physics) -> tuple[Tensor, Tensor]:
+    """``(A f(y), A f(y2))`` from one network evaluation of ``cat([y, y2])`` (the operator's per-sample
+    parameters repeated); ``f(y)`` is offered to the other terms of a ``WeightedSum``."""
+    B = y.shape[0]
+    params = {k: torch.cat([p, p]) if p.shape[0] == B and B > 1 else p for k, p in physics.params().items()}
+    both = physics.with_params(**params) if params else physics
+    net = model.model if isinstance(model, SharedEvaluation) else model
+    x = net(torch.cat([y, y2]), both)
+    if isinstance(model, SharedEvaluation):
+        model.store(y, physics, x[:B])
+    h = both.A(x)
+    return h[:B], h[B:]
+
+
 class SURE(Loss):
     """Stein's unbiased risk estimate (see module docstring for the formulas).
 
@@ -299,7 +326,7 @@ class SURE(Loss):
 
     def __init__(self, noise: Literal["gaussian", "poisson", "poisson_gaussian"] = "gaussian",
                  tau: float = 1e-2, divergence: Literal["mc", "exact"] = "mc", margin: int = 0,
-                 second_order: bool = True, max_exact_entries: int = 4096):
+                 second_order: bool = True, max_exact_entries: int = 4096, batch_evaluations: bool = True):
         super().__init__()
         if noise not in ("gaussian", "poisson", "poisson_gaussian"):
             raise LossConfigError(f"SURE noise must be 'gaussian', 'poisson' or 'poisson_gaussian', got {noise!r}")
@@ -317,6 +344,7 @@ class SURE(Loss):
         self.margin = int(margin)
         self.second_order = bool(second_order) and noise != "gaussian"
         self.max_exact_entries = int(max_exact_entries)
+        self.batch_evaluations = bool(batch_evaluations)
 
     @property
     def evaluations_per_step(self) -> int:  # type: ignore[override]
@@ -380,6 +408,10 @@ class SURE(Loss):
                     f"max_exact_entries if the time is acceptable)")
             hy = h(y)
             div = exact_weighted_derivatives(h, y, w.expand_as(y), None if v is None else v.expand_as(y)).sum()
+        elif v is None and self.batch_evaluations and _can_batch(model, y, physics):
+            omega = rng.randn_like(y, generator)
+            hy, hp = _evaluate_pair(model, y, y + self.tau * omega, physics)
+            div = ((w * omega) * (hp - hy)).sum() / self.tau
         elif v is None:
             hy = h(y)
             div = mc_divergence(h, y, self.tau, generator, weight=w, fy=hy).sum()
@@ -394,5 +426,6 @@ class SURE(Loss):
 
     def extra_repr(self) -> str:
         return (f"noise={self.noise!r}, tau={self.tau}, divergence={self.divergence!r}, "
+                f"batch_evaluations={self.batch_evaluations}, "
                 f"margin={self.margin}, second_order={self.second_order}"
                 + (f", max_exact_entries={self.max_exact_entries}" if self.divergence == "exact" else ""))
