@@ -221,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(command: str, rest: list[str]) -> None:
+    from selfinv.utils.threads import use_available_cores
+
+    use_available_cores()
     if command == "fit":
         resume = _pop(rest, "--resume")
         weights_only = _flag(rest, "--resume-weights-only")

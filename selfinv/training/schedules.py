@@ -16,6 +16,8 @@ Example::
     >>> sched = warmup_cosine(opt, total_steps=100, warmup=0.1)
     >>> [round(factor, 3) for factor in (sched.lr_lambdas[0](s) for s in (0, 9, 10, 55, 100))]
     [0.1, 1.0, 1.0, 0.5, 0.0]
+
+With a time budget, the ramp and the decay follow the elapsed fraction of the budget.
 """
 
 from __future__ import annotations
@@ -62,14 +64,12 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup: fl
     if not 0.0 <= warmup < 1.0:
         raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup}")
     progress = RunProgress(total_steps, seconds, elapsed)
-    warm_steps = max(1, round(warmup * progress.total_steps)) if warmup > 0 else 0
 
     def factor(step: int) -> float:
-        if step < warm_steps:
-            return (step + 1) / warm_steps
         p = progress(step)
-        start = warm_steps / progress.total_steps
-        q = (p - start) / max(1e-12, 1.0 - start)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, q))))
+        if p < warmup:  # linear ramp over the first `warmup` of the run (steps or time), never exactly 0
+            return min(1.0, max(p, (step + 1) / progress.total_steps) / warmup)
+        q = (p - warmup) / (1.0 - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, q)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

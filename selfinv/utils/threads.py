@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-__all__ = ["at_most_threads"]
+__all__ = ["at_most_threads", "available_cores", "use_available_cores"]
 
 
 @contextmanager
@@ -43,3 +43,22 @@ def at_most_threads(t: Tensor, threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(current)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def use_available_cores() -> int:
+    """Never more torch compute threads than cores available to the process (a container or a job
+    scheduler may allow fewer than the machine has: more threads than cores only wait on each other).
+    Returns the thread count now in use."""
+    n = min(torch.get_num_threads(), available_cores())
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return n
