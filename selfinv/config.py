@@ -275,8 +275,28 @@ def validate(cfg: RunConfig) -> None:
                f"physics.noise.args.{auto[0]}: 'auto' needs image-domain measurements (denoising, blur, "
                f"downsampling), got '{cfg.physics.name}'")
     if cfg.select_by == "val/psnr":
-        _check(d.path is None or d.dataset is not None,
-               "select_by: 'val/psnr' needs ground truth; use a bundled data set or keep 'val/loss'")
+        _check(d.path is None or d.dataset is not None or d.target is not None,
+               "select_by: 'val/psnr' needs ground truth: a bundled data set, or data.target with data.path")
+    _check_pairing(cfg, noise_args)
+
+
+def _check_pairing(cfg: RunConfig, noise_args: dict) -> None:
+    """Every loss accepts the operator and noise model (``Loss.check``), decided before any data is read.
+    ``noise_args`` has placeholders for the levels that ``auto`` will estimate."""
+    try:
+        from selfinv.losses.base import LossConfigError
+
+        noise = registry.build("noise", cfg.physics.noise.name, noise_args, where="physics.noise")
+        physics = registry.build("physics", cfg.physics.name, physics_args(cfg), where="physics", noise=noise)
+        for i, spec in enumerate(cfg.losses):
+            loss = registry.build("loss", spec.name, spec.args, where=f"losses.{i}")
+            try:
+                loss.check(physics)
+            except LossConfigError as e:
+                raise ConfigError(f"losses.{i} ({spec.name}) with physics '{cfg.physics.name}' and noise "
+                                  f"'{cfg.physics.noise.name}': {e}") from None
+    except registry.RegistryError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_devices(t: TrainerConfig) -> None:

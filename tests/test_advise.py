@@ -234,7 +234,7 @@ def test_ct_sparse_view_rotations():
     ("none", {}, "none"),
 ])
 def test_noise_knowledge_from_config(noise, args, expected):
-    cfg = from_dict({"data": {"path": "measurements.npz", "patch_size": 32},
+    cfg = from_dict({"data": {"path": "measurements.npz", "patch_size": 32}, "losses": [{"name": "autoencoder"}],
                      "physics": {"name": "denoising", "noise": {"name": noise, "args": args}}})
     s = Situation.from_config(cfg)
     assert s.noise == expected and s.physics == "denoising" and s.original_size == 32

@@ -30,7 +30,7 @@ def _cfg(path, sigma="auto", **over) -> dict:
          "trainer": {"max_steps": 2, "accelerator": "cpu", "progress_bar": False, "figures": False,
                      "val_every": 1000, "checkpoint_every": 1000}}
     for k, v in over.items():
-        d[k] = {**d[k], **v}
+        d[k] = v if isinstance(v, list) else {**d[k], **v}
     return d
 
 
@@ -85,8 +85,9 @@ def test_poisson_gaussian_auto_replaces_only_the_auto_argument():
     x = _patches(32, 48).clamp(0, 1)
     y = PoissonGaussianNoise(0.02, 0.05)(x, generator=torch.Generator().manual_seed(3))
     cfg = from_dict(_cfg("unused.npz", physics={"noise": {"name": "poisson_gaussian",
-                                                          "args": {"gain": "auto", "sigma": 0.05}}}))
-    out, record = resolve_auto_noise(cfg, measurements=y)
+                                                          "args": {"gain": "auto", "sigma": 0.05}}},
+                         losses=[{"name": "sure", "args": {"noise": "poisson_gaussian"}}]))
+    out, record = resolve_auto_noise(cfg, y)
     assert set(record["estimated"]) == {"gain"} and out.physics.noise.args["sigma"] == 0.05
     # 32 patches of 48x48 over 16 intensity bins: gain errors measured within +-5.5 % over noise seeds
     # 3..7 (0.0197..0.0211); 15 % is ~3x that spread.

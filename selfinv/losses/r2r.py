@@ -56,10 +56,12 @@ class R2R(Loss):
     def check(self, physics: Physics) -> None:
         kind = physics.noise.kind
         if kind != self.noise:
+            fix = ("declare physics.noise (e.g. {name: gaussian, args: {sigma: auto}})" if kind in ("unknown", "none")
+                   else f"build R2R(noise={kind!r}) if supported")
             raise LossConfigError(
                 f"R2R(noise={self.noise!r}) cannot recorrupt {type(physics.noise).__name__} ({kind}) data: "
                 f"the splitting is exact only for its own noise model (Gaussian needs sigma, Poisson gain, "
-                f"Gamma shape); build R2R(noise={kind!r}) if supported")
+                f"Gamma shape); {fix}")
 
     def recorrupt(self, y: Tensor, physics: Physics,
                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

@@ -358,6 +358,9 @@ class SURE(Loss):
             hint = {
                 "none": "the physics has no noise level (sigma/gain); SURE needs the noise parameters — "
                         "use UNSURE when they are unknown",
+                "unknown": "the noise model is unknown (physics.noise: unknown); declare it, e.g. "
+                           "{name: gaussian, args: {sigma: auto}} to estimate the level from the data, or use a "
+                           "loss that needs no noise model (unsure, splitting)",
                 "colored_gaussian": "coloured Gaussian noise is not supported by SURE; use UNSURE(variant='colored')",
                 "gamma": "Gamma noise is not supported by SURE; use R2R(noise='gamma')",
                 "custom": "a custom noise model declares no family SURE is exact for (its class attribute "

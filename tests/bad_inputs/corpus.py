@@ -769,8 +769,8 @@ _cli_clear("cli_finetune_missing_measurement", "finetune --measurement of a miss
 _cli_clear("cli_finetune_output_jpg", "finetune --output x.jpg (checked only after training?)",
            tuple(a if a != "<dir>/x.tif" else "<dir>/x.jpg" for a in FINETUNE), ("jpg",),
            setup=_measurement_png())
-_cli_clear("cli_demo_minutes_word", "demo --minutes soon", ("demo", "--minutes", "soon", "--out", "<out>"),
-           ("minutes", "soon"))
+_cli_clear("cli_demo_steps_word", "demo --steps soon", ("demo", "--steps", "soon", "--out", "<out>"),
+           ("steps", "soon"))
 _cli_clear("cli_demo_unknown_option", "demo --outdir (the option is --out)", ("demo", "--outdir", "<out>"),
            ("outdir", ("--out", "'out'")))
 _cli_clear("cli_max_steps_fraction", "trainer.max_steps 2.5", FIT + ("--trainer.max_steps", "2.5"),
