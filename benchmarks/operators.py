@@ -195,6 +195,17 @@ def run_deepinv(python: str, anchor: str, batches) -> tuple[list, dict | None, s
     return data["results"], {"env": data.get("env"), "ct_accuracy": accuracy}, note
 
 
+def busy_machine_note(env: dict) -> str | None:
+    """A warning when the 1-minute load average exceeded 1 at the start or the end of the run."""
+    loads = [v[0] for v in (env.get("load_average"), env.get("load_average_end")) if v]
+    if not loads or max(loads) <= 1.0:
+        return None
+    return (f"The machine was busy (1-minute load average up to {max(loads):.2f} on 2 cores): a median of a "
+            "multi-threaded operator of a few milliseconds can then be a scheduler time slice of another "
+            "process (multiples of ~4-8 ms), on either side; read the lower-quartile table, and rerun on a "
+            "quiet machine before quoting a ratio.")
+
+
 def _load(values) -> str:
     return "-" if not values else "/".join(f"{v:.2f}" for v in values)
 
@@ -292,6 +303,9 @@ def main() -> None:
         if deepinv_info and deepinv_info.get("ct_accuracy"):
             accuracy["deepinv"] = deepinv_info["ct_accuracy"]
     env["load_average_end"] = list(os.getloadavg())
+    note = busy_machine_note(env)
+    if note:
+        notes.append(note)
     notes.append("Denoising: selfinv's A and Aᵀ return their input (no copy), so its ratio only "
                  "measures deepinv's call overhead.")
     notes.append("MRI k-space is simulated from magnitude images (real 2-channel tensors).")
