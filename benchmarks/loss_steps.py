@@ -1,16 +1,25 @@
-"""Training-step benchmark of every selfinv loss, side by side with DeepInverse.
+"""Training-step benchmark of every selfinv loss, side by side with DeepInverse, and the engine's overhead.
 
 One full training step (forward, loss, backward, Adam step) per self-supervised
-loss, on the reference workload ../shared/anchor/bench_losses.py: the same
-UNet(1, 1, scales=3) (2,069,441 parameters) wrapped as
-``BackProjection(init="adjoint")`` (= deepinv's ``ArtifactRemoval(mode="adjoint")``),
-a batch of 8x1x64x64 images ``x ~ U[0, 1)`` (seed 1), σ = 0.1, gain γ = 0.1,
-Adam (lr 1e-3), 2 torch threads; every loss starts from the same initial
-weights; the measurement is simulated once, outside the timed step; median over
-``--steps`` steps after ``--warmup`` untimed ones. The ratio column divides by
-the supervised step *of the same network* (the blind-spot loss needs
-``BlindSpotNet`` and the autoencoder loss ``BottleneckAutoencoder``; each gets
-its own supervised reference row).
+loss, on the reference workload ../shared/anchor/bench_losses.py (a batch of
+8x1x64x64 images ``x ~ U[0, 1)`` (seed 1), σ = 0.1, gain γ = 0.1, Adam, 2 torch
+threads). selfinv runs its **default network** (``selfinv.config.DEFAULT_BACKBONE``,
+channels-last) behind ``BackProjection(init="adjoint")`` in its **default precision**
+(``precision: auto``: bf16 autocast where the CPU has bf16 units; the physics stays in
+float32); deepinv its anchor script (UNet(1, 1, scales=3), 2,069,441 parameters, fp32).
+Every loss starts from the same initial weights; the measurement is simulated once,
+outside the timed step; median over ``--steps`` steps after ``--warmup`` untimed ones.
+The ratio columns divide by the supervised step *of the same network and library*
+(the blind-spot loss needs ``BlindSpotNet`` and the autoencoder loss
+``BottleneckAutoencoder``; each gets its own supervised reference row):
+``x supervised`` and ``x (evals x sup.)`` = step / (declared evaluations × supervised
+step), which is 1 when the network evaluations are the only cost.
+
+**Engine overhead**: the supervised and SURE steps are also run through the Lightning
+engine (``engine.fit`` on the same batch size and network), timed as the interval
+between consecutive ``on_train_batch_end`` calls (so data loading, logging, the
+divergence record and every hook are inside), and compared to the bare step measured
+in the same run.
 
 Network evaluations per step are given twice: declared by the loss
 (``loss.evaluations_per_step``, evaluations *with* gradient) and counted for real
@@ -50,23 +59,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from selfinv import losses as L  # noqa: E402
 from selfinv import physics as P  # noqa: E402
 from selfinv import transforms as T  # noqa: E402
+from selfinv.config import DEFAULT_BACKBONE, from_dict  # noqa: E402
 from selfinv.models import BackProjection, BlindSpotNet, BottleneckAutoencoder, UNet  # noqa: E402
+from selfinv.training.precision import resolve_precision  # noqa: E402
 
 from common import anchor_script, deepinv_python, environment, markdown_table, setup, write_results  # noqa: E402
 
 B, C, H = 8, 1, 64
 SIGMA, GAIN = 0.1, 0.1
 GAMMA_SHAPE = 100.0  # Gamma noise y ~ G(ℓ, ℓ/x): relative std 1/sqrt(ℓ) = 0.1, like σ
-LR = 1e-3
+LR = 2e-3
 DEFAULT_DEEPINV_PYTHON = deepinv_python()
 DEFAULT_ANCHOR = anchor_script("bench_losses.py")
 NETWORKS = ("UNet", "BlindSpotNet", "BottleneckAutoencoder")
 
 
 def make_backbone(network: str) -> nn.Module:
-    """The backbone of a case (UNet = 2,069,441 parameters, same as the anchor's)."""
+    """The backbone of a case (UNet = selfinv's default network)."""
     if network == "UNet":
-        return UNet(1, 1, scales=3)
+        return UNet(1, 1, **DEFAULT_BACKBONE)
     if network == "BlindSpotNet":
         return BlindSpotNet(1, 1)
     if network == "BottleneckAutoencoder":
@@ -75,7 +86,8 @@ def make_backbone(network: str) -> nn.Module:
 
 
 class EvaluationCounter(nn.Module):
-    """Wraps a reconstructor ``model(y, physics)`` and counts its calls, with and without gradient."""
+    """Wraps a reconstructor ``model(y, physics)`` and counts its evaluations, with and without gradient, in
+    batches (a call on a doubled batch, SURE's two evaluations in one pass, counts two)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -87,10 +99,11 @@ class EvaluationCounter(nn.Module):
         self.with_grad = self.without_grad = 0
 
     def forward(self, y: Tensor, physics) -> Tensor:
+        n = round(y.shape[0] / B)
         if torch.is_grad_enabled():
-            self.with_grad += 1
+            self.with_grad += n
         else:
-            self.without_grad += 1
+            self.without_grad += n
         return self.model(y, physics)
 
 
@@ -157,7 +170,10 @@ def cases() -> list[Case]:
              note="ℓ = 100"),
         Case("SURE Gaussian (MC div.)", "UNet", lambda: sure("gaussian"), _simulate(gauss()), "SURE Gaussian"),
         Case("SURE Poisson (MC div.)", "UNet", lambda: sure("poisson"), _simulate(poisson()), "SURE Poisson",
-             note="2nd-order term: 3 evaluations"),
+             note="the default: the 2nd-order term (3 evaluations) makes it exact for affine networks, bias "
+                  "O(γ³) instead of O(γ²)"),
+        Case("SURE Poisson, 1st order (MC div.)", "UNet", lambda: sure("poisson", second_order=False),
+             _simulate(poisson()), note="second_order: false — 2 evaluations, deepinv's form"),
         Case("SURE Poisson-Gaussian (MC div.)", "UNet", lambda: sure("poisson_gaussian"), _simulate(pg()),
              "SURE Poisson-Gaussian", note="2nd-order term: 3 evaluations"),
         Case("UNSURE (gaussian)", "UNet", lambda: L.UNSURE("gaussian"), _simulate(gauss()), "UNSURE (Gaussian)"),
@@ -193,12 +209,22 @@ def cases() -> list[Case]:
 
 # ---------------------------------------------------------------------------- timing
 
-def run_case(case: Case, init_states: dict, x: Tensor, warmup: int, steps: int) -> dict:
+def autocast(precision: str):
+    """The autocast context of a Lightning precision string on the CPU."""
+    import contextlib
+
+    if precision == "bf16-mixed":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def run_case(case: Case, init_states: dict, x: Tensor, warmup: int, steps: int, precision: str) -> dict:
     """Time ``steps`` training steps after ``warmup``; count the network evaluations of one step."""
     setup(0)
     gen = torch.Generator(device=x.device).manual_seed(1)
     backbone = make_backbone(case.network).to(x.device)
     backbone.load_state_dict(init_states[case.network])
+    backbone = backbone.to(memory_format=torch.channels_last)
     model = EvaluationCounter(BackProjection(backbone, init="adjoint")).train()
     loss_fn = case.make_loss().to(x.device).train()
     xin = x.clamp_min(1e-3) if "Gamma" in case.name else x  # Gamma noise needs x > 0
@@ -208,7 +234,8 @@ def run_case(case: Case, init_states: dict, x: Tensor, warmup: int, steps: int) 
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(y, physics, model, x=xin, generator=gen, **extra)
+        with autocast(precision):
+            loss = loss_fn(y, physics, model, x=xin, generator=gen, **extra)
         loss.backward()
         opt.step()
         return loss.item()
@@ -236,6 +263,50 @@ def run_case(case: Case, init_states: dict, x: Tensor, warmup: int, steps: int) 
         "n_params": sum(p.numel() for p in backbone.parameters()),
         "anchor": case.anchor, "note": case.note, "reference": case.reference,
     }
+
+
+ENGINE_LOSSES = {"supervised (UNet)": [{"name": "supervised"}], "SURE Gaussian (MC div.)": [{"name": "sure"}]}
+
+
+def run_engine(name: str, warmup: int, steps: int, work: Path) -> dict:
+    """The same step through ``engine.fit`` (default network, precision, schedule; batch B), timed between
+    consecutive ``on_train_batch_end`` calls: everything the engine does per step is inside."""
+    import lightning.pytorch as pl
+
+    from selfinv.data.measurements import MeasurementDataset
+    from selfinv.training import engine
+
+    setup(0)
+    g = torch.Generator().manual_seed(2)
+    xs = torch.rand(64 * B, C, H, H, generator=g)
+    ys = xs + SIGMA * torch.randn(xs.shape, generator=g)
+    path = work / "engine_measurements.npz"
+    if not path.exists():
+        MeasurementDataset.from_tensors(ys, x=xs).save(path)
+
+    class Intervals(pl.Callback):
+        def __init__(self) -> None:
+            self.t: list[float] = []
+            self.last: float | None = None
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            now = time.perf_counter()
+            if self.last is not None:
+                self.t.append(now - self.last)
+            self.last = now
+
+    cfg = from_dict({"data": {"path": str(path), "dataset": None, "normalize": "none", "batch_size": B,
+                              "val_fraction": 0.0},
+                     "physics": {"name": "denoising", "noise": {"name": "gaussian", "args": {"sigma": SIGMA}}},
+                     "model": {"reconstructor": {"name": "back_projection", "args": {"init": "adjoint"}}},
+                     "losses": ENGINE_LOSSES[name],
+                     "trainer": {"max_steps": warmup + steps + 1, "accelerator": "cpu", "progress_bar": False,
+                                 "figures": False, "output_dir": str(work / "engine"), "checkpoint_every": 1000}})
+    cb = Intervals()
+    trainer, _ = engine.fit(cfg, extra_callbacks=[cb])
+    t = cb.t[warmup:]
+    return {"engine_median_ms": 1e3 * statistics.median(t), "engine_min_ms": 1e3 * min(t), "engine_steps": len(t),
+            "engine_precision": str(trainer.precision)}
 
 
 def run_deepinv(python: str, anchor: str, names: list[str] | None, steps: int, warmup: int) -> tuple[dict, str]:
@@ -284,6 +355,21 @@ def merge(ours: list[dict], theirs: dict) -> None:
                 r["speedup_min"] = d["min_ms"] / r["min_ms"]
 
 
+def engine_lines(ours: list[dict]) -> list[str]:
+    """The engine-overhead table (engine step / bare step of the same loss and network, same run)."""
+    rows = [[r["loss"], f"{r['median_ms']:.1f}", f"{r['engine_median_ms']:.1f}", f"{r['engine_overhead']:.3f}",
+             f"{r['engine_min_ms'] / r['min_ms']:.3f}", r["engine_precision"]]
+            for r in ours if "engine_overhead" in r]
+    if not rows:
+        return []
+    return ["## Engine overhead", "",
+            "The same loss and network trained through `engine.fit` (default configuration, in-memory measurement "
+            "file, batch 8), timed between consecutive `on_train_batch_end` calls (data loading, logging, the "
+            "divergence record and every hook included), against the bare step above.", "",
+            markdown_table(["loss", "bare step ms", "engine step ms", "engine / bare (medians)",
+                            "engine / bare (minima)", "precision"], rows), ""]
+
+
 def _evals(r: dict) -> str:
     counted = str(r["counted_evaluations_with_grad"])
     if r["counted_evaluations_without_grad"]:
@@ -292,35 +378,40 @@ def _evals(r: dict) -> str:
 
 
 def build_report(ours: list[dict], env: dict, deepinv_env: dict | None, notes: list[str], args,
-                 load_before: str, load_after: str) -> str:
+                 load_before: str, load_after: str, precision: str) -> str:
     f1 = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     f2 = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     rows = []
     for r in ours:
         if "error" in r:
-            rows.append([r["loss"], r["network"], "FAILED"] + ["-"] * 8)
+            rows.append([r["loss"], r["network"], "FAILED"] + ["-"] * 9)
             continue
         mismatch = "" if r["declared_evaluations"] == r["counted_evaluations_with_grad"] else " ≠"
+        per_eval = (r["ratio_to_supervised"] / r["declared_evaluations"]
+                    if r.get("ratio_to_supervised") and r["declared_evaluations"] else None)
         rows.append([r["loss"], r["network"], f1(r["median_ms"]), f1(r["min_ms"]), f2(r.get("ratio_to_supervised")),
-                     str(r["declared_evaluations"]) + mismatch, _evals(r), f1(r.get("deepinv_ms")),
+                     f2(per_eval), str(r["declared_evaluations"]) + mismatch, _evals(r), f1(r.get("deepinv_ms")),
                      f1(r.get("deepinv_min_ms")), f2(r.get("deepinv_ratio_to_supervised")),
                      "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x",
                      "-" if r.get("speedup_min") is None else f"{r['speedup_min']:.2f}x"])
-    header = ["loss (batch 8x1x64x64)", "network", "step ms", "min ms", "x supervised", "evals declared",
+    header = ["loss (batch 8x1x64x64)", "network", "step ms", "min ms", "x supervised", "x (evals x sup.)",
+              "evals declared",
               "evals counted", "deepinv ms", "deepinv min ms", "deepinv x sup.", "speed-up", "speed-up (min)"]
     lines = [
         "# Training step per loss (selfinv vs deepinv)", "",
         f"One full step (forward, loss, backward, Adam) on a batch of {B}x{C}x{H}x{H}, σ = {SIGMA}, "
         f"γ = {GAIN}; median of {args.steps} steps after {args.warmup} warm-up steps; "
         f"{env.get('torch_threads')} torch threads; CPU {env.get('cpu')}.",
-        "Backbone wrapped by BackProjection(init='adjoint') (deepinv: ArtifactRemoval(mode='adjoint')); "
-        "UNet(1, 1, scales=3) has 2,069,441 parameters in both libraries.",
+        f"selfinv: its default network UNet(1, 1, **{DEFAULT_BACKBONE}) (channels-last) wrapped by "
+        f"BackProjection(init='adjoint'), precision {precision}, physics in float32; deepinv: its anchor "
+        "UNet(1, 1, scales=3) (2,069,441 parameters, fp32) in ArtifactRemoval(mode='adjoint'). Ratios compare each "
+        "library with its own supervised step.",
         "`step ms` = median, `min ms` = fastest step (less sensitive to other jobs on the machine); "
         "`x supervised` = median step / median supervised step of the same network (and the same library); "
         "`evals declared` = `loss.evaluations_per_step` (with gradient; ≠ marks a mismatch with the count); "
         "`evals counted` = calls of the reconstructor in one step, counted by a wrapper; "
         "`speed-up` = deepinv ms / selfinv ms on medians, `speed-up (min)` on minima (> 1: selfinv faster).", "",
-        markdown_table(header, rows), "",
+        markdown_table(header, rows), "", *engine_lines(ours),
         f"Load average before: `{load_before}`; after: `{load_after}` (2 cores shared with other jobs: "
         "under load > 2 the 2-thread steps slow down several-fold and unevenly, so compare "
         "ratios only when both load figures are below ~2; both sides were run back to back).",
@@ -346,6 +437,8 @@ def main(argv: list[str] | None = None) -> None:
                          "the supervised reference of each network used is always run")
     ap.add_argument("--no-deepinv", action="store_true", help="time selfinv only")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 timed steps, 1 warm-up")
+    ap.add_argument("--precision", default="auto", help="selfinv's precision (default: auto, as a user gets)")
+    ap.add_argument("--no-engine", action="store_true", help="skip the engine-overhead measurement")
     ap.add_argument("--deepinv-python", default=DEFAULT_DEEPINV_PYTHON)
     ap.add_argument("--anchor", default=DEFAULT_ANCHOR, help="the anchor bench_losses.py")
     args = ap.parse_args(argv)
@@ -370,18 +463,23 @@ def main(argv: list[str] | None = None) -> None:
         init_states[net] = {k: v.clone() for k, v in make_backbone(net).state_dict().items()}
     x = torch.rand(B, C, H, H, generator=torch.Generator().manual_seed(1))
 
+    precision = resolve_precision(args.precision, "cpu")
     ours = []
     for case in selected:
         try:
-            r = run_case(case, init_states, x, args.warmup, args.steps)
+            r = run_case(case, init_states, x, args.warmup, args.steps, precision)
         except Exception as e:  # record and continue
             print(f"{case.name}: FAILED {type(e).__name__}: {e}", flush=True)
             ours.append({"loss": case.name, "network": case.network, "anchor": case.anchor,
                          "error": f"{type(e).__name__}: {e}"})
             continue
+        if case.name in ENGINE_LOSSES and not args.no_engine:
+            r.update(run_engine(case.name, args.warmup, args.steps, Path(tempfile.mkdtemp(prefix="loss-steps-"))))
+            r["engine_overhead"] = r["engine_median_ms"] / r["median_ms"]
         ours.append(r)
-        print(f"{case.name:45s} {r['median_ms']:8.1f} ms  evals {r['declared_evaluations']} / {_evals(r)}",
-              flush=True)
+        print(f"{case.name:45s} {r['median_ms']:8.1f} ms  evals {r['declared_evaluations']} / {_evals(r)}"
+              + (f"  engine {r['engine_median_ms']:.1f} ms (x{r['engine_overhead']:.3f})" if "engine_overhead" in r
+                 else ""), flush=True)
 
     notes: list[str] = []
     theirs, deepinv_env = {}, None
@@ -401,11 +499,12 @@ def main(argv: list[str] | None = None) -> None:
     merge(ours, theirs)
     load_after = uptime()
     env = environment()
-    report = build_report(ours, env, deepinv_env, notes, args, load_before, load_after)
+    report = build_report(ours, env, deepinv_env, notes, args, load_before, load_after, precision)
     out = write_results(args.out, "loss_steps", {
         "env": env, "deepinv_env": deepinv_env, "uptime_before": load_before, "uptime_after": load_after,
         "workload": {"batch": [B, C, H, H], "sigma": SIGMA, "gain": GAIN, "gamma_shape": GAMMA_SHAPE,
-                     "lr": LR, "steps": args.steps, "warmup": args.warmup, "model": "BackProjection(init='adjoint')"},
+                     "lr": LR, "steps": args.steps, "warmup": args.warmup, "precision": precision,
+                     "model": f"BackProjection(UNet(1, 1, **{DEFAULT_BACKBONE}), init='adjoint')"},
         "results": ours, "deepinv_results": theirs.get("results", []), "notes": notes}, report)
     print("\n" + report)
     print(f"\nwritten to {out}/loss_steps.md and loss_steps.json")
