@@ -58,10 +58,11 @@ class PhysicsConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
 
-#: the default network: a U-Net of 3 scales, 32 channels at the top, run at half resolution on the 4
-#: polyphase components of the image, transposed-convolution upsampling, no batch norm, residual. It reached
-#: the best PSNR for the compute among the backbones measured in benchmarks/results/anchor_train.md.
-DEFAULT_BACKBONE = {"scales": 3, "base_channels": 32, "unshuffle": 2, "upsample": "transposed", "batch_norm": False,
+#: the default network: a small U-Net (3 scales, 16-32-64 channels, 0.12 M parameters), transposed-convolution
+#: upsampling, no batch norm, residual output. Among the backbones measured for the time-to-quality benchmark
+#: (U-Nets of 16 to 64 channels at full or half resolution, the 2.07 M reference U-Net) it reached the best test
+#: PSNR for a given CPU time, supervised and with SURE (benchmarks/results/anchor_train.md).
+DEFAULT_BACKBONE = {"scales": 3, "base_channels": 16, "upsample": "transposed", "batch_norm": False,
                     "residual": True}
 
 

@@ -39,11 +39,11 @@ def _conv_block(cin: int, cout: int, batch_norm: bool, bias: bool) -> nn.Sequent
 
 
 def _up_block(cin: int, cout: int, batch_norm: bool, bias: bool, upsample: str = "nearest") -> nn.Sequential:
-    """Nearest x2 upsampling + 3x3 conv, or a 2x2 stride-2 transposed conv; [+ BN] + ReLU."""
+    """Nearest x2 upsampling + 3x3 conv [+ BN] + ReLU, or a (linear) 2x2 stride-2 transposed conv."""
     if upsample == "transposed":
-        layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 2, stride=2, bias=bias)]
-    else:
-        layers = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, bias=bias)]
+        return nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2, bias=bias))
+    layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest"),
+                               nn.Conv2d(cin, cout, 3, padding=1, bias=bias)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.ReLU(inplace=True))
