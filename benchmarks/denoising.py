@@ -1,4 +1,4 @@
-"""Issue 4's denoising benchmark: the tutorial's summary table, measured.
+"""The denoising benchmark: the tutorial's summary table, measured.
 
 One network per row, trained THROUGH the engine (``selfinv.training.engine.fit``
 with a ``RunConfig`` built from a dict) with the same data, the same backbone

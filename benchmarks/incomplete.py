@@ -1,4 +1,4 @@
-"""Benchmark of issue 5: learning from *incomplete* measurements (the seeds' tables, measured).
+"""Learning from *incomplete* measurements: the seeds' tables, measured.
 
 One network per row, trained through the engine (``selfinv.training.engine.fit``
 with a ``RunConfig`` built from a dict) for the same fixed number of optimisation
@@ -424,7 +424,7 @@ def _cells(r: dict) -> list[str]:
 
 
 def to_markdown(data: dict, command: str) -> str:
-    lines = ["# Learning from incomplete measurements (issue 5)", "",
+    lines = ["# Learning from incomplete measurements", "",
              f"Command: `{command}`", "",
              f"Budget: {data['steps']} Adam steps per trained row, batch {data['batch_size']} of "
              "images (natural-gray 48x48 random patches, mri-slices whole 64x64 slices), UNet (3 scales, base 16 channels, no batch norm) "

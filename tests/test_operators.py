@@ -461,3 +461,14 @@ def test_batched_cg_keeps_converged_samples_at_the_minimum_norm_solution():
     x_min = (torch.linalg.pinv(M[0]) @ b[0].reshape(n, 1)).reshape(1, 1, n)
     # CG from 0 stays in the range of M, so it converges to the minimum-norm solution
     assert rel(x[0], x_min) < 1e-3
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_measurement_shape_is_the_shape_of_A_x(name):
+    """One contract for sizes: ``measurement_shape`` of an image shape is what ``A`` returns, and
+    ``for_measurement`` of that shape is an operator that takes it."""
+    op, x = make(name)
+    shape = tuple(op.A(x).shape[1:])
+    assert tuple(op.measurement_shape(tuple(x.shape[1:]))) == shape
+    again = op.for_measurement(shape)
+    assert tuple(again.A(x).shape[1:]) == shape

@@ -129,6 +129,11 @@ class Physics(nn.Module):
             new._set_param(name, value)
         return new
 
+    def measurement_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape ``(C', H', W')`` of the measurement of an image of ``image_shape`` ``(C, H, W)`` (the same
+        shape unless the operator changes it)."""
+        return tuple(image_shape)
+
     def for_measurement(self, shape: tuple[int, ...]) -> "Physics":
         """This operator for one measurement of ``shape`` ``(C, H, W)``: itself when it takes measurements of
         that shape (operators without an image size take any), else the same operator (same geometry, same

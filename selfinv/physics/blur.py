@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfinv.physics.base import LinearPhysics
+from selfinv.physics.kernels import centred_padding
 from selfinv.physics.noise import NoiseModel
 from selfinv.utils import rng
 
@@ -89,15 +90,8 @@ def _as_kernel_batch(kernel: Tensor) -> Tensor:
 
 
 def _transfer(kernel: Tensor, size: tuple[int, int]) -> Tensor:
-    """``rfft2`` of the kernel zero-padded to ``size`` with its centre moved to index (0, 0)."""
-    kh, kw = kernel.shape[-2:]
-    H, W = size
-    if kh > H or kw > W:
-        raise ValueError(f"kernel {kh}x{kw} is larger than the image {H}x{W}")
-    pad = kernel.new_zeros(kernel.shape[:-2] + (H, W))
-    pad[..., :kh, :kw] = kernel
-    pad = torch.roll(pad, shifts=(-(kh // 2), -(kw // 2)), dims=(-2, -1))
-    return torch.fft.rfft2(pad)
+    """``rfft2`` of the kernel's centred padding to ``size`` (``selfinv.physics.kernels``)."""
+    return torch.fft.rfft2(centred_padding(kernel, size))
 
 
 def circular_conv(x: Tensor, kernel: Tensor, adjoint: bool = False) -> Tensor:
@@ -244,12 +238,12 @@ class Blur(LinearPhysics):
         self._check_image(t, who)
         _check_kernel_batch(self.kernel, t, who)
 
-    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """Measurement size for an image of ``size``."""
+    def measurement_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``(C, H, W)``, or ``(C, H - kh + 1, W - kw + 1)`` with ``boundary='valid'``."""
         if self.boundary == "valid":
             kh, kw = self.kernel.shape[-2:]
-            return size[0] - kh + 1, size[1] - kw + 1
-        return size[0], size[1]
+            return (*image_shape[:-2], image_shape[-2] - kh + 1, image_shape[-1] - kw + 1)
+        return tuple(image_shape)
 
     def A(self, x: Tensor) -> Tensor:
         self._check(x, "Blur.A")

@@ -97,15 +97,15 @@ class CompressedSensing(LinearPhysics):
         n_mat = batch_size if self.per_sample else 1
         return {"matrix": gaussian_matrix(n_mat, self.m, self.n, generator, device)}
 
-    @property
-    def measurement_size(self) -> tuple[int, int, int]:
+    def measurement_shape(self, image_shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        """``(1, 1, m)`` whatever the image (the matrix fixes both sizes)."""
         return 1, 1, self.m
 
     def for_measurement(self, shape: tuple[int, ...]) -> "CompressedSensing":
         """Itself, for measurements of its own shape ``(1, 1, m)``: the matrix fixes the sizes."""
-        if tuple(shape) != self.measurement_size:
+        if tuple(shape) != self.measurement_shape():
             raise ValueError(f"CompressedSensing with m={self.m} measurements of {self.img_size} images cannot "
-                             f"take measurements of shape {tuple(shape)} (expected {self.measurement_size})")
+                             f"take measurements of shape {tuple(shape)} (expected {self.measurement_shape()})")
         return self
 
     # -- the maps ------------------------------------------------------------------

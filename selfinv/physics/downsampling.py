@@ -36,6 +36,7 @@ from torch import Tensor
 
 from selfinv.physics.base import LinearPhysics
 from selfinv.physics.blur import circular_conv, gaussian_kernel
+from selfinv.physics.kernels import centred_padding
 from selfinv.physics.noise import NoiseModel
 
 FACTORS = (2, 4)
@@ -121,15 +122,15 @@ class Downsampling(LinearPhysics):
         self.dagger_eps = float(dagger_eps)
         self.register_buffer("filter_kernel", kernel, persistent=False)
 
-    @property
-    def measurement_size(self) -> tuple[int, int, int]:
-        C, H, W = self.img_size
+    def measurement_shape(self, image_shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        """``(C, H / factor, W / factor)`` (of this operator's image size by default)."""
+        C, H, W = self.img_size if image_shape is None else image_shape
         return C, H // self.factor, W // self.factor
 
     def for_measurement(self, shape: tuple[int, ...]) -> "Downsampling":
         """The same downsampling for low-resolution measurements of ``shape`` ``(C, h, w)``: images
         ``(C, factor h, factor w)``."""
-        if tuple(shape) == self.measurement_size:
+        if tuple(shape) == self.measurement_shape():
             return self
         if len(shape) != 3 or shape[0] != self.img_size[0]:
             raise ValueError(f"Downsampling expects measurements (C={self.img_size[0]}, h, w), got shape "
@@ -146,7 +147,7 @@ class Downsampling(LinearPhysics):
         return circular_conv(x, self.filter_kernel)[..., ::f, ::f]
 
     def A_adjoint(self, y: Tensor) -> Tensor:
-        C, h, w = self.measurement_size
+        C, h, w = self.measurement_shape()
         self._check_image(y, "Downsampling.A_adjoint", channels=C, size=(h, w))
         f = self.factor
         up = y.new_zeros(y.shape[:2] + self.img_size[1:])
@@ -160,16 +161,12 @@ class Downsampling(LinearPhysics):
         _, H, W = self.img_size
         f = self.factor
         k = self.filter_kernel.to(device=like.device, dtype=like.dtype)
-        kh, kw = k.shape
-        pad = k.new_zeros(H, W)
-        pad[:kh, :kw] = k
-        pad = torch.roll(pad, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
-        power = torch.fft.fft2(pad).abs() ** 2
+        power = torch.fft.fft2(centred_padding(k, (H, W))).abs() ** 2
         return power.reshape(f, H // f, f, W // f).sum(dim=(0, 2)) / f**2
 
     def A_dagger(self, y: Tensor) -> Tensor:
         """``Aᵀ (A Aᵀ)⁺ y`` computed per low-resolution frequency."""
-        C, h, w = self.measurement_size
+        C, h, w = self.measurement_shape()
         self._check_image(y, "Downsampling.A_dagger", channels=C, size=(h, w))
         G = self.aliased_spectrum(y)
         keep = G > self.dagger_eps * G.max()

@@ -327,6 +327,10 @@ class MRI(MaskedPhysics):
     def is_random(self) -> bool:
         return not self._fixed_user_mask
 
+    def measurement_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """k-space of the image's size, as 2 real channels: ``(2, H, W)``."""
+        return 2, image_shape[-2], image_shape[-1]
+
     def for_measurement(self, shape: tuple[int, ...]) -> "MRI":
         """The same sampling (acceleration, centre fraction, pattern, noise) for k-space ``(2, H', W')``.
         The mask of a measurement of another size comes with it (a fastMRI file's ``mask``) or from

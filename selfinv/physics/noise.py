@@ -31,6 +31,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from selfinv.physics.kernels import centred_padding
 from selfinv.utils import rng
 
 #: the noise families the losses know; ``"custom"`` is a user model no loss may assume anything about
@@ -202,11 +203,7 @@ class ColoredGaussianNoise(NoiseModel):
 
     def _filter(self, n: Tensor) -> Tensor:
         H, W = n.shape[-2:]
-        k = self.kernel.to(n)
-        kh, kw = k.shape
-        pad = torch.zeros(H, W, dtype=n.dtype, device=n.device)
-        pad[:kh, :kw] = k
-        pad = torch.roll(pad, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
+        pad = centred_padding(self.kernel.to(n), (H, W))
         return torch.fft.irfft2(torch.fft.rfft2(n) * torch.fft.rfft2(pad), s=(H, W))
 
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:

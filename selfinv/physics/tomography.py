@@ -378,6 +378,12 @@ class Tomography(LinearPhysics):
         new.pixel_size = 1.0 / n if self._pixel_size_arg is None else self._pixel_size_arg
         return new
 
+    def measurement_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``(C, n_views, n_detectors)`` of the image size's geometry (``for_image_size``)."""
+        n = image_shape[-1]
+        op = self if n == self.img_size else self.for_image_size(n)
+        return (*image_shape[:-2], op.n_views, op.n_detectors)
+
     def for_measurement(self, shape: tuple[int, ...]) -> Tomography:
         """This operator for a sinogram of ``shape`` ``(C, n_views, D)`` (see ``for_sinogram``)."""
         return self.for_sinogram(tuple(shape))
