@@ -216,7 +216,7 @@ def validate(cfg: RunConfig) -> None:
     _check(d.dataset is not None or d.path is not None,
            "data: give either data.dataset (a bundled data set name) or data.path (a measurement file)")
     _check(d.patch_size >= 4, f"data.patch_size must be >= 4, got {d.patch_size}")
-    _check(d.num_patches >= 2, f"data.num_patches must be >= 2, got {d.num_patches}")
+    _check(d.num_patches >= 1, f"data.num_patches must be >= 1, got {d.num_patches}")
     _check(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
     _check(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
     if d.path is None and d.dataset is not None:
