@@ -142,11 +142,12 @@ class SelfSupervisedModule(pl.LightningModule):
     def on_validation_start(self) -> None:
         self.check_finite()
 
-    def on_fit_start(self) -> None:
+    def configure_model(self) -> None:
         # convolutions are faster on NHWC tensors on CPU (oneDNN) and GPU (tensor cores); the backbones
-        # give their input the layout of their weights (selfinv.models.dtype)
-        if self.device.type in ("cpu", "cuda"):
-            self.model.to(memory_format=torch.channels_last)
+        # give their input the layout of their weights (selfinv.models.dtype). Done here, before the
+        # strategy wraps the model: DDP's gradient buckets are views laid out like the parameters at
+        # wrapping time, and a later layout change leaves the all-reduced gradients unused.
+        self.model.to(memory_format=torch.channels_last)
 
     def on_train_epoch_end(self) -> None:
         self.check_finite()
