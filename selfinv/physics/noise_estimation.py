@@ -207,8 +207,8 @@ def _design(radius: int) -> tuple[Tensor, list[tuple[int, int]], list[tuple[int,
 
 
 def _as_images(y: Tensor | Sequence[Tensor], max_pixels: int | None) -> list[Tensor]:
-    """Every channel of every measurement as a float64 ``(H, W)`` tensor, centre-cropped by a common factor
-    when they hold more than ``max_pixels`` pixels in total."""
+    """Every channel of every measurement, centre-cropped by a common factor when they hold more than
+    ``max_pixels`` pixels in total, as float64 ``(N, H, W)`` stacks of equal-size planes."""
     items = [y] if isinstance(y, Tensor) else list(y)
     if not items:
         raise ValueError("cannot estimate the noise correlation from an empty set of measurements")
@@ -230,24 +230,28 @@ def _as_images(y: Tensor | Sequence[Tensor], max_pixels: int | None) -> list[Ten
             top, left = (H - h) // 2, (W - w) // 2
             cropped.append(p[top:top + h, left:left + w])
         planes = cropped
-    return [p.to(torch.float64) for p in planes]
+    groups: dict[tuple[int, int], list[Tensor]] = {}
+    for p in planes:
+        groups.setdefault(tuple(p.shape), []).append(p)
+    return [torch.stack(g).to(torch.float64) for g in groups.values()]
 
 
-def _block_statistics(img: Tensor, lags: list[tuple[int, int]], reach: int, block: int) -> tuple[Tensor, Tensor]:
-    """Per tile of the residual of ``img``: mean of ``r(i) r(i+d)`` for each lag (``(n_tiles, n_lags)``),
-    and the number of pixels of each tile."""
-    r = F.conv2d((img - img.mean())[None, None], _LAPLACIAN.to(img)[None, None])[0, 0]
-    H, W = r.shape
+def _block_statistics(imgs: Tensor, lags: list[tuple[int, int]], reach: int, block: int) -> tuple[Tensor, Tensor]:
+    """Per tile of the residual of each image of ``imgs`` ``(N, H, W)``: mean of ``r(i) r(i+d)`` for each lag
+    (``(n_tiles, n_lags)``), and the number of pixels of each tile."""
+    imgs = imgs - imgs.mean(dim=(-2, -1), keepdim=True)
+    r = F.conv2d(imgs[:, None], _LAPLACIAN.to(imgs)[None, None])
+    H, W = r.shape[-2:]
     h0, w0 = H - 2 * reach, W - 2 * reach
     if h0 < 1 or w0 < 1:
         return torch.zeros(0, len(lags), dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     bh, bw = min(block, h0), min(block, w0)
     hc, wc = h0 // bh * bh, w0 // bw * bw
-    base = r[reach:reach + hc, reach:reach + wc]
+    base = r[..., reach:reach + hc, reach:reach + wc]
     cols = []
     for dy, dx in lags:
-        prod = base * r[reach + dy:reach + dy + hc, reach + dx:reach + dx + wc]
-        cols.append(F.avg_pool2d(prod[None, None], (bh, bw)).flatten())
+        prod = base * r[..., reach + dy:reach + dy + hc, reach + dx:reach + dx + wc]
+        cols.append(F.avg_pool2d(prod, (bh, bw)).flatten())
     stats = torch.stack(cols, dim=1)
     return stats, torch.full((stats.shape[0],), float(bh * bw), dtype=torch.float64)
 
@@ -262,7 +266,7 @@ def _fit(images: list[Tensor], radius: int, block: int, keep: float) -> tuple[di
     if stats.shape[0] == 0:
         side = 2 * reach + 3
         raise ValueError(f"images must be at least {side}x{side} to estimate the noise correlation at radius "
-                         f"{radius}, got {tuple(images[0].shape)}")
+                         f"{radius}, got {tuple(images[0].shape[-2:])}")
     order = torch.argsort(stats[:, 0])  # residual energy, lowest first
     cum = torch.cumsum(counts[order], 0)
     n_keep = min(int(torch.searchsorted(cum, keep * float(cum[-1]))) + 1, len(order))
@@ -380,7 +384,7 @@ def estimate_noise_correlation(y: Tensor | Sequence[Tensor], radius: int | None 
                                   if (dy, dx) != (0, 0) and abs(v) > level] or [0])
     f2 = 1 - correlation[(0, 1)] - correlation[(1, 0)] + 0.5 * (correlation[(1, 1)] + correlation[(1, -1)])
     haar_fraction = math.sqrt(max(f2, 0.0))
-    sigma_white = float(torch.cat([estimate_gaussian_sigma(img[None, None]) for img in images]).median())
+    sigma_white = float(torch.cat([estimate_gaussian_sigma(imgs[:, None]) for imgs in images]).median())
     sigma_pixel = math.sqrt(c0)
     sigma = sigma_white if white else sigma_pixel
     binned = _binned_correlation(correlation)
