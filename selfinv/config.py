@@ -82,6 +82,11 @@ class LossConfig:
 @dataclass
 class DataConfig:
     dataset: Optional[str] = _help("natural-gray", help="a bundled clean-image data set (simulated measurements)")
+    dataset_args: dict[str, Any] = _help(factory=dict, help="options of the bundled data set, e.g. {size: 64} "
+                                                            "for mri-slices (whole slices at 64x64)")
+    intensity_range: Optional[list[float]] = _help(
+        None, help="[lo, hi]: map the bundled clean images from [0, 1] to [lo, hi] before simulation (Gamma "
+                   "noise needs x > 0, e.g. [0.05, 1.0]); null keeps them")
     path: Optional[str] = _help(None, help="your measurements: a file or folder of PNG/TIFF/NPY/NPZ/MRC/DICOM/"
                                            "fastMRI HDF5, or a 'selfinv simulate' file (overrides dataset)")
     target: Optional[str] = _help(None, help="ground truth matching data.path one to one (only logged: PSNR/SSIM)")
@@ -226,6 +231,19 @@ def validate(cfg: RunConfig) -> None:
         _check(d.dataset in names, f"data.dataset: unknown bundled data set '{d.dataset}'; available: {names} "
                f"(or give your own measurements with data.path)")
     _check(d.target is None or d.path is not None, "data.target (ground truth) goes with data.path (measurements)")
+    if d.dataset_args:
+        _check(d.path is None and d.dataset is not None, "data.dataset_args are options of a bundled data set "
+               "(data.dataset); they do not apply to data.path")
+        from selfinv.data.bundled import dataset_options
+
+        accepted = dataset_options(d.dataset)
+        unknown = sorted(set(d.dataset_args) - set(accepted))
+        _check(not unknown, f"data.dataset_args: '{d.dataset}' has no option {unknown}; accepted: {accepted}")
+    if d.intensity_range is not None:
+        r = d.intensity_range
+        _check(len(r) == 2 and all(math.isfinite(v) for v in r) and r[0] < r[1],
+               f"data.intensity_range must be [lo, hi] with lo < hi, got {r}")
+        _check(d.path is None, "data.intensity_range maps bundled clean images; it does not apply to data.path")
     _check(not (d.val_fraction == 0 and t.early_stopping_patience > 0),
            "trainer.early_stopping_patience needs validation data, but data.val_fraction is 0")
     _check(not (d.val_fraction == 0 and cfg.select_by == "val/psnr"),

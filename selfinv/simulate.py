@@ -50,8 +50,10 @@ def simulate(cfg: RunConfig, output: str, split: Literal["train", "val", "test"]
         source = {"source": str(d.path)}
     else:
         from selfinv.data.bundled import load_dataset
+        from selfinv.training.engine import map_intensity
 
-        images = list(load_dataset(d.dataset, split=split).images)
+        images = [map_intensity(im, d.intensity_range) for im in load_dataset(d.dataset, split=split,
+                                                                             **d.dataset_args).images]
         source = {"dataset": d.dataset, "split": split}
     if physics.image_domain and d.path is not None:
         factor = int(getattr(physics, "factor", 1))

@@ -273,6 +273,16 @@ _DATASETS: dict[str, tuple[str, Callable[..., BundledDataset]]] = {
 }
 
 
+def dataset_options(name: str) -> list[str]:
+    """The keyword options of bundled data set ``name`` (``load_dataset(name, split, **options)``)."""
+    import inspect
+
+    if name not in _DATASETS:
+        raise ValueError(f"unknown data set '{name}'; known data sets: {sorted(_DATASETS)}")
+    params = inspect.signature(_DATASETS[name][1]).parameters
+    return [p for p in params if p != "split"]
+
+
 def list_datasets() -> dict[str, str]:
     """Known data set names and their versions."""
     return {name: version for name, (version, _) in _DATASETS.items()}

@@ -20,7 +20,15 @@ loop) may rely on is declared on ``Loss``:
 * ``check_inputs`` — validate the measurements on every call (finite, non-empty,
   inside the noise model's support: ``y >= 0`` for Poisson, ``y > 0`` for Gamma);
   the engine validates its data once and switches the per-call check off (it
-  costs a host sync).
+  costs a host sync);
+* ``validation_loss(y, physics, model, ...)`` — the self-supervised criterion on
+  held-out measurements that drives checkpoint selection and early stopping. It
+  must be **comparable across training**: the same functional of the network at
+  every validation, whatever the loss's own state. The default is the loss itself;
+  a loss whose value depends on a state that moves during training (UNSURE's
+  multiplier, Noise2Score's annealed perturbation) or that contains a term
+  favouring the untrained network (Neighbor2Neighbor's regulariser, zero for the
+  identity) overrides it with a criterion that is.
 
 The model argument is any ``Reconstructor``: ``model(y, physics) -> x_hat``. A loss
 calls it as many times as it needs and reads the noise facts from
@@ -114,6 +122,12 @@ class Loss(nn.Module):
         """The test-time reconstructor ``(y, physics, generator=None) -> x_hat``."""
         return ModelEstimator(model)
 
+    def validation_loss(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
+                        generator: torch.Generator | None = None, **batch: Tensor) -> Tensor:
+        """The checkpoint-selection criterion on held-out measurements (see the module docstring):
+        comparable from one validation to the next. Default: the loss itself."""
+        return self(y, physics, model, x=x, generator=generator, **batch)
+
 
 def set_input_checks(loss: nn.Module, enabled: bool) -> None:
     """Switch the per-call measurement check of ``loss`` and all its sub-losses on or off."""
@@ -183,18 +197,33 @@ class WeightedSum(Loss):
     def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None, **batch: Tensor) -> Tensor:
         """``batch`` holds the extra entries the terms declare in ``batch_keys`` (e.g. ``y2``)."""
+        return self._combine(False, y, physics, model, x, generator, batch)
+
+    def validation_loss(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
+                        generator: torch.Generator | None = None, **batch: Tensor) -> Tensor:
+        """``sum_k w_k`` (validation loss of term ``k``); ``last_terms`` holds those terms."""
+        return self._combine(True, y, physics, model, x, generator, batch)
+
+    def _combine(self, validation: bool, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None,
+                 generator: torch.Generator | None, batch: dict[str, Tensor]) -> Tensor:
         missing = [k for k in self.batch_keys if batch.get(k) is None]
         if missing:
             given = sorted(k for k, v in batch.items() if v is not None)
             raise LossConfigError(f"the loss needs batch entries {missing} (e.g. a second noisy copy 'y2' for "
                                   f"Noise2Noise), but the data provide {given}")
+        if self.check_inputs and not _INPUTS_CHECKED.get() and validation:
+            check_measurement(y, physics.noise, type(self).__name__)  # __call__ checks the training path
         shared = model if isinstance(model, SharedEvaluation) else SharedEvaluation(model)
         token = _INPUTS_CHECKED.set(True)
         try:
             total: Tensor | float = 0.0
             terms: dict[str, Tensor] = {}
             for name, w, l in zip(self.names, self.weights, self._terms, strict=True):
-                v = l(y, physics, shared, x=x, generator=generator, **{k: batch[k] for k in l.batch_keys})
+                extra = {k: batch[k] for k in l.batch_keys}
+                if validation:
+                    v = l.validation_loss(y, physics, shared, x=x, generator=generator, **extra)
+                else:
+                    v = l(y, physics, shared, x=x, generator=generator, **extra)
                 terms[name] = v.detach()
                 if isinstance(l, WeightedSum):
                     terms.update({f"{name}/{k}": t for k, t in l.last_terms.items()})

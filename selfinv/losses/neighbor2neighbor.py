@@ -10,6 +10,12 @@ nearly equal (neighbouring pixels). With ``f`` the network,
 where ``f(y)`` in the regulariser is computed without gradient (as in the
 paper). ``γ`` (``gamma``) trades the bias of the neighbour approximation.
 Denoising only, even ``H`` and ``W``.
+
+Validation (``validation_loss``) scores the first term only: the regulariser is
+zero for the identity network (``f(g1) = g1``, ``f(y) = y``) and grows as the
+network learns, so with it an untrained network validates best; the first term
+is a Noise2Noise risk between the two sub-images (plus a constant), comparable
+across training.
 """
 
 from __future__ import annotations
@@ -82,6 +88,14 @@ class Neighbor2Neighbor(Loss):
             target_gap = self.subsample(full, pairs[:, 0]) - self.subsample(full, pairs[:, 1])
             loss = loss + self.gamma * ((out - g2 - target_gap) ** 2).mean()
         return loss
+
+    def validation_loss(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
+                        generator: torch.Generator | None = None) -> Tensor:
+        """``||f(g1(y)) - g2(y)||² / m`` (the term without the regulariser, see the module docstring)."""
+        self.check(physics)
+        pairs = self.sample_pairs(y, generator)
+        g1, g2 = self.subsample(y, pairs[:, 0]), self.subsample(y, pairs[:, 1])
+        return ((model(g1, physics) - g2) ** 2).mean()
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}"

@@ -18,6 +18,11 @@ Test time (``estimator``), Tweedie's formula:
   (midpoint rule for ``log p_y(y+γ) - log p_y(y)``; approximate).
 
 Denoising only (the score is of the measurement density; ``A = I``).
+
+Validation (``validation_loss``): the score-matching loss at the final
+perturbation ``σ_a = sigma_min`` whatever the annealing step, so that every
+validation scores the same objective (with the annealed ``σ_a`` the loss's
+minimum value changes as ``σ_a`` decays, and values are not comparable).
 """
 
 from __future__ import annotations
@@ -95,6 +100,13 @@ class Noise2Score(Loss):
         if self.training:
             self.step += 1
         return loss
+
+    def validation_loss(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
+                        generator: torch.Generator | None = None) -> Tensor:
+        """Score matching at ``σ_a = sigma_min`` (see the module docstring); no annealing step."""
+        self.check(physics)
+        u = rng.randn_like(y, generator)
+        return ((u + self.sigma_min * model(y + self.sigma_min * u, physics)) ** 2).mean()
 
     custom_estimator = True
 

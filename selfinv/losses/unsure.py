@@ -20,10 +20,24 @@ the loss module is in training mode each call performs one step of gradient
 *ascent*, ``η ← η + step · 2 D / m`` (the loss uses η before the step), so ``η``
 grows while the network still has positive degrees of freedom. Any physics
 whose ``A`` maps back to the measurement shape.
+
+Validation (``validation_loss``, the checkpoint-selection criterion): the
+Lagrangian's value depends on ``η``, which starts at 0 and grows during
+training, so it is not comparable from one validation to the next (an early,
+barely trained network with ``η ≈ 0`` scores best: the plain residual). For
+image-domain measurements (denoising, blur, downsampling) validation instead
+uses SURE with the noise statistics estimated from the held-out measurements
+themselves, which depends on the network only: Gaussian ``σ`` per measurement by
+the wavelet MAD, Poisson–Gaussian ``(γ, σ)`` by the variance-vs-mean fit
+(``selfinv.physics.noise_estimation``), and the same Monte-Carlo divergences as
+training. Other operators and the ``"colored"`` variant have no such estimate;
+they validate with the Lagrangian (``check`` warns that selection by ``val/loss`` is
+then unreliable: use ``last.ckpt``).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -73,6 +87,18 @@ class UNSURE(Loss):
         shape = {"gaussian": (), "colored": (2 * radius + 1, 2 * radius + 1), "poisson_gaussian": (2,)}[variant]
         self.register_buffer("eta", torch.full(shape, float(eta_init)))
 
+    def estimates_noise(self, physics: Physics) -> bool:
+        """Whether ``validation_loss`` can estimate the noise statistics from the measurements (image-domain
+        measurements, Gaussian or Poisson–Gaussian variant)."""
+        return bool(getattr(physics, "image_domain", False)) and self.variant in ("gaussian", "poisson_gaussian")
+
+    def check(self, physics: Physics) -> None:
+        if not self.estimates_noise(physics):
+            warnings.warn(f"UNSURE(variant={self.variant!r}) on {type(physics).__name__}: the noise statistics "
+                          "cannot be estimated from these measurements, so the validation loss is the training "
+                          "Lagrangian, whose multiplier moves during training: checkpoint selection by val/loss "
+                          "is unreliable; use last.ckpt", UserWarning, stacklevel=2)
+
     def constraints(self, y: Tensor, hy: Tensor, h_probe: Tensor, omega: Tensor) -> Tensor:
         """Monte-Carlo ``D_k`` summed over the batch (same shape as ``eta``)."""
         diff = (h_probe - hy) / self.tau
@@ -110,6 +136,28 @@ class UNSURE(Loss):
             with torch.no_grad():
                 self.eta += self.step * 2 * d.detach().to(self.eta.dtype) / m
         return loss
+
+    def validation_loss(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
+                        generator: torch.Generator | None = None) -> Tensor:
+        """SURE with noise statistics estimated from ``y`` (see the module docstring), per measurement entry;
+        the Lagrangian where they cannot be estimated. Does not update ``eta``."""
+        if not self.estimates_noise(physics):
+            return self(y, physics, model, generator=generator)
+        from selfinv.physics.noise_estimation import estimate_gaussian_sigma, estimate_poisson_gaussian
+
+        def h(v: Tensor) -> Tensor:
+            return physics.A(model(v, physics))
+
+        hy = h(y)
+        omega = rng.randn_like(y, generator)
+        diff = (h(y + self.tau * omega) - hy) / self.tau
+        if self.variant == "gaussian":
+            var = estimate_gaussian_sigma(y.float()).to(y.dtype).reshape((-1,) + (1,) * (y.ndim - 1)) ** 2
+        else:
+            gain, sigma = estimate_poisson_gaussian(y.float())
+            var = gain.to(y.dtype) * y + sigma.to(y.dtype) ** 2  # first-order PG-URE weights, as in training
+        var = var.expand_as(y)
+        return ((y - hy) ** 2 - var + 2 * var * omega * diff).mean()
 
     def extra_repr(self) -> str:
         return (f"variant={self.variant!r}, step={self.step}, tau={self.tau}, radius={self.radius}, "

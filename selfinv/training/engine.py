@@ -88,12 +88,13 @@ def load_data(cfg: RunConfig, normalization: Normalization | None = None) -> Tra
     from selfinv.data.patches import random_patches
 
     physics = build_physics(cfg)
-    images = load_dataset(d.dataset, split="train").images
+    images = load_dataset(d.dataset, split="train", **d.dataset_args).images
     smallest = min(min(im.shape[-2:]) for im in images)
     if d.patch_size > smallest:
         raise ValueError(f"data.patch_size {d.patch_size} is larger than the smallest image of '{d.dataset}' "
                          f"({smallest} pixels); use at most {smallest}")
     x = random_patches(images, d.patch_size, d.num_patches, generator=torch.Generator().manual_seed(d.seed))
+    x = map_intensity(x, d.intensity_range)
     if _image_channels(cfg) == 2 and x.shape[1] == 1:  # complex images (MRI): real part = image, imaginary = 0
         x = torch.cat([x, torch.zeros_like(x)], dim=1)
     pairs = "y2" in build_loss(cfg).batch_keys
@@ -103,6 +104,14 @@ def load_data(cfg: RunConfig, normalization: Normalization | None = None) -> Tra
         return TrainingData(ds, None, Normalization(), [], True)
     train, val = split_measurements(ds, d.val_fraction, d.seed)
     return TrainingData(train, val, Normalization(), [], True)
+
+
+def map_intensity(x: Tensor, intensity_range: Sequence[float] | None) -> Tensor:
+    """Clean images in ``[0, 1]`` mapped to ``[lo, hi]`` (``data.intensity_range``; None: unchanged)."""
+    if intensity_range is None:
+        return x
+    lo, hi = (float(v) for v in intensity_range)
+    return lo + (hi - lo) * x
 
 
 def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingData:

@@ -3,7 +3,9 @@
 ``training_step`` builds the batch's operator ``physics.with_params(**batch["params"])``
 and minimises ``sum_k w_k L_k(y, A, f)`` (``selfinv.losses.base.WeightedSum``); the
 ground truth is passed to the loss only when a term needs it (the supervised
-ceiling). ``validation_step`` computes the same loss on held-out
+ceiling). ``validation_step`` computes the loss's validation criterion
+``loss.validation_loss`` (the loss itself unless the loss declares a criterion
+comparable across training, ``selfinv.losses.base``) on held-out
 **measurements** — the self-supervised criterion driving checkpoint selection
 and early stopping — and logs PSNR/SSIM of the test-time estimator
 ``loss.estimator(model)`` beside it when ground truth is known.
@@ -99,14 +101,15 @@ class SelfSupervisedModule(pl.LightningModule):
         params = batch.get("params", {})
         return physics.with_params(**params) if params else physics
 
-    def _loss(self, batch: dict, generator: torch.Generator) -> Tensor:
+    def _loss(self, batch: dict, generator: torch.Generator, validation: bool = False) -> Tensor:
         y, phys = batch["y"], self.operator_for(batch)
         x = batch.get("x") if self.loss.needs_ground_truth else None
         if self.loss.needs_ground_truth and x is None:
             raise ValueError("a supervised loss term needs ground truth 'x' in the batch, but the data has none")
         # extra batch entries the loss declares (e.g. Noise2Noise's second copy ``y2``)
         extra = {k: batch.get(k) for k in self.loss.batch_keys}
-        return self.loss(y, phys, self.model, x=x, generator=generator, **extra)
+        fn = self.loss.validation_loss if validation else self.loss
+        return fn(y, phys, self.model, x=x, generator=generator, **extra)
 
     def forward(self, y: Tensor, physics: Physics | None = None, generator: torch.Generator | None = None
                 ) -> Tensor:
@@ -160,7 +163,7 @@ class SelfSupervisedModule(pl.LightningModule):
         bs = batch["y"].shape[0]
         if self._val_generator is None:
             self.on_validation_epoch_start()
-        value = self._loss(batch, self._val_generator)
+        value = self._loss(batch, self._val_generator, validation=True)
         self.log("val/loss", value, prog_bar=True, batch_size=bs, sync_dist=True)
         for name, term in self.loss.last_terms.items():
             self.log(f"val/{name}", term, batch_size=bs, sync_dist=True)

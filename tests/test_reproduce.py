@@ -1,0 +1,191 @@
+"""``selfinv reproduce``: the claim configs, the plan, presets, cache keys, verdicts, and one quick row end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfinv import registry
+from selfinv.config import from_dict
+from selfinv.options import parse_function_args
+from selfinv.reproduce import claims as C
+from selfinv.reproduce import runner
+
+FOLDER = Path(__file__).resolve().parents[1] / "configs" / "claims"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return runner.full_plan()
+
+
+def test_every_row_has_a_valid_config_aligned_with_its_validations(plan):
+    for row in plan.rows.values():
+        cfg = runner.load_row_config(row, FOLDER)
+        from_dict(cfg)  # validates names, arguments and ranges
+        between = runner.steps_per_validation(cfg)
+        assert cfg["trainer"]["max_steps"] % between == 0, row.key
+        assert cfg["trainer"]["max_steps"] // between >= 10, f"{row.key}: too few points on its curve"
+        assert cfg["trainer"].get("val_every", 1) == 1 and cfg["data"]["val_fraction"] > 0
+
+
+def test_rows_share_data_physics_and_budget_with_their_reference(plan):
+    runner.check_plan(plan, FOLDER)  # raises naming the row otherwise
+    for row in plan.rows.values():
+        if row.reference is not None:
+            assert plan.rows[row.reference].reference is None, f"{row.key}: a reference must be supervised"
+            assert "supervised" in row.reference
+
+
+def test_every_registered_loss_is_trained_by_some_row(plan):
+    """So the checkpoint-selection claims cover every loss."""
+    used = set()
+    for row in plan.rows.values():
+        for loss in runner.load_row_config(row, FOLDER)["losses"]:
+            used.add(loss["name"])
+            for v in loss.get("args", {}).values():
+                if isinstance(v, dict) and "name" in v:
+                    used.add(v["name"])
+    assert set(registry.names("loss")) <= used, sorted(set(registry.names("loss")) - used)
+
+
+def test_claims_name_existing_rows_and_configs(plan):
+    keys = [c.key for c in plan.claims]
+    assert len(keys) == len(set(keys))
+    for c in plan.claims:
+        assert set(c.rows) <= set(plan.rows), c.key
+        for cfg in c.configs:
+            assert (FOLDER / cfg.split()[0]).exists()
+    families = {c.family for c in plan.claims}
+    assert families == {"denoising", "incomplete", "sei", "theory", "selection"}
+
+
+def test_presets_keep_the_validation_cadence(plan):
+    row = plan.rows["denoising-gaussian/sure"]
+    cfg = runner.load_row_config(row, FOLDER)
+    cpu = runner.apply_preset(cfg, "cpu", "cpu", "/tmp/x")
+    assert {k: v for k, v in cpu["data"].items()} == cfg["data"]
+    assert cpu["trainer"]["max_steps"] == cfg["trainer"]["max_steps"]
+    n_val = cfg["trainer"]["max_steps"] // runner.steps_per_validation(cfg)
+    gpu = runner.apply_preset(cfg, "gpu", "cuda", "/tmp/x")
+    assert gpu["trainer"]["max_steps"] == 4 * cfg["trainer"]["max_steps"]
+    assert gpu["trainer"]["max_steps"] // runner.steps_per_validation(gpu) == n_val
+    assert gpu["model"]["backbone"]["args"]["base_channels"] == 32 and gpu["trainer"]["accelerator"] == "cuda"
+    quick = runner.apply_preset(cfg, "quick", "cpu", "/tmp/x")
+    assert quick["trainer"]["max_steps"] % runner.steps_per_validation(quick) == 0
+    n2s = runner.apply_preset(runner.load_row_config(plan.rows["denoising-gaussian/noise2score"], FOLDER), "quick",
+                              "cpu", "/tmp/x")
+    assert n2s["losses"][0]["args"]["anneal_steps"] == n2s["trainer"]["max_steps"]
+
+
+def test_patch_counts_match_the_engine_split():
+    from selfinv.training.datamodule import split_measurements
+
+    for n_train, f in ((2400, 0.1), (1200, 0.1), (80, 0.1), (37, 0.05)):
+        n = runner.patches_for(n_train, f)
+        train, _ = split_measurements(list(range(n)), f, 0)
+        assert len(train) == n_train == runner.train_size(n, f)
+
+
+def test_cache_key_follows_config_test_set_and_code(tmp_path, plan):
+    row = plan.rows["denoising-gaussian/sure"]
+    cfg = runner.load_row_config(row, FOLDER)
+    spec = C.TestSpec()
+    k = runner.row_key(row, cfg, spec, "code")
+    assert k == runner.row_key(row, json.loads(json.dumps(cfg)), spec, "code")
+    moved = dict(cfg, trainer=dict(cfg["trainer"], output_dir="elsewhere"))
+    assert runner.row_key(row, moved, spec, "code") == k  # the run folder is not part of the problem
+    assert runner.row_key(row, dict(cfg, optim={"lr": 1e-3}), spec, "code") != k
+    assert runner.row_key(row, cfg, C.TestSpec(seed=1), "code") != k
+    assert runner.row_key(row, cfg, spec, "other") != k
+    store = runner.Cache(tmp_path)
+    assert store.load(row, k) is None
+    store.save(row, k, {"psnr": [1.0]}, torch.zeros(1, 4, 4))
+    assert store.load(row, k) == {"psnr": [1.0]} and store.image(row, k).shape == (1, 4, 4)
+    assert len(runner.code_version()) == 16
+
+
+def test_select_adds_references_and_claims(plan):
+    rows, claims = runner.select(plan, "denoising-gaussian/sure")
+    keys = {r.key for r in rows}
+    assert keys == {"denoising-gaussian/sure", "denoising-gaussian/supervised"}
+    assert any(c.key == "denoising-gaussian/sure" for c in claims)
+    rows, claims = runner.select(plan, "theory")
+    assert not rows and all(c.family == "theory" for c in claims)
+    rows, _ = runner.select(plan, "sei-sr*")
+    assert {r.task for r in rows} == {"sei-sr2", "sei-sr4"}
+
+
+def _results(values: dict[str, list[float]]) -> C.Results:
+    rows = {k: {"psnr": v} for k, v in values.items() if "@" not in k}
+    base: dict = {}
+    for k, v in values.items():
+        if "@" in k:
+            task, name = k.split("/@")
+            base.setdefault(task, {})[name] = {"psnr": v}
+    return C.Results(rows, base, {})
+
+
+def test_verdicts():
+    res = _results({"t/sup": [30.0, 31.0, 32.0], "t/a": [29.8, 30.7, 31.9], "t/b": [28.0, 29.0, 30.2],
+                    "t/@noisy": [20.0, 20.0, 20.0]})
+    assert C.within("t/a", "t/sup", 0.3)(res).status == "holds"
+    v = C.within("t/b", "t/sup", 0.3)(res)
+    assert v.status == "misses" and "by 1.63 dB" in v.note
+    assert C.ahead("t/a", "t/b")(res).status == "holds"
+    assert C.ahead("t/b", "t/a")(res).status == "contradicts"
+    assert C.equal("t/a", "t/sup", 0.3)(res).status == "holds"
+    assert C.above("t/b", "t/@noisy", 3.0, below="t/sup")(res).status == "holds"
+    assert C.above("t/sup", "t/@noisy", 3.0, below="t/a")(res).status == "misses"  # not below
+    assert C.gap_fraction("t/a", "t/@noisy", "t/sup", 0.8)(res).status == "holds"
+    assert C.gap_fraction("t/@noisy", "t/@noisy", "t/sup", 0.8)(res).status == "misses"
+
+
+def test_convergence_gain():
+    curve = [{"step": s, "test_psnr": p} for s, p in ((0, 20), (100, 28), (800, 30.0), (900, 30.05), (1000, 30.08))]
+    assert runner.convergence_gain(curve) == pytest.approx(0.08)
+
+
+def test_the_theory_claims_hold():
+    from selfinv.reproduce import theory
+
+    for c in theory.claims():
+        v = c.check(C.Results({}, {}, {}))
+        assert v.status == "holds", (c.key, v.measured)
+
+
+def test_reproduce_cmd_is_typed_for_the_cli():
+    from selfinv.reproduce import reproduce_cmd
+
+    args = parse_function_args(reproduce_cmd, ["--quick", "--only", "sei-sr2", "--device", "cpu"])
+    assert args == {"quick": True, "only": "sei-sr2", "device": "cpu"}
+
+
+@pytest.mark.slow
+def test_quick_rows_end_to_end(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    data = runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), configs=str(FOLDER),
+                            log=lambda *a: None)
+    assert (out / "claims_quick.md").exists() and (out / "claims_quick.json").exists()
+    assert (out / "claims_quick" / "inpainting_curves.png").exists()
+    entry = next(e for e in data["claims"] if e["key"] == "inpainting/mc")
+    assert entry["status"] in ("holds", "misses", "contradicts") and "inpainting_mc.yaml" in entry["configs"]
+    files = sorted(p.name for p in cache.glob("*.json"))
+    assert len(files) == 2  # the row and its supervised reference
+    row = json.loads((cache / files[0]).read_text())
+    assert row["steps"] == 40 and row["curve"][0]["step"] == 0 and row["best"]["psnr"]
+    stamp = {p: p.stat().st_mtime for p in cache.glob("*.json")}
+    runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), configs=str(FOLDER),
+                     log=lambda *a: None)
+    assert {p: p.stat().st_mtime for p in cache.glob("*.json")} == stamp  # cached: nothing retrained
