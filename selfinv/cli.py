@@ -13,6 +13,7 @@
     selfinv demo [--out runs/demo]
     selfinv finetune --checkpoint CKPT --measurement y.tif --loss sure|unsure|mc+ei|... --output x.tif
                      [--steps 200 --lr 1e-4 --patch_size 64 --sigma 0.15|auto --physics_args '{acceleration: 8}']
+    selfinv reproduce [--quick] [--only 'denoising*'] [--device cuda] [--dry_run]
 
 Run options (fit, validate, simulate, identifiability) come from the typed
 ``selfinv.config.RunConfig``; the other commands' options from the typed
@@ -32,7 +33,7 @@ from selfinv import options
 from selfinv.config import ConfigError, RunConfig, parse_run_config
 from selfinv.options import parse_function_args
 
-COMMANDS = ("fit", "validate", "predict", "simulate", "identifiability", "advise", "demo", "finetune")
+COMMANDS = ("fit", "validate", "predict", "simulate", "identifiability", "advise", "demo", "finetune", "reproduce")
 
 
 def _pop(argv: list[str], flag: str) -> str | None:
@@ -116,6 +117,10 @@ def _command_function(command: str):
         from selfinv.finetune import finetune_cmd
 
         return finetune_cmd
+    if command == "reproduce":
+        from selfinv.reproduce import reproduce_cmd
+
+        return reproduce_cmd
     from selfinv.predict import predict
 
     return predict
@@ -125,7 +130,7 @@ def _command_help(command: str) -> str:
     """Help of one command: generated from the typed signature (or ``RunConfig``) it is parsed from."""
     from selfinv import options
 
-    if command in ("predict", "demo", "finetune", "advise"):
+    if command in ("predict", "demo", "finetune", "advise", "reproduce"):
         return options.function_help(_command_function(command), f"selfinv {command}")
     from selfinv.config import help_text
 
@@ -272,6 +277,10 @@ def _run(command: str, rest: list[str]) -> None:
         from selfinv.finetune import finetune_cmd
 
         finetune_cmd(**parse_function_args(finetune_cmd, rest))
+    elif command == "reproduce":
+        from selfinv.reproduce import reproduce_cmd
+
+        reproduce_cmd(**parse_function_args(reproduce_cmd, rest))
 
 
 def run_as_script() -> None:
