@@ -1287,7 +1287,7 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
                noise: Optional[Literal["known", "unknown", "poisson_gaussian", "correlated", "none"]] = None,
                noise_model: Optional[dict] = None, measurements: Literal["one", "many"] = "many",
                pairs: bool = False, transform: Optional[str] = None, image_size: int = 8,
-               output: Optional[str] = None) -> str:
+               output: Optional[str] = None, data: Optional[str] = None) -> str:
     """Which self-supervised loss can I use? A verdict on every registered loss, the best one and its config.
 
     Args:
@@ -1304,8 +1304,14 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
         image_size: side of the small image on which the rank conditions are computed (larger is slower: the
             shift group has image_size² elements; at most 32).
         output: also write the advised config to this YAML file.
+        data: your measurements (a file or folder, as ``data.path`` of fit) of an image-domain physics: the
+            spatial correlation of their noise is measured and, when it is not white, the advice is for
+            correlated noise (unless --noise says otherwise).
     """
     transforms = parse_transforms(transform) if transform else None
+    measured = ""
+    if data is not None:
+        noise, measured = _measure_data_noise(data, noise, config, physics)
     if config is not None:
         from selfinv.config import load_yaml, parse_run_config
 
@@ -1328,12 +1334,44 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
                               noise_model=noise_model, measurements=measurements, pairs=pairs,
                               transforms=transforms, image_size=image_size)
     advice = advise(situation)
-    text = advice.render()
+    text = measured + advice.render()
     if output is not None and advice.config is not None:
         Path(output).write_text(advice.yaml)
         text += f"\nwrote the config to {output}\n"
     print(text, end="")
     return text
+
+
+def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str],
+                        physics: Optional[str]) -> tuple[Optional[str], str]:
+    """Read the user's measurements and measure the spatial correlation of their noise; returns the noise
+    knowledge to advise for and a paragraph saying what was measured."""
+    from selfinv import registry
+    from selfinv.data.sources import read_source
+    from selfinv.physics.noise_estimation import estimate_noise_correlation
+
+    name = physics or "denoising"
+    if config is not None:
+        from selfinv.config import parse_run_config
+
+        name = parse_run_config([], config).physics.name
+    if not registry.resolve("physics", name, "physics").image_domain:
+        raise ValueError(f"--data: the noise can be measured on image-domain measurements (denoising, blur, "
+                         f"downsampling), not on '{name}' measurements; say what you know with --noise")
+    ys = [m.y.float() for m in read_source(data)]
+    if any(y.is_complex() for y in ys):
+        raise ValueError(f"--data: {data} holds complex measurements; the noise correlation is measured on "
+                         f"real images")
+    corr = estimate_noise_correlation(ys, warn=False)
+    rho = corr.neighbours()
+    text = (f"Measured on {len(ys)} measurement(s) of {data}: noise {'white' if corr.white else 'CORRELATED'} "
+            f"(ρ(x±1) = {rho['x1']:+.2f}, ρ(y±1) = {rho['y1']:+.2f}; white up to |ρ| {corr.threshold:.2f}), "
+            f"σ ≈ {corr.sigma:.4g} in the data's units.\n")
+    if not corr.white:
+        text += corr.advice + "\n"
+        if noise is None:
+            noise = "correlated"
+    return noise, text + "\n"
 
 
 __all__ = ["Situation", "Advice", "Assessment", "advise", "advise_cmd", "parse_transforms", "GROUPS"]

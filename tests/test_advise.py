@@ -274,3 +274,30 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="unknown group"):
         parse_transforms("shift,twirl")
     assert parse_transforms("shift, rotate") == ("shift", "rotate")
+
+
+def test_advise_measures_the_noise_correlation_of_the_users_data(tmp_path, capsys):
+    """--data: the noise of the user's micrograph is measured; correlated noise switches the advice to
+    correlated noise (SURE invalid, UNSURE colored valid); white noise leaves 'unknown level'."""
+    import numpy as np
+    import tifffile
+    from scipy.ndimage import convolve
+    from skimage.data import camera
+
+    from selfinv.advise import advise_cmd
+
+    rng = np.random.default_rng(0)
+    a = 1 - 1 / np.sqrt(2)
+    k = np.outer([a, 1, a], [a, 1, a])
+    white = rng.standard_normal((256, 256))
+    img = camera()[::2, ::2] / 255
+    tifffile.imwrite(tmp_path / "corr.tif", (img + 0.1 * convolve(white, k / np.linalg.norm(k), mode="wrap"))
+                     .astype(np.float32))
+    tifffile.imwrite(tmp_path / "white.tif", (img + 0.1 * white).astype(np.float32))
+    text = advise_cmd(data=str(tmp_path / "corr.tif"))
+    assert "noise CORRELATED" in text and "spatially correlated, covariance unknown" in text
+    assert re.search(r"\nsure +\| invalid", text) and re.search(r"\nunsure\[colored\] +\| valid", text)
+    text = advise_cmd(data=str(tmp_path / "white.tif"))
+    assert "noise white" in text and "spatially correlated" not in text
+    with pytest.raises(ValueError, match="image-domain"):
+        advise_cmd(data=str(tmp_path / "white.tif"), physics="mri")

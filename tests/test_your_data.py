@@ -276,3 +276,77 @@ def test_sigma_is_given_and_estimated_in_the_data_units(tmp_path):
     assert 900 < est < 1400, est
     run = load_trained(out / "checkpoints" / "last.ckpt")
     assert float(run.module.physics.noise.sigma) == pytest.approx(est / run.normalization.scale, rel=1e-6)
+
+
+def _colored(h, w, seed, correlated):
+    """camera() at h x w plus noise of marginal sigma 0.1: white, or filtered by [a, 1, a] x [a, 1, a]
+    (neighbour correlation 0.5, a = 1 - 1/sqrt(2))."""
+    from scipy.ndimage import convolve
+    from skimage.data import camera
+    from skimage.transform import resize
+
+    img = resize(camera().astype(np.float64) / 255, (h, w), anti_aliasing=True)
+    n = np.random.default_rng(seed).standard_normal((h, w))
+    if correlated:
+        a = 1 - 1 / np.sqrt(2)
+        k = np.outer([a, 1, a], [a, 1, a])
+        n = convolve(n, k / np.sqrt((k ** 2).sum()), mode="wrap")
+    return img + 0.1 * n
+
+
+@pytest.mark.parametrize("correlated, loss, warns", [
+    (True, "{name: splitting}", True),
+    (False, "{name: splitting}", False),
+    (True, "{name: splitting, args: {exclusion_radius: 2}}", False),
+])
+def test_fit_warns_when_the_noise_is_correlated_and_the_loss_assumes_white_noise(tmp_path, correlated, loss, warns):
+    """Noise2Void on a micrograph whose noise is spatially correlated learns to predict the noise from its
+    neighbours: fit measures the correlation of the user's measurements and warns, with the advice, when
+    it is longer than the loss tolerates (``Loss.tolerated_noise_correlation``); the measurement is
+    kept in noise_estimate.json. White noise, or a structured mask as wide as the correlation: silent."""
+    import json
+    import warnings
+
+    import tifffile
+
+    from selfinv.physics.noise_estimation import CorrelatedNoiseWarning
+
+    f = tmp_path / "micrograph.tif"
+    tifffile.imwrite(f, (1000 + 5000 * _colored(256, 256, 0, correlated)).astype(np.float32))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{patch_size: 16, num_patches: 8, val_fraction: 0.25}}\nphysics: {{name: denoising}}\n"
+                   f"losses: [{loss}]\n")
+    out = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["fit", "--config", str(cfg), "--data.path", str(f), "--trainer.output_dir", str(out),
+                     *TINY]) == 0
+    flagged = [w for w in caught if issubclass(w.category, CorrelatedNoiseWarning)]
+    assert bool(flagged) == warns, [str(w.message) for w in caught]
+    if warns:
+        assert "the loss splitting assumes noise correlated over at most 0 pixel" in str(flagged[0].message)
+        assert "exclusion_radius" in str(flagged[0].message)
+    record = json.loads((out / "noise_estimate.json").read_text())["correlation"]
+    assert record["white"] == (not correlated)
+    if correlated:  # measured neighbour correlation of this noise: 0.5 (benchmarks/results/correlated_noise.md)
+        assert 0.35 < record["neighbours"]["x1"] < 0.65 and 0.35 < record["neighbours"]["y1"] < 0.65
+
+
+def test_sigma_auto_on_correlated_noise_is_the_pixel_standard_deviation(tmp_path):
+    """Haar-MAD sees about half of the standard deviation of this correlated noise; ``sigma: auto`` uses
+    the pixel-level estimate of the correlation fit instead (in the user's units: 5000 x 0.1 = 500)."""
+    import json
+
+    import tifffile
+
+    f = tmp_path / "m.tif"
+    tifffile.imwrite(f, (1000 + 5000 * _colored(256, 256, 1, True)).astype(np.float32))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {patch_size: 16, num_patches: 8, val_fraction: 0.25}\n"
+                   "physics: {name: denoising, noise: {name: gaussian, args: {sigma: auto}}}\n"
+                   "losses: [{name: sure}]\n")
+    out = tmp_path / "run"
+    assert main(["fit", "--config", str(cfg), "--data.path", str(f), "--trainer.output_dir", str(out), *TINY]) == 0
+    record = json.loads((out / "noise_estimate.json").read_text())
+    assert record["correlation"]["white"] is False
+    assert 400 < record["estimated"]["sigma"] < 600, record

@@ -105,6 +105,11 @@ class Loss(nn.Module):
     custom_estimator: bool = False
     #: validate the measurements on every call (see the module docstring)
     check_inputs: bool = True
+    #: the largest spatial correlation length of the noise (pixels; 0 = pixel-wise independent noise) the
+    #: loss stays valid for; ``None``: it assumes nothing about the noise's spatial correlation. Read by
+    #: ``fit`` to warn when the user's measurements have correlated noise
+    #: (``selfinv.physics.noise_estimation.estimate_noise_correlation``).
+    tolerated_noise_correlation: int | None = None
 
     def __call__(self, y: Tensor, physics: Physics, model: Reconstructor, *args: Any, **kwargs: Any) -> Tensor:
         if self.check_inputs and not _INPUTS_CHECKED.get():
@@ -172,6 +177,12 @@ class WeightedSum(Loss):
     @property
     def needs_ground_truth(self) -> bool:  # type: ignore[override]
         return any(l.needs_ground_truth for l in self._terms)
+
+    @property
+    def tolerated_noise_correlation(self) -> int | None:  # type: ignore[override]
+        """The strictest term's tolerance (``None`` when no term assumes anything)."""
+        limits = [l.tolerated_noise_correlation for l in self._terms if l.tolerated_noise_correlation is not None]
+        return min(limits) if limits else None
 
     @property
     def batch_keys(self) -> tuple[str, ...]:  # type: ignore[override]

@@ -18,6 +18,9 @@ from selfinv.physics.base import Denoising, Physics
 class BlindSpotLoss(MeasurementConsistency):
     """``||y - f(y)||² / n`` to be used with a blind-spot network (``BlindSpotNet``)."""
 
+    #: assumes pixel-wise independent noise (``Loss.tolerated_noise_correlation``)
+    tolerated_noise_correlation: int | None = 0
+
     def check(self, physics: Physics) -> None:
         if not isinstance(physics, Denoising):
             raise LossConfigError(f"BlindSpotLoss needs a Denoising physics (A = I), got {type(physics).__name__}")

@@ -38,6 +38,9 @@ class Neighbor2Neighbor(Loss):
 
     evaluations_per_step = 1  # plus one evaluation without gradient
 
+    #: assumes pixel-wise independent noise (``Loss.tolerated_noise_correlation``)
+    tolerated_noise_correlation: int | None = 0
+
     def __init__(self, gamma: float = 2.0):
         super().__init__()
         if gamma < 0:

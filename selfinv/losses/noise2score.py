@@ -66,6 +66,9 @@ class Noise2Score(Loss):
     #: training calls so far (a buffer, saved with the checkpoint): the annealing clock
     step: Tensor
 
+    #: assumes pixel-wise independent noise (``Loss.tolerated_noise_correlation``)
+    tolerated_noise_correlation: int | None = 0
+
     def __init__(self, noise: Literal["gaussian", "poisson", "gamma"] = "gaussian", sigma_max: float = 0.1,
                  sigma_min: float = 1e-3, anneal_steps: int = 10_000):
         super().__init__()

@@ -42,6 +42,9 @@ class R2R(Loss):
     evaluates_measurement = False  # never evaluates f(y, A) on the raw measurement
     custom_estimator = True
 
+    #: assumes pixel-wise independent noise (``Loss.tolerated_noise_correlation``)
+    tolerated_noise_correlation: int | None = 0
+
     def __init__(self, noise: Literal["gaussian", "poisson", "gamma"] = "gaussian", alpha: float = 0.15,
                  n_test: int = 8):
         super().__init__()

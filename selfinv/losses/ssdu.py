@@ -87,6 +87,9 @@ class SSDUSplitting(Loss):
 
     evaluates_measurement = False  # never evaluates f(y, A) on the raw measurement
 
+    #: assumes pixel-wise independent noise (``Loss.tolerated_noise_correlation``)
+    tolerated_noise_correlation: int | None = 0
+
     def __init__(self, split_ratio: float = 0.6, penalize: str | None = None, noisy_term: Loss | None = None,
                  test_mode: str = "average", n_test_splits: int = 8, test_seed: int = 0):
         super().__init__()

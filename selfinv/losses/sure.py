@@ -324,6 +324,9 @@ class SURE(Loss):
             in the backward pass of training).
     """
 
+    #: assumes pixel-wise independent noise (``Loss.tolerated_noise_correlation``)
+    tolerated_noise_correlation: int | None = 0
+
     def __init__(self, noise: Literal["gaussian", "poisson", "poisson_gaussian"] = "gaussian",
                  tau: float = 1e-2, divergence: Literal["mc", "exact"] = "mc", margin: int = 0,
                  second_order: bool = True, max_exact_entries: int = 4096, batch_evaluations: bool = True):

@@ -92,6 +92,10 @@ class UNSURE(Loss):
         measurements, Gaussian or Poisson–Gaussian variant)."""
         return bool(getattr(physics, "image_domain", False)) and self.variant in ("gaussian", "poisson_gaussian")
 
+    @property
+    def tolerated_noise_correlation(self) -> int | None:  # type: ignore[override]
+        return self.radius if self.variant == "colored" else 0  # one multiplier per offset within radius
+
     def check(self, physics: Physics) -> None:
         if not self.estimates_noise(physics):
             warnings.warn(f"UNSURE(variant={self.variant!r}) on {type(physics).__name__}: the noise statistics "

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from selfinv.physics.noise_estimation import CorrelatedNoiseWarning, NoiseCorrelation, estimate_noise_correlation
+
 AUTO = "auto"
 
 
@@ -85,7 +87,8 @@ def estimate_noise_args(y: Tensor | list[Tensor], noise_name: str, which: list[s
     return {k: found[k] for k in which}
 
 
-def resolve_auto_noise(cfg, measurements: list[Tensor] | Tensor, scale: float = 1.0) -> tuple[Any, dict | None]:
+def resolve_auto_noise(cfg, measurements: list[Tensor] | Tensor, scale: float = 1.0,
+                       correlation: NoiseCorrelation | None = None) -> tuple[Any, dict | None]:
     """Return ``(cfg', record)``: a copy of ``cfg`` with every ``auto`` noise argument replaced by its
     estimate from ``measurements`` (the training measurements, in normalised units ``y / scale``), converted
     back to the data's own units (``sigma`` and ``gain`` scale with the data), and a record
@@ -102,11 +105,20 @@ def resolve_auto_noise(cfg, measurements: list[Tensor] | Tensor, scale: float = 
     if n == 0:
         raise ValueError("physics.noise.args: 'auto' estimates the noise level from the user's measurements "
                          "(data.path); simulated data have the noise level the config gives")
-    values = {k: v * float(scale) for k, v in estimate_noise_args(measurements, noise.name, which).items()}
+    if noise.name == "gaussian" and correlation is not None:
+        # measured on the same measurements in the data's units: the Haar-MAD value for white noise,
+        # the pixel standard deviation for correlated noise (which Haar-MAD under-estimates)
+        values = {"sigma": float(correlation.sigma)}
+    else:
+        values = {k: v * float(scale) for k, v in estimate_noise_args(measurements, noise.name, which).items()}
     out = copy.deepcopy(cfg)
     out.physics.noise.args = {**noise.args, **values}
-    method = ("Haar-MAD, median over measurements (Donoho & Johnstone 1994)" if noise.name == "gaussian"
-              else "variance-vs-mean fit (Foi et al. 2008)")
+    if noise.name != "gaussian":
+        method = "variance-vs-mean fit (Foi et al. 2008)"
+    elif correlation is not None and not correlation.white:
+        method = "pixel standard deviation of spatially correlated noise (estimate_noise_correlation)"
+    else:
+        method = "Haar-MAD, median over measurements (Donoho & Johnstone 1994)"
     return out, {"noise": noise.name, "estimated": values, "n_measurements": int(n), "method": method}
 
 
@@ -117,3 +129,30 @@ def write_noise_record(record: dict, output_dir: str) -> str:
     with open(path, "w") as f:
         json.dump(record, f, indent=2)
     return path
+
+
+def measure_noise_correlation(measurements: list[Tensor], tolerated: int | None, loss_name: str,
+                              scale: float = 1.0) -> tuple[NoiseCorrelation, str | None]:
+    """The spatial correlation of the noise of the (image-domain) training measurements (normalised
+    ``y / scale``: measured in the data's units ``y``, so the noise levels it reports are), and the warning
+    to give when it is longer than the ``tolerated`` correlation length of the loss
+    (``Loss.tolerated_noise_correlation``; ``None``: the loss assumes nothing): such a loss learns to
+    predict the noise from its correlated neighbours and removes little of it (issue seen on real
+    cryo-EM micrographs: neighbour correlation 0.58)."""
+    corr = estimate_noise_correlation([m * float(scale) for m in measurements], warn=False)
+    if corr.white or tolerated is None or corr.correlation_length <= tolerated:
+        return corr, None
+    return corr, (f"{loss_name} assumes noise correlated over at most {tolerated} pixel(s), but the training "
+                  f"measurements' noise reaches {corr.correlation_length}. {corr.advice}")
+
+
+def correlation_record(corr: NoiseCorrelation) -> dict:
+    """What ``noise_estimate.json`` keeps of the correlation measurement (noise levels in the data's units)."""
+    return {"white": corr.white, "statistic": round(corr.statistic, 4), "threshold": round(corr.threshold, 4),
+            "correlation_length": corr.correlation_length,
+            "neighbours": {k: round(v, 4) for k, v in corr.neighbours().items()},
+            "sigma_pixel": corr.sigma_pixel, "sigma_white_haar_mad": corr.sigma_white}
+
+
+__all__ = ["AUTO", "CorrelatedNoiseWarning", "correlation_record", "estimate_noise_args", "is_auto",
+           "measure_noise_correlation", "resolve_auto_noise", "write_noise_record"]

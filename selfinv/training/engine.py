@@ -240,14 +240,36 @@ def resolve_noise_level(cfg: RunConfig, data: TrainingData) -> tuple[RunConfig, 
     """Replace ``sigma: auto`` / ``gain: auto`` by estimates from the (normalised) training measurements,
     expressed in the data's own units (``selfinv.training.auto_noise``); logs the estimate and writes
     ``noise_estimate.json``."""
-    from selfinv.training.auto_noise import resolve_auto_noise, write_noise_record
+    from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-    cfg, record = resolve_auto_noise(cfg, data.noise_samples, data.normalization.scale)
+    from selfinv.training.auto_noise import (
+        CorrelatedNoiseWarning,
+        auto_noise_args,
+        correlation_record,
+        measure_noise_correlation,
+        resolve_auto_noise,
+        write_noise_record,
+    )
+
+    corr = None
+    noise = cfg.physics.noise
+    if data.noise_samples and registry.resolve("physics", cfg.physics.name, "physics").image_domain:
+        loss = build_loss(cfg)
+        tolerated = loss.tolerated_noise_correlation
+        gaussian_auto = noise.name == "gaussian" and bool(auto_noise_args(noise.name, noise.args))
+        if tolerated is not None or gaussian_auto:
+            names = " + ".join(spec.name for spec in cfg.losses)
+            corr, warning = measure_noise_correlation(data.noise_samples, tolerated, f"the loss {names}",
+                                                      data.normalization.scale)
+            if warning is not None:
+                rank_zero_warn(warning, category=CorrelatedNoiseWarning)
+    cfg, record = resolve_auto_noise(cfg, data.noise_samples, data.normalization.scale, correlation=corr)
+    if corr is not None:
+        record = {**(record or {"noise": noise.name, "estimated": {}}), "correlation": correlation_record(corr)}
     if record is not None:
-        from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-
-        rank_zero_info(f"selfinv: estimated noise level {record['estimated']} (in the data's units) from "
-                       f"{record['n_measurements']} training measurements ({record['method']})")
+        if record["estimated"]:
+            rank_zero_info(f"selfinv: estimated noise level {record['estimated']} (in the data's units) from "
+                           f"{record['n_measurements']} training measurements ({record['method']})")
         rank_zero_only(write_noise_record)(record, cfg.trainer.output_dir)
     return cfg, record
 
