@@ -56,8 +56,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, markdown_table, setup, write_results  # noqa: E402
-
 from selfinv.config import from_dict  # noqa: E402
 from selfinv.data.bundled import load_dataset  # noqa: E402
 from selfinv.data.measurements import MeasurementDataset  # noqa: E402
@@ -69,6 +67,8 @@ from selfinv.physics.noise_estimation import (  # noqa: E402
 )
 from selfinv.training.engine import build_physics, fit  # noqa: E402
 from selfinv.training.metrics import psnr, ssim  # noqa: E402
+
+from common import environment, markdown_table, setup, write_results  # noqa: E402
 
 SIGMA = 0.1
 _A = 1.0 - 1.0 / math.sqrt(2.0)

@@ -113,7 +113,8 @@ def test_two_process_ddp_equals_one_process_double_batch(tmp_path):
     ddp = _fit(tmp_path, "ddp_2x2", devices=2, batch_size=2)
     small = _fit(tmp_path, "single_b2", devices=1, batch_size=2)
     diff, control = _max_diff(big, ddp), _max_diff(big, small)
-    # float32 (precision "32-true": bf16 autocast would blur the comparison): the all-reduce averages two partial means instead of one mean over 4 samples; measured
+    # float32 (precision "32-true": bf16 autocast would blur the comparison): the all-reduce averages
+    # two partial means instead of one mean over 4 samples; measured
     # differences are ~1e-7 after 6 Adam steps (lr 1e-2). The control (1 process, batch 2 = different
     # batches) moves the weights by ~1e-2, so 1e-5 separates the two cases by three orders of magnitude.
     print(f"max |w_ddp - w_big| = {diff:.3g}, control max |w_small - w_big| = {control:.3g}")

@@ -3,7 +3,8 @@ network trained with the same network, data and budget, for Gaussian (σ = 0.1),
 Gamma (ℓ = 10) noise on natural photographs.
 
 Rows (``configs/claims/denoising_NOISE_METHOD.yaml``): supervised, naive measurement consistency,
-Noise2Noise, R2R / GR2R, SURE (Gaussian; Poisson: Hudson), UNSURE (Gaussian), Noise2Score, Noise2Void/Noise2Self splitting, Neighbor2Neighbor, and the two
+Noise2Noise, R2R / GR2R, SURE (Gaussian; Poisson: Hudson), UNSURE (Gaussian), Noise2Score,
+Noise2Void/Noise2Self splitting, Neighbor2Neighbor, and the two
 methods that need their own architecture — blind-spot (``BlindSpotNet``) and bottleneck autoencoder —
 each with a supervised reference of that architecture. Gamma noise needs ``x > 0``: its clean images are
 ``0.05 + 0.95 x`` (``data.intensity_range``); SURE and UNSURE have no Gamma form.

@@ -102,7 +102,8 @@ def _cell(text: Any) -> str:
 
 
 def _claims_table(entries: list[dict]) -> list[str]:
-    lines = ["| claim | source | measured (PSNR in dB: mean ± standard error over test items) | verdict | budget | config |",
+    lines = ["| claim | source | measured (PSNR in dB: mean ± standard error over test items) | verdict | budget "
+             "| config |",
              "|---|---|---|---|---|---|"]
     for e in entries:
         verdict = f"**{e['verdict']}**" if e["status"] != "holds" else e["verdict"]
