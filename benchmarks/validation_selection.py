@@ -1,7 +1,7 @@
 """Does checkpoint selection by the self-supervised validation loss match selection by true PSNR?
 
-Issue 3: "selection by the self-supervised validation loss lands within 0.3 dB of
-selection by true PSNR on one denoising and one incomplete-measurement run".
+The target: selection by the self-supervised validation loss lands within 0.3 dB of
+selection by true PSNR on one denoising and one incomplete-measurement run.
 
 Two self-supervised runs train **through the engine** (``engine.fit`` with a
 ``RunConfig`` built from a dict), validating every (short) epoch on a held-out
@@ -66,6 +66,7 @@ from selfinv.data.measurements import MeasurementDataset, collate_measurements  
 from selfinv.data.patches import fixed_crops  # noqa: E402
 from selfinv.report import selection_gap  # noqa: E402
 from selfinv.training import engine  # noqa: E402
+from selfinv.training.checkpoint import read_checkpoint  # noqa: E402
 from selfinv.training.metrics import psnr, ssim  # noqa: E402
 
 from common import environment, markdown_table, setup, write_results  # noqa: E402
@@ -223,7 +224,7 @@ def run_config(row: str, steps: int, val_every_steps: int, workdir: Path) -> dic
 
 
 def load_weights(module: pl.LightningModule, path: str) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    state = read_checkpoint(path)["state_dict"]  # weights-only load: a checkpoint is data
     module.load_state_dict(state)
 
 
@@ -282,7 +283,7 @@ def render(results: dict[str, dict], args: argparse.Namespace, env: dict, comman
                      f"{r['step_ms_median']:.1f}", ratio])
     md = [f"# Checkpoint selection by the self-supervised validation loss{' (QUICK smoke run)' if args.quick else ''}",
           "",
-          "Issue 3: selection by the self-supervised validation loss must land within "
+          "Target: selection by the self-supervised validation loss must land within "
           f"{TOLERANCE_DB} dB of selection by true PSNR. Each run trains through `engine.fit`, validates every "
           "epoch (*every* column, in steps) on a held-out 10 % of the measurements (`val/loss`, with `val/psnr` "
           "logged beside it from the ground truth) and, right after each validation, is evaluated on the "
