@@ -93,7 +93,9 @@ def full_plan() -> Plan:
 
 
 def _matches(name: str, pattern: str) -> bool:
-    return fnmatch.fnmatch(name, pattern) if any(c in pattern for c in "*?[") else pattern in name
+    """``pattern``: comma-separated alternatives, each a substring or a glob with ``* ? [``."""
+    return any(fnmatch.fnmatch(name, p) if any(c in p for c in "*?[") else p in name
+               for p in (p.strip() for p in pattern.split(",")) if p)
 
 
 def select(plan: Plan, only: str | None) -> tuple[list[Row], list[Claim]]:
@@ -514,8 +516,9 @@ def check_plan(plan: Plan, folder: Path) -> None:
 
 def reproduce(quick: bool = False, only: str | None = None, device: str = "cpu", out: str = "benchmarks/results",
               cache: str = "runs/reproduce/cache", configs: str | None = None, dry_run: bool = False,
-              log=print) -> dict:
-    """Run (or read from the cache) the selected rows and write the report; returns the report data."""
+              cached_only: bool = False, log=print) -> dict:
+    """Run (or read from the cache) the selected rows and write the report; returns the report data.
+    ``cached_only``: train nothing; rows not in the cache are left out (their claims read "not run")."""
     from selfinv.reproduce import report
 
     preset = "quick" if quick else ("gpu" if device == "cuda" else "cpu")
@@ -550,6 +553,8 @@ def reproduce(quick: bool = False, only: str | None = None, device: str = "cpu",
     for i, row in enumerate(rows):
         cfg, spec, key = resolved[row.key]
         cached = store.load(row, key)
+        if cached is None and cached_only:
+            continue
         if cached is None:
             if row.task not in tests:
                 tests[row.task] = build_test_set(cfg, spec, device)
@@ -584,12 +589,14 @@ def quiet_lightning() -> None:
 
 def reproduce_cmd(quick: bool = False, only: Optional[str] = None, device: Literal["cpu", "cuda"] = "cpu",
                   out: str = "benchmarks/results", cache: str = "runs/reproduce/cache",
-                  configs: Optional[str] = None, threads: Optional[int] = None, dry_run: bool = False) -> str:
+                  configs: Optional[str] = None, threads: Optional[int] = None, dry_run: bool = False,
+                  cached_only: bool = False) -> str:
     """Reproduce the claims of the tutorial and papers: train every claim's networks, cache each row, report.
 
     Args:
         quick: tiny budgets (a smoke test of the whole pipeline in minutes, not a measurement).
-        only: run only the rows and claims whose key, task or family contains PATTERN (a glob with * ? [).
+        only: run only the rows and claims whose key, task or family contains PATTERN (a glob with * ? [;
+            comma-separated alternatives, e.g. 'denoising-gaussian,sei-sr2').
         device: 'cpu' (the budgets of configs/claims) or 'cuda' (the gpu size preset: more steps, larger
             patches, the default 32-channel U-Net).
         out: folder of claims.md / claims.json and the figures.
@@ -597,6 +604,7 @@ def reproduce_cmd(quick: bool = False, only: Optional[str] = None, device: Liter
         configs: folder of the claim configs (default: configs/claims of the checkout).
         threads: torch CPU threads (default: the available cores).
         dry_run: list what would be trained and exit.
+        cached_only: train nothing: report the rows already in the cache (the others' claims read "not run").
     """
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is available to this torch")
@@ -605,5 +613,5 @@ def reproduce_cmd(quick: bool = False, only: Optional[str] = None, device: Liter
             raise ValueError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     data = reproduce(quick=quick, only=only, device=device, out=out, cache=cache, configs=configs,
-                     dry_run=dry_run)
+                     dry_run=dry_run, cached_only=cached_only)
     return data.get("markdown_path", "") if data else ""
