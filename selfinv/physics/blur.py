@@ -124,8 +124,8 @@ def valid_conv_adjoint(y: Tensor, kernel: Tensor) -> Tensor:
     yg, w, g = _grouped(y, kernel)
     kh, kw = w.shape[-2:]
     # a stride-1 transposed convolution is the correlation of the zero-padded input with the flipped
-    # weight; written as conv2d, which oneDNN runs far faster than conv_transpose2d at batch 1 (45 ms
-    # against 1 ms on a 256x256 image, benchmarks/operators.py)
+    # weight; written as conv2d, which oneDNN runs an order of magnitude faster than conv_transpose2d
+    # on one-channel images (benchmarks/operators.py)
     x = F.conv2d(F.pad(yg, (kw - 1, kw - 1, kh - 1, kh - 1)), w, groups=g)
     return x.reshape(B, C, *x.shape[-2:])
 

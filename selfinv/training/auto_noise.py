@@ -137,8 +137,7 @@ def measure_noise_correlation(measurements: list[Tensor], tolerated: int | None,
     ``y / scale``: measured in the data's units ``y``, so the noise levels it reports are), and the warning
     to give when it is longer than the ``tolerated`` correlation length of the loss
     (``Loss.tolerated_noise_correlation``; ``None``: the loss assumes nothing): such a loss learns to
-    predict the noise from its correlated neighbours and removes little of it (issue seen on real
-    cryo-EM micrographs: neighbour correlation 0.58)."""
+    predict the noise from its correlated neighbours and removes little of it (e.g. cryo-EM micrographs)."""
     corr = estimate_noise_correlation([m * float(scale) for m in measurements], warn=False)
     if corr.white or tolerated is None or corr.correlation_length <= tolerated:
         return corr, None
