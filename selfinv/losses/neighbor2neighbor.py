@@ -93,7 +93,7 @@ class Neighbor2Neighbor(Loss):
         return loss
 
     def validation_loss(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
-                        generator: torch.Generator | None = None) -> Tensor:
+                        generator: torch.Generator | None = None, **batch: Tensor) -> Tensor:
         """``||f(g1(y)) - g2(y)||² / m`` (the term without the regulariser, see the module docstring)."""
         self.check(physics)
         pairs = self.sample_pairs(y, generator)

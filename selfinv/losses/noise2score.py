@@ -105,7 +105,7 @@ class Noise2Score(Loss):
         return loss
 
     def validation_loss(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
-                        generator: torch.Generator | None = None) -> Tensor:
+                        generator: torch.Generator | None = None, **batch: Tensor) -> Tensor:
         """Score matching at ``σ_a = sigma_min`` (see the module docstring); no annealing step."""
         self.check(physics)
         u = rng.randn_like(y, generator)

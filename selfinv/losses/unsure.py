@@ -142,7 +142,7 @@ class UNSURE(Loss):
         return loss
 
     def validation_loss(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
-                        generator: torch.Generator | None = None) -> Tensor:
+                        generator: torch.Generator | None = None, **batch: Tensor) -> Tensor:
         """SURE with noise statistics estimated from ``y`` (see the module docstring), per measurement entry;
         the Lagrangian where they cannot be estimated. Does not update ``eta``."""
         if not self.estimates_noise(physics):

@@ -232,7 +232,7 @@ def _as_images(y: Tensor | Sequence[Tensor], max_pixels: int | None) -> list[Ten
         planes = cropped
     groups: dict[tuple[int, int], list[Tensor]] = {}
     for p in planes:
-        groups.setdefault(tuple(p.shape), []).append(p)
+        groups.setdefault((int(p.shape[0]), int(p.shape[1])), []).append(p)
     return [torch.stack(g).to(torch.float64) for g in groups.values()]
 
 
