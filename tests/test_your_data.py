@@ -332,12 +332,17 @@ def test_fit_warns_when_the_noise_is_correlated_and_the_loss_assumes_white_noise
         assert 0.35 < record["neighbours"]["x1"] < 0.65 and 0.35 < record["neighbours"]["y1"] < 0.65
 
 
-def test_sigma_auto_on_correlated_noise_is_the_pixel_standard_deviation(tmp_path):
-    """Haar-MAD sees about half of the standard deviation of this correlated noise; ``sigma: auto`` uses
-    the pixel-level estimate of the correlation fit instead (in the user's units: 5000 x 0.1 = 500)."""
+def test_sigma_auto_on_correlated_noise_warns_and_reports_the_pixel_sigma(tmp_path):
+    """SURE with ``sigma: auto`` on correlated noise: the fit warns (no scalar sigma makes SURE valid
+    there); sigma stays the Haar-MAD estimate, which sees about half of this noise, and the record
+    gives the pixel-level sigma beside it (in the user's units: 5000 x 0.1 = 500)."""
     import json
+    import re
+    import warnings
 
     import tifffile
+
+    from selfinv.physics.noise_estimation import CorrelatedNoiseWarning
 
     f = tmp_path / "m.tif"
     tifffile.imwrite(f, (1000 + 5000 * _colored(256, 256, 1, True)).astype(np.float32))
@@ -346,7 +351,13 @@ def test_sigma_auto_on_correlated_noise_is_the_pixel_standard_deviation(tmp_path
                    "physics: {name: denoising, noise: {name: gaussian, args: {sigma: auto}}}\n"
                    "losses: [{name: sure}]\n")
     out = tmp_path / "run"
-    assert main(["fit", "--config", str(cfg), "--data.path", str(f), "--trainer.output_dir", str(out), *TINY]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["fit", "--config", str(cfg), "--data.path", str(f), "--trainer.output_dir", str(out),
+                     *TINY]) == 0
+    assert any(issubclass(w.category, CorrelatedNoiseWarning) for w in caught)
     record = json.loads((out / "noise_estimate.json").read_text())
     assert record["correlation"]["white"] is False
-    assert 400 < record["estimated"]["sigma"] < 600, record
+    assert 200 < record["estimated"]["sigma"] < 330, record  # Haar-MAD: about 50 % of 500
+    assert 420 < record["correlation"]["sigma_pixel"] < 580, record
+    assert re.search(r"pixel-level sigma of (\d+)", record["method"])

@@ -105,20 +105,19 @@ def resolve_auto_noise(cfg, measurements: list[Tensor] | Tensor, scale: float = 
     if n == 0:
         raise ValueError("physics.noise.args: 'auto' estimates the noise level from the user's measurements "
                          "(data.path); simulated data have the noise level the config gives")
-    if noise.name == "gaussian" and correlation is not None:
-        # measured on the same measurements in the data's units: the Haar-MAD value for white noise,
-        # the pixel standard deviation for correlated noise (which Haar-MAD under-estimates)
-        values = {"sigma": float(correlation.sigma)}
-    else:
-        values = {k: v * float(scale) for k, v in estimate_noise_args(measurements, noise.name, which).items()}
+    # Haar-MAD even when the noise reads as correlated: no loss that takes a scalar sigma is valid for
+    # correlated noise (the warning says so and gives the pixel-level sigma), while small strongly
+    # textured images can read as correlated and their pixel-level sigma then includes texture
+    values = {k: v * float(scale) for k, v in estimate_noise_args(measurements, noise.name, which).items()}
     out = copy.deepcopy(cfg)
     out.physics.noise.args = {**noise.args, **values}
     if noise.name != "gaussian":
         method = "variance-vs-mean fit (Foi et al. 2008)"
-    elif correlation is not None and not correlation.white:
-        method = "pixel standard deviation of spatially correlated noise (estimate_noise_correlation)"
     else:
         method = "Haar-MAD, median over measurements (Donoho & Johnstone 1994)"
+        if correlation is not None and not correlation.white:
+            method += (f"; the noise reads as spatially correlated, with a pixel-level sigma of "
+                       f"{correlation.sigma_pixel:.4g} (Haar-MAD sees about {correlation.haar_fraction:.0%} of it)")
     return out, {"noise": noise.name, "estimated": values, "n_measurements": int(n), "method": method}
 
 
