@@ -187,7 +187,7 @@ def test_fastmri_files_train_with_their_masks_and_predict_with_the_file_mask(tmp
 
 
 CT = """
-data: {patch_size: 16, num_patches: 8, val_fraction: 0.25}
+data: {patch_size: 64, num_patches: 8, val_fraction: 0.25}
 physics: {name: tomography, args: {n_views: 12}, noise: {name: gaussian, args: {sigma: 2.0}}}
 losses: [{name: mc}, {name: ei, args: {transform: {name: rotate}}}]
 """
@@ -217,27 +217,27 @@ def _dicom_series(folder, volume_hu):
 
 
 def test_ct_from_dicom_slices_trained_on_patches_reconstructs_a_larger_slice(tmp_path):
-    """DICOM CT slices (Hounsfield units) -> sinograms of 16x16 patches (simulate) -> fit -> the sinogram of
-    a 32x32 slice with the same angles reconstructs at 32x32, in the file's units."""
+    """DICOM CT slices (Hounsfield units) -> sinograms of 64x64 patches (simulate) -> fit -> the sinogram of
+    a 128x128 slice with the same angles reconstructs at 128x128, in the file's units."""
     from selfinv.physics import Tomography
 
     cfg = tmp_path / "ct.yaml"
     cfg.write_text(CT)
-    vol = np.stack([np.clip(_phantom(40, 40, z) * 1200 - 600, -1000, 2000) for z in range(3)])
+    vol = np.stack([np.clip(_phantom(136, 136, z) * 1200 - 600, -1000, 2000) for z in range(3)])
     _dicom_series(tmp_path / "ct", vol)
     assert main(["simulate", "--config", str(cfg), "--data.path", str(tmp_path / "ct"), "--output",
                  str(tmp_path / "sino.npz")]) == 0
     with np.load(tmp_path / "sino.npz") as z:
-        assert z["y"].shape == (8, 1, 12, 23) and z["x"].min() < -500  # HU kept
+        assert z["y"].shape == (8, 1, 12, 91) and z["x"].min() < -500  # HU kept; ceil(sqrt(2) 64) + 1 bins
     out = tmp_path / "run"
     assert main(["fit", "--config", str(cfg), "--data.path", str(tmp_path / "sino.npz"), "--trainer.output_dir",
                  str(out), *TINY]) == 0
-    big = torch.from_numpy(vol[:1, None, 4:36, 4:36].astype(np.float32))
-    np.save(tmp_path / "slice32.npy", Tomography(32, n_views=12).A(big)[0, 0].numpy())
+    big = torch.from_numpy(vol[:1, None, 4:132, 4:132].astype(np.float32))
+    np.save(tmp_path / "slice128.npy", Tomography(128, n_views=12).A(big)[0, 0].numpy())
     assert main(["predict", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--input",
-                 str(tmp_path / "slice32.npy"), "--output", str(tmp_path / "rec")]) == 0
-    rec = np.load(tmp_path / "rec" / "slice32.npy")
-    assert rec.shape == (32, 32) and np.isfinite(rec).all()
+                 str(tmp_path / "slice128.npy"), "--output", str(tmp_path / "rec")]) == 0
+    rec = np.load(tmp_path / "rec" / "slice128.npy")
+    assert rec.shape == (128, 128) and np.isfinite(rec).all()
     assert -1500 < float(rec.mean()) < 1500  # Hounsfield-like units, not [0, 1]
 
 
