@@ -144,3 +144,17 @@ def test_ct_model_trained_on_crops_predicts_a_larger_sinogram(tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--input",
                  str(tmp_path / "bad.npy"), "--output", str(tmp_path / "rec2"), "--format", "npy"]) == 2
     assert "59 detector bins" in capsys.readouterr().err
+
+
+def test_identifiability_of_a_random_operator_is_seeded(capsys):
+    """Inpainting draws its mask at random: without --n_operators the CLI reports one *seeded* draw, so two
+    runs print the same ranks (they used to come from the unseeded global RNG)."""
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parent.parent / "configs" / "claims" / "theory_inpainting.yaml"
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(len(outs))  # a different global RNG state each time
+        assert main(["identifiability", "--config", str(cfg), "--image_size", "8"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and "/ 64" in outs[0]
