@@ -88,7 +88,12 @@ def unsure_prediction(noise: str):
         mmse = res.mean(key(noise, "supervised"), "mse")
         measured = res.mean(key(noise, "unsure"), "mse")
         ratio = mmse / SIGMA**2
-        exact = SIGMA**2 * (1 / (1 - ratio) - 1) if ratio < 1 else math.inf
+        if ratio >= 1:  # the reference does not denoise at all: the prediction is undefined
+            return Verdict("misses", f"MMSE (supervised MSE) {mmse:.2e} >= σ² = {SIGMA**2:.2e}: the supervised "
+                                     f"reference has not learned to denoise, so the prediction is undefined; "
+                                     f"UNSURE's MSE {measured:.2e}", "(prediction undefined)",
+                           {"predicted_mse": math.inf, "measured_mse": measured, "mmse": mmse})
+        exact = SIGMA**2 * (1 / (1 - ratio) - 1)
         approx = mmse + mmse**2 / SIGMA**2
         db = 10 * math.log10(measured / exact)
         text = (f"MMSE (supervised MSE) {mmse:.2e}; predicted {exact:.2e} (= MMSE + MMSE²/σ² ≈ {approx:.2e}), "
