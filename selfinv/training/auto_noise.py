@@ -16,6 +16,13 @@ downsampling), and only for the parameters the noise model declares
 ``estimable``. The estimate is deterministic given the data, hence the same on
 every DDP rank; it is logged, written to ``<output_dir>/noise_estimate.json`` and
 stored in the checkpoint hyper-parameters (the resolved config holds the number).
+
+On the user's image-domain measurements ``fit`` also measures the spatial
+correlation of the noise (``measure_noise_correlation``) when the loss assumes
+something about it (``Loss.tolerated_noise_correlation``) or ``sigma`` is
+``auto``: a correlation longer than the loss tolerates is a
+``CorrelatedNoiseWarning`` naming the methods that stay valid, and the
+measurement is kept in ``noise_estimate.json``.
 """
 
 from __future__ import annotations
