@@ -8,7 +8,7 @@
     selfinv predict --checkpoint CKPT --input FILE_OR_FOLDER --output DIR [--format tiff|png|npy|mrc]
                     [--tile 512 --overlap 32] [--physics_args '{n_views: 90}'] [--complex]
     selfinv simulate --config run.yaml --output data.npz [--data.path CLEAN_IMAGES] [--split train|val|test]
-    selfinv advise [--config run.yaml | --physics mri --noise unknown ...]
+    selfinv advise [--config run.yaml | --physics mri --noise unknown ...] [--data YOUR_FILES]
     selfinv identifiability --config run.yaml [--image_size 16] [--transform rotate]
     selfinv demo [--out runs/demo]
     selfinv finetune --checkpoint CKPT --measurement y.tif --loss sure|unsure|mc+ei|... --output x.tif
