@@ -69,6 +69,16 @@ def identifiability_cmd(cfg: RunConfig, image_size: int = 8, transform: Optional
         transform: a registered transform (shift, rotate, reflect, scale); default: the config's EI transform.
         n_operators: random operators averaged (random physics); default 1 drawn operator.
     """
+    text = str(config_identifiability(cfg, image_size, transform, n_operators))
+    print(text)
+    return text
+
+
+def config_identifiability(cfg: RunConfig, image_size: int = 8, transform: Optional[str] = None,
+                           n_operators: Optional[int] = None):
+    """The identifiability report (``selfinv.theory.identifiability``) of the config's physics on
+    ``image_size`` images, with ``transform`` or the config's EI transform; a random physics is one
+    seeded draw unless ``n_operators`` says otherwise. ``cfg`` is resized in place."""
     import torch
 
     from selfinv import registry
@@ -97,11 +107,8 @@ def identifiability_cmd(cfg: RunConfig, image_size: int = 8, transform: Optional
                                    where=f"losses.{i}.args.transform")
                 break
     channels = cfg.model.backbone.args.get("in_channels", 1)
-    report = identifiability(physics, t, img_size=(channels, image_size, image_size), n_operators=n_operators,
-                             generator=torch.Generator().manual_seed(cfg.trainer.seed))
-    text = str(report)
-    print(text)
-    return text
+    return identifiability(physics, t, img_size=(channels, image_size, image_size), n_operators=n_operators,
+                           generator=torch.Generator().manual_seed(cfg.trainer.seed))
 
 
 def _command_function(command: str):

@@ -387,7 +387,7 @@ def _curve_probe(test: TestSet):
                     rec[k.replace("/", "_")] = float(metrics[k])
             self.records.append(rec)
 
-        def on_train_start(self, trainer, pl_module) -> None:
+        def _record_in_eval_mode(self, trainer, pl_module) -> None:
             was = pl_module.training
             pl_module.eval()
             try:
@@ -395,15 +395,12 @@ def _curve_probe(test: TestSet):
             finally:
                 pl_module.train(was)
 
+        def on_train_start(self, trainer, pl_module) -> None:
+            self._record_in_eval_mode(trainer, pl_module)
+
         def on_validation_end(self, trainer, pl_module) -> None:
-            if trainer.sanity_checking:
-                return
-            was = pl_module.training
-            pl_module.eval()
-            try:
-                self._record(trainer, pl_module)
-            finally:
-                pl_module.train(was)
+            if not trainer.sanity_checking:
+                self._record_in_eval_mode(trainer, pl_module)
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             if pl_module.device.type == "cuda":

@@ -30,33 +30,12 @@ def rows() -> list[Row]:
 @functools.lru_cache(maxsize=None)
 def report(config: str, transform: str | None = None, n_operators: int | None = None):
     """The identifiability report ``selfinv identifiability`` prints for this config and options."""
-    import torch
-
-    from selfinv import registry
+    from selfinv.cli import config_identifiability
     from selfinv.config import from_dict, load_yaml
     from selfinv.reproduce.runner import configs_dir
-    from selfinv.theory import identifiability
-    from selfinv.training.engine import build_operator
 
     cfg = from_dict(load_yaml(str(configs_dir() / config)))
-    cfg.data.patch_size = SIZE
-    if "img_size" in cfg.physics.args:
-        size = list(cfg.physics.args["img_size"])
-        cfg.physics.args["img_size"] = tuple(size[:-2] + [SIZE, SIZE])
-    physics = build_operator(cfg)
-    if n_operators is None and physics.is_random:
-        n_operators = 1
-    t = registry.build("transform", transform, {}, where="--transform") if transform else None
-    if t is None:
-        for i, loss in enumerate(cfg.losses):
-            spec = loss.args.get("transform")
-            if isinstance(spec, dict) and "name" in spec:
-                t = registry.build("transform", spec["name"], spec.get("args") or {},
-                                   where=f"losses.{i}.args.transform")
-                break
-    channels = cfg.model.backbone.args.get("in_channels", 1)
-    return identifiability(physics, t, img_size=(channels, SIZE, SIZE), n_operators=n_operators,
-                           generator=torch.Generator().manual_seed(cfg.trainer.seed))
+    return config_identifiability(cfg, SIZE, transform, n_operators)
 
 
 def _describe(r) -> str:
