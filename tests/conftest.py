@@ -23,3 +23,10 @@ def _restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread avoids spin-wait contention on the shared 2-core machine
+    (``_restore_torch_threads`` puts the count back)."""
+    torch.set_num_threads(1)

@@ -13,12 +13,7 @@ from selfinv.physics import Denoising, GaussianNoise
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("channels, size", [(1, (7, 9)), (2, (6, 5))])

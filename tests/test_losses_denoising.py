@@ -89,13 +89,7 @@ def frozen_cnn(seed: int = 0) -> nn.Module:
     return Backbone(SmoothPlusCNN(seed)).to(DT).requires_grad_(False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids spin-wait contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FUNCTIONS = {"filter": smoothing_filter, "cnn": frozen_cnn}

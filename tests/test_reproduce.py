@@ -17,12 +17,7 @@ from selfinv.reproduce import runner
 FOLDER = Path(__file__).resolve().parents[1] / "configs" / "claims"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
