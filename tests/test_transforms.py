@@ -167,6 +167,28 @@ def test_arbitrary_rotation_matches_analytic_rotation():
     assert (back - x).abs().max() < 0.02
 
 
+@pytest.mark.parametrize("angle", [7.0, 45.0, 133.0])
+def test_rotation_round_trip_keeps_detail(angle):
+    """The default arbitrary-angle rotation is bicubic: a round trip R(-θ) R(θ) x of a real 64² photograph
+    keeps its detail in the interior disc (PSNR measured 39.0-39.5 dB at these angles; bilinear, the former
+    default, 31.9-32.1 dB — the blur that made EI drift towards smooth images)."""
+    from skimage import data
+    from skimage.transform import resize
+
+    x = torch.from_numpy(resize(data.camera() / 255.0, (64, 64), anti_aliasing=True)).float()[None, None]
+    v = torch.arange(64) - 31.5
+    disc = (v.view(-1, 1) ** 2 + v.view(1, -1) ** 2) < (0.45 * 64) ** 2
+    p = {"angle": torch.tensor([angle])}
+
+    def round_trip_psnr(r: Rotate) -> float:
+        err = (r.inverse(r.transform(x, p), p) - x)[..., disc]
+        return float(-10 * torch.log10((err ** 2).mean()))
+
+    assert Rotate(multiples_of_90=False).interpolation == "bicubic"
+    assert round_trip_psnr(Rotate(multiples_of_90=False)) > 37.0
+    assert round_trip_psnr(Rotate(multiples_of_90=False, interpolation="bilinear")) < 34.0
+
+
 def test_rotate_reflect_padding_has_no_zero_corners():
     x = torch.ones(2, 1, 12, 12)
     r = Rotate(False, padding="reflect")
