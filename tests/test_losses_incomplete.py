@@ -165,6 +165,28 @@ def test_sei_matches_manual_computation_and_differs_without_stop_gradient():
     assert sei.evaluations_per_step == 3
 
 
+@pytest.mark.parametrize("robust", [False, True])
+def test_ei_and_rei_stop_gradient_cut_only_the_reference_path(robust):
+    """With ``stop_gradient`` no gradient reaches x̂ = f(y) through T x̂ (EI and REI alike), while the network
+    still learns through f(A T x̂); without it both paths carry gradient."""
+    physics, model, y = _sei_setup()
+
+    def term(stop):
+        if robust:
+            return RobustEquivariantImaging(SURE("gaussian"), Shift(), stop_gradient=stop).equivariance
+        return EquivariantImaging(Shift(), stop_gradient=stop)
+
+    for stop in (True, False):
+        ei = term(stop)
+        assert ei.stop_gradient is stop and ei.renoise is robust
+        x1 = model(y, physics)
+        value = ei.equivariance_term(x1, physics, model, torch.Generator().manual_seed(0))
+        (g_x1,) = torch.autograd.grad(value, x1, allow_unused=True, retain_graph=True)
+        assert (g_x1 is None) is stop
+        grads = torch.autograd.grad(value, list(model.parameters()))
+        assert all(g.abs().sum() > 0 for g in grads)
+
+
 def test_sei_needs_a_noise_level():
     physics = Blur(kind="gaussian", sigma=1.0)  # no noise model: no sigma for SURE
     sei = ScaleEquivariantImaging(SURE("gaussian"), Scale())

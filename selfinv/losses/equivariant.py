@@ -18,7 +18,12 @@ Options:
   noiseless ``A T_g x̂`` of the original EI paper.
 * ``stop_gradient`` — treat ``T_g x̂`` as a constant (input and target), as in
   scale-equivariant imaging (Scanvic et al. 2024); the original EI lets the
-  gradient flow through both (default ``False``).
+  gradient flow through both (default ``False``). Without it the network can
+  lower the loss by shaping its own outputs into images that are easy to map
+  back (smoother ones), and the reconstruction drifts away from the truth while
+  the loss keeps falling; where the measurement term constrains the output
+  weakly (sparse-view CT: the Radon transform damps high frequencies) this
+  drift is large, and the shipped CT configs set ``stop_gradient: true``.
 
 One group element is drawn per sample and per step; the value is the mean
 over pixels and batch.

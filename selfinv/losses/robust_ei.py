@@ -39,13 +39,17 @@ class RobustEquivariantImaging(WeightedSum):
         transform: the group acting on images (``selfinv.transforms``).
         weight: weight ``w`` of the equivariance term.
         renoise: re-noise the virtual measurement (default True, as in the paper).
+        stop_gradient: treat ``T_g x̂`` as a constant in the equivariance term (see
+            ``EquivariantImaging``; default False, as in the paper).
     """
 
-    def __init__(self, fidelity: Loss, transform: Transform, weight: float = 1.0, renoise: bool = True):
+    def __init__(self, fidelity: Loss, transform: Transform, weight: float = 1.0, renoise: bool = True,
+                 stop_gradient: bool = False):
         if not isinstance(fidelity, Loss):
             raise LossConfigError("RobustEquivariantImaging needs a fidelity loss (SURE or R2R), got "
                                   f"{type(fidelity).__name__}")
-        super().__init__([fidelity, EquivariantImaging(transform, renoise=renoise)], [1.0, weight],
+        super().__init__([fidelity, EquivariantImaging(transform, renoise=renoise, stop_gradient=stop_gradient)],
+                         [1.0, weight],
                          ["fidelity", "equivariance"])
 
     @property
