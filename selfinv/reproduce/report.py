@@ -194,11 +194,11 @@ def figures(plan: Plan, results: dict[str, dict], images: dict[str, Tensor], gri
             for ax, (label, img) in zip(axes.flat, panels, strict=False):
                 im = magnitude(img[None].float())[0, 0]
                 if im.shape != gt.shape:
-                    ax.set_title(f"{label}\n(measurement grid)", fontsize=7)
+                    ax.set_title(f"{_wrap(label)}\n(measurement grid)", fontsize=7)
                     ax.imshow(im.numpy(), cmap="gray", vmin=0, vmax=1)
                     continue
                 p = 10 * torch.log10(1 / (im.clamp(0, 1) - gt).pow(2).mean().clamp_min(1e-10))
-                title = label if label == "ground truth" else f"{label}\n{float(p):.2f} dB"
+                title = _wrap(label) if label == "ground truth" else f"{_wrap(label)}\n{float(p):.2f} dB"
                 ax.set_title(title, fontsize=7)
                 ax.imshow(im.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
             fig.suptitle(task.title, fontsize=9)
@@ -272,3 +272,10 @@ def write(plan: Plan, claims: list[Claim], results: dict[str, dict], images: dic
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     log(f"[reproduce] wrote {md_path} and {out_dir / (name + '.json')} ({counts})")
     return data
+
+
+def _wrap(label: str, width: int = 32) -> str:
+    """A panel title on lines of at most ``width`` characters (long labels overlapped their neighbours)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(label, width)) or label
