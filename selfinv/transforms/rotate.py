@@ -12,10 +12,8 @@
 
 Why bicubic: equivariant imaging applies ``T`` to the network's own output and
 trains the network to reproduce ``T x̂`` from ``A T x̂``. Bilinear resampling is
-a low-pass filter (a half-pixel shift averages two pixels), so the network is
-taught to return slightly blurred images, its outputs feed the next transforms,
-and the reconstruction drifts towards smooth images while the loss keeps
-decreasing — on sparse-view CT below the FBP it starts from. Bicubic (Keys)
+a low-pass filter (a half-pixel shift averages two pixels), so a bilinear ``T``
+teaches the network to return slightly blurred images. Bicubic (Keys)
 resampling keeps much more of the high frequencies (see
 ``tests/test_transforms.py::test_rotation_round_trip_keeps_detail``).
 
