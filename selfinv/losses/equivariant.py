@@ -23,7 +23,11 @@ Options:
   back (smoother ones), and the reconstruction drifts away from the truth while
   the loss keeps falling; where the measurement term constrains the output
   weakly (sparse-view CT: the Radon transform damps high frequencies) this
-  drift is large, and the shipped CT configs set ``stop_gradient: true``.
+  drift is large, and the noise-free CT config sets ``stop_gradient: true``.
+  With noisy measurements it can hurt instead: the reference ``T x̂`` carries
+  whatever noise the fidelity term lets through, and the network learns to
+  reproduce it (noisy CT with MC, super-resolution with SURE: see
+  ``benchmarks/results/claims*.md``). Measure both on your data.
 
 One group element is drawn per sample and per step; the value is the mean
 over pixels and batch.

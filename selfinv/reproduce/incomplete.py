@@ -46,7 +46,7 @@ ROWS = {
     "mri-unrolled": [("supervised", "supervised (unrolled)", None), ("ssdu", "SSDU (unrolled, held-out loss)",
                                                                      "supervised")],
     "ct": [("supervised", "supervised", None), ("ei", "EI (rotations, stop-gradient) + MC", "supervised")],
-    "ct-noisy": [("supervised", "supervised", None), ("ei", "EI (rotations, stop-gradient) + MC", "supervised"),
+    "ct-noisy": [("supervised", "supervised", None), ("ei", "EI (rotations) + MC", "supervised"),
                  ("rei", "REI (Poisson–Gaussian SURE + re-noised EI, stop-gradient)", "supervised")],
 }
 
