@@ -188,7 +188,7 @@ def figures(plan: Plan, results: dict[str, dict], images: dict[str, Tensor], gri
             gt = magnitude(grids[task_key]["ground truth"][None].float())[0, 0]
             cols = min(5, len(panels))
             nrows = -(-len(panels) // cols)
-            fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols, 2.8 * nrows), squeeze=False)
+            fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols, 3.2 * nrows), squeeze=False)
             for ax in axes.flat:
                 ax.axis("off")
             for ax, (label, img) in zip(axes.flat, panels, strict=False):
