@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,4 @@ def write(plan: Plan, claims: list[Claim], results: dict[str, dict], images: dic
 
 def _wrap(label: str, width: int = 32) -> str:
     """A panel title on lines of at most ``width`` characters (long labels overlapped their neighbours)."""
-    import textwrap
-
     return "\n".join(textwrap.wrap(label, width)) or label
