@@ -143,6 +143,12 @@ class _LinePlan:
     becoming the same half-period shift of the columns. No full-size multiplication,
     and every full-size temporary has the size of the image (so the allocator reuses
     the same blocks from call to call).
+
+    In ``A`` the output sign ``(-1)^(p + H/2)`` of ``C_H`` is a shift of its input rows
+    by ``H/2`` (``(-1)^p F(v)[p] = F(v[(i - H/2) mod H])[p]``), folded into the index that
+    gathers the ``K`` columns; they are gathered transposed, ``(K, H)``, so ``F_H`` runs
+    on contiguous rows, and the one remaining sign ``(-1)^(i + k + W/2)`` is a complex
+    constant of the plan.
     """
 
     def __init__(self, mask: Tensor, h: int, w: int, dtype: torch.dtype, device: torch.device):
@@ -154,9 +160,12 @@ class _LinePlan:
         def sign(e):
             return (1 - 2 * (e % 2)).to(dtype)
         cols = self.cols[:, 0]  # (B or 1, 1, K)
-        # A: (-1)^i before F_H, (-1)^(r + H/2 + k + W/2) after it
-        self.row_sign = sign(r)  # (1, H, 1)
-        self.out_sign = sign(r + h // 2 + cols + w // 2)  # (B or 1, H, K)
+        q = self.shifted[:, 0]  # (B or 1, 1, K)
+        # A: gather F_W's rows shifted by H/2 (the output sign of C_H), times (-1)^(i + k + W/2),
+        # both laid out (K, H): v[k, i] = (-1)^(i + q_k) u[(i - H/2) mod H, q_k]
+        self.gather_index = ((r - h // 2) % h * w + q).transpose(1, 2).reshape(self.batch, k * h)
+        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        self.gather_sign = sign(r + q).transpose(1, 2).contiguous().to(complex_dtype)  # (B or 1, K, H)
         # A^T: (-1)^(i + k) before F_H^-1; (-1)^(r + H/2 + W/2) after it
         self.in_sign = sign(r + cols)
         self.back_sign = sign(r + h // 2 + w // 2)  # (1, H, 1)
@@ -173,11 +182,11 @@ class _LinePlan:
         B, _, H, W = x.shape
         K = self.cols.shape[-1]
         u = torch.fft.fft(torch.complex(x[:, 0], x[:, 1]), dim=-1, norm="ortho")  # F_W, (B, H, W)
-        v = u.gather(-1, self.shifted[:, 0].expand(B, H, K)).mul_(self.row_sign)  # (B, H, K)
+        v = u.view(B, H * W).gather(1, self.gather_index.expand(B, -1)).view(B, K, H).mul_(self.gather_sign)
         del u
-        v = torch.fft.fft(v, dim=-2, norm="ortho").mul_(self.out_sign)
+        v = torch.fft.fft(v, dim=-1, norm="ortho")  # F_H on the K kept columns, (B, K, H)
         out = x.new_zeros(B, 2, H, W)
-        return out.scatter_(-1, self.cols.expand(B, 2, H, K), torch.view_as_real(v).permute(0, 3, 1, 2))
+        return out.scatter_(-1, self.cols.expand(B, 2, H, K), torch.view_as_real(v).permute(0, 3, 2, 1))
 
     def adjoint(self, y: Tensor) -> Tensor:
         """``C^-1 M y`` for real 2-channel k-space ``(B, 2, H, W)``, as complex ``(B, H, W)``."""
