@@ -180,11 +180,17 @@ def time_selfinv(batches, repeats):
     return results, notes
 
 
-def run_deepinv(python: str, anchor: str, batches) -> tuple[list, dict | None, str]:
-    """Run the anchor bench_ops.py and the CT accuracy in the deepinv environment."""
+def run_deepinv(python: str, anchor: str, batches, same_allocator: bool = False) -> tuple[list, dict | None, str]:
+    """Run the anchor bench_ops.py and the CT accuracy in the deepinv environment; with
+    ``same_allocator`` under the glibc thresholds ``keep_freed_memory()`` sets (as environment variables)."""
+    env = dict(os.environ)
+    if same_allocator:
+        from selfinv.utils.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
+
+        env.update(MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD), MALLOC_TRIM_THRESHOLD_=str(TRIM_THRESHOLD))
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [python, anchor, "--out", tmp, "--batches", *map(str, batches)]
-        proc = subprocess.run(cmd, cwd=str(Path(anchor).parent), capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=str(Path(anchor).parent), capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             return [], None, f"deepinv timing failed: {proc.stderr.strip()[-500:]}"
         data = json.loads((Path(tmp) / "ops.json").read_text())
@@ -279,6 +285,9 @@ def main() -> None:
                     help=f"python of a deepinv environment (default {DEFAULT_DEEPINV_PYTHON} if it exists)")
     ap.add_argument("--no-deepinv", action="store_true", help="time selfinv only")
     ap.add_argument("--anchor", default=DEFAULT_ANCHOR, help="the deepinv reference script bench_ops.py")
+    ap.add_argument("--system-allocator", action="store_true",
+                    help="leave glibc's malloc thresholds as they are (default: keep_freed_memory(), as the "
+                         "selfinv commands do)")
     ap.add_argument("--deepinv-ct-accuracy", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     setup(0)
@@ -287,6 +296,10 @@ def main() -> None:
         return
 
     env = environment()
+    if not args.system_allocator:
+        from selfinv.utils.allocator import keep_freed_memory
+
+        env["keep_freed_memory"] = keep_freed_memory()
     ours, notes = time_selfinv(args.batches, args.repeats)
     accuracy = {"selfinv": selfinv_ct_accuracy()}
     python = args.deepinv_python or (DEFAULT_DEEPINV_PYTHON if os.path.exists(DEFAULT_DEEPINV_PYTHON) else None)
@@ -297,7 +310,8 @@ def main() -> None:
         notes.append(f"deepinv not run: {args.anchor} not found")
     else:
         print(f"running deepinv reference with {python} ...", flush=True)
-        theirs, deepinv_info, note = run_deepinv(python, args.anchor, args.batches)
+        theirs, deepinv_info, note = run_deepinv(python, args.anchor, args.batches,
+                                                 same_allocator=bool(env.get("keep_freed_memory")))
         if note:
             notes.append(note)
         if deepinv_info and deepinv_info.get("ct_accuracy"):
@@ -309,6 +323,14 @@ def main() -> None:
     notes.append("Denoising: selfinv's A and Aᵀ return their input (no copy), so its ratio only "
                  "measures deepinv's call overhead.")
     notes.append("MRI k-space is simulated from magnitude images (real 2-channel tensors).")
+    if env.get("keep_freed_memory"):
+        notes.append("selfinv side timed with `selfinv.utils.allocator.keep_freed_memory()` applied, as the "
+                     "`selfinv` commands do (glibc keeps freed blocks instead of unmapping them; without it the "
+                     "batch-8 FFT operators sometimes run 2-4x slower after the batch-1 calls, from page faults); "
+                     "the deepinv subprocess under the same thresholds (MALLOC_MMAP_THRESHOLD_, "
+                     "MALLOC_TRIM_THRESHOLD_). `--system-allocator` times both without.")
+    elif not args.system_allocator:
+        notes.append("keep_freed_memory() not in effect (not glibc, or MALLOC_* variables set)")
     notes.append("Timings are medians on a shared 2-core machine; multi-threaded sparse products "
                  "slow down several-fold when other processes compete for the cores "
                  "(see the load average above).")

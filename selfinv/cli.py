@@ -233,9 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(command: str, rest: list[str]) -> None:
+    from selfinv.utils.allocator import keep_freed_memory
     from selfinv.utils.threads import use_available_cores
 
     use_available_cores()
+    keep_freed_memory()
     if command == "fit":
         resume = _pop(rest, "--resume")
         weights_only = _flag(rest, "--resume-weights-only")

@@ -56,9 +56,11 @@ def run_demo(out: str = "runs/demo", steps: int = DEMO_STEPS, patch_size: int = 
     from selfinv.training.engine import fit
     from selfinv.training.loading import load_trained
     from selfinv.training.metrics import psnr, ssim
+    from selfinv.utils.allocator import keep_freed_memory
     from selfinv.utils.threads import use_available_cores
 
     use_available_cores()
+    keep_freed_memory()
     os.makedirs(out, exist_ok=True)
     results: dict = {"sigma": 0.1, "steps": steps}
     models = {}
