@@ -854,3 +854,29 @@ def test_float64_r2r_uses_the_float64_noise_level():
     got = R2R("gaussian", alpha=a)(y, physics, model, generator=torch.Generator().manual_seed(1))
     assert got.dtype == torch.float64
     assert abs(float(got) - float(ref)) < 1e-12, (float(got), float(ref))
+
+
+def test_mc_divergence_with_a_step_as_large_as_the_structure_misses_the_local_slope():
+    # h(v) = v - (τ/2π) sin(2πv/τ) has slope 2 at v = τ(k + 1/2) but slope 1 on average over a period:
+    # a finite difference with step τ sees the average, one with τ/1000 the local slope (what SURE needs).
+    tau = 0.01
+    def h(v):
+        return v - tau / (2 * math.pi) * torch.sin(2 * math.pi * v / tau)
+    y = tau * (torch.randint(0, 50, (4, 1, 64, 64), generator=torch.Generator().manual_seed(0)).double() + 0.5)
+    n = y[0].numel()
+    # per-sample standard errors: 0.022 (fine, 2ω²) and 0.011 (coarse); tolerance 0.1
+    fine = mc_divergence(h, y, tau / 1000, torch.Generator().manual_seed(1)) / n
+    coarse = mc_divergence(h, y, tau, torch.Generator().manual_seed(1)) / n
+    assert torch.allclose(fine, torch.full_like(fine, 2.0), atol=0.1)
+    assert torch.allclose(coarse, torch.full_like(coarse, 1.0), atol=0.1)
+
+
+def test_sure_warns_when_its_step_is_large_against_the_noise():
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"tau = 0.01 is 0.51 σ .*tau <= σ/10"):
+        SURE(noise="gaussian").check(Denoising(GaussianNoise(0.0196)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SURE(noise="gaussian", tau=0.001).check(Denoising(GaussianNoise(0.0196)))
+        SURE(noise="gaussian").check(Denoising(GaussianNoise(0.1)))
