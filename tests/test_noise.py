@@ -199,11 +199,12 @@ def _ks_statistic(samples: torch.Tensor, cdf) -> float:
     return float(torch.maximum(i / n - F, F - (i - 1) / n).max())
 
 
+@pytest.mark.parametrize("sampler", [rng.standard_gamma, rng.marsaglia_tsang_gamma])
 @pytest.mark.parametrize("k", [0.3, 1.0, 2.5, 10.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_standard_gamma_moments_and_distribution(k, dtype):
+def test_standard_gamma_moments_and_distribution(k, dtype, sampler):
     shape_param = torch.full((N,), k, dtype=dtype)
-    x = rng.standard_gamma(shape_param, _g(50))
+    x = sampler(shape_param, _g(50))
     assert x.dtype == dtype and x.shape == (N,) and torch.all(x > 0)
     assert_moments(x, k, k, f"Gamma({k}, 1)")
     # Kolmogorov–Smirnov against the exact CDF P(k, x): 1.63 / sqrt(N) is the 1 % critical value
@@ -211,11 +212,13 @@ def test_standard_gamma_moments_and_distribution(k, dtype):
     assert d < 1.63 / math.sqrt(N), f"KS distance {d:.4f}"
 
 
-def test_standard_gamma_rejects_non_positive_shape_and_is_seeded():
+@pytest.mark.parametrize("sampler", [rng.standard_gamma, rng.marsaglia_tsang_gamma])
+def test_standard_gamma_rejects_non_positive_shape_and_is_seeded(sampler):
     with pytest.raises(ValueError):
-        rng.standard_gamma(torch.tensor([1.0, 0.0]), _g())
+        sampler(torch.tensor([1.0, 0.0]), _g())
     k = torch.tensor([0.5, 2.0, 7.0])
-    assert torch.equal(rng.standard_gamma(k, _g(3)), rng.standard_gamma(k, _g(3)))
+    assert torch.equal(sampler(k, _g(3)), sampler(k, _g(3)))
+    assert not torch.equal(sampler(k, _g(3)), sampler(k, _g(4)))
 
 
 @pytest.mark.parametrize("a,b", [(0.5, 0.5), (2.0, 5.0), (1.0, 1.0)])

@@ -69,11 +69,23 @@ def binomial(count: Tensor, prob: Tensor, generator=None) -> Tensor:
 def standard_gamma(shape_param: Tensor, generator=None) -> Tensor:
     """Gamma(k, 1) draws for every entry of ``shape_param`` (k > 0).
 
-    Marsaglia & Tsang (2000), "A simple method for generating gamma variables":
-    for k >= 1, d = k - 1/3, c = 1/sqrt(9d), accept v = (1 + c z)^3 when
-    log u < z^2/2 + d - d v + d log v. For k < 1 draw Gamma(k+1) and multiply by
-    u^(1/k). Written here because ``torch._standard_gamma`` takes no generator.
+    torch's own sampler (``torch._standard_gamma``, the one behind
+    ``torch.distributions.Gamma``; it takes the generator), or ``marsaglia_tsang_gamma``
+    where this torch's sampler does not accept a generator.
     """
+    check_generator(generator, shape_param.device)
+    if torch.any(shape_param <= 0):
+        raise ValueError(f"gamma shape must be > 0, got min {shape_param.min().item():g}")
+    try:
+        return torch._standard_gamma(shape_param, generator=generator)
+    except TypeError:  # a torch whose sampler takes no generator
+        return marsaglia_tsang_gamma(shape_param, generator)
+
+
+def marsaglia_tsang_gamma(shape_param: Tensor, generator=None) -> Tensor:
+    """Gamma(k, 1) draws by Marsaglia & Tsang (2000), "A simple method for generating gamma variables":
+    for k >= 1, d = k - 1/3, c = 1/sqrt(9d), accept v = (1 + c z)^3 when
+    log u < z^2/2 + d - d v + d log v. For k < 1 draw Gamma(k+1) and multiply by u^(1/k)."""
     check_generator(generator, shape_param.device)
     k = shape_param
     if torch.any(k <= 0):
