@@ -874,9 +874,13 @@ def test_mc_divergence_with_a_step_as_large_as_the_structure_misses_the_local_sl
 def test_sure_warns_when_its_step_is_large_against_the_noise():
     import warnings
 
+    y = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    def model(v, physics):
+        return 0.5 * v
     with pytest.warns(UserWarning, match=r"tau = 0.01 is 0.51 σ .*tau <= σ/10"):
-        SURE(noise="gaussian").check(Denoising(GaussianNoise(0.0196)))
+        SURE(noise="gaussian")(y, Denoising(GaussianNoise(0.0196)), model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        SURE(noise="gaussian", tau=0.001).check(Denoising(GaussianNoise(0.0196)))
-        SURE(noise="gaussian").check(Denoising(GaussianNoise(0.1)))
+        SURE(noise="gaussian", tau=0.001)(y, Denoising(GaussianNoise(0.0196)), model)
+        SURE(noise="gaussian")(y, Denoising(GaussianNoise(0.1)), model)
+        SURE(noise="gaussian").check(Denoising(GaussianNoise(0.0196)))  # config-time check: units not known yet

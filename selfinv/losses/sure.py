@@ -51,7 +51,7 @@ structure at that scale which makes the estimate fall below the local divergence
 (it then keeps the noise while its SURE looks better than the truth). Seen in
 scale-equivariant SR ×2 with ``τ = 0.01`` at ``σ = 0.0196``: the finite-difference
 divergence of the trained network was −0.05 per entry, its Jacobian's +0.52.
-Keep ``τ ≤ σ/10`` (Gaussian); ``check`` warns above ``σ/4``.
+Keep ``τ ≤ σ/10`` (Gaussian); the first forward pass warns above ``σ/4``.
 
 ``divergence="exact"`` computes the diagonal derivatives by autograd instead
 (one backward pass per entry, two with the second-order term: only for small
@@ -334,8 +334,10 @@ class SURE(Loss):
     Args:
         noise: ``"gaussian"``, ``"poisson"`` or ``"poisson_gaussian"``; must match
             ``physics.noise`` (σ, γ are read from it, scalars or per-sample).
-        tau: finite-difference step of the Monte-Carlo derivatives (data units); keep it
-            ``≤ σ/10`` for Gaussian noise (see the module docstring).
+        tau: finite-difference step of the Monte-Carlo derivatives, in the units of the
+            measurements the loss receives (``selfinv fit`` normalises the data to order one,
+            ``selfinv.data.normalization``); keep it ``≤ σ/10`` of the noise in those units
+            (Gaussian; see the module docstring — the first forward pass warns above ``σ/4``).
         divergence: ``"mc"`` (Monte Carlo) or ``"exact"`` (autograd; small images).
         margin: ignore a border of this width (data fit and divergence), e.g. for
             circular-boundary mismatch in deblurring.
@@ -369,6 +371,7 @@ class SURE(Loss):
         self.second_order = bool(second_order) and noise != "gaussian"
         self.max_exact_entries = int(max_exact_entries)
         self.batch_evaluations = bool(batch_evaluations)
+        self._step_checked = False
 
     @property
     def evaluations_per_step(self) -> int:  # type: ignore[override]
@@ -392,12 +395,16 @@ class SURE(Loss):
             }.get(kind, f"build SURE(noise={kind!r}) instead")
             raise LossConfigError(f"SURE(noise={self.noise!r}) got {type(physics.noise).__name__} "
                                   f"({kind}) noise: {hint}")
+
+    def _check_step(self, physics: Physics) -> None:
+        """Warn (once per loss object) when the Monte-Carlo step is large against the noise the loss sees."""
+        self._step_checked = True
         sigma = _smallest_sigma(physics.noise.sigma)
         if self.noise == "gaussian" and self.divergence == "mc" and sigma is not None and self.tau > sigma / 4:
-            warnings.warn(f"SURE: tau = {self.tau:g} is {self.tau / sigma:.2f} σ (σ = {sigma:.4g}): a network can "
-                          f"learn to fool the finite-difference divergence at that scale (its SURE falls below the "
-                          f"true risk and it keeps the noise); use tau <= σ/10, e.g. tau: {sigma / 20:.2g}",
-                          stacklevel=2)
+            warnings.warn(f"SURE: tau = {self.tau:g} is {self.tau / sigma:.2f} σ (σ = {sigma:.4g} in the units SURE "
+                          f"works in, after the data's normalisation if any): a network can learn to fool the "
+                          f"finite-difference divergence at that scale (its SURE falls below the true risk and it "
+                          f"keeps the noise); use tau <= σ/10, e.g. tau: {sigma / 20:.2g}", stacklevel=2)
 
     def _weights(self, y: Tensor, physics: Physics) -> tuple[Tensor, Tensor, Tensor | None]:
         """Per-entry ``(c, w, v)`` of the module docstring, shape of ``y``; 0 on unmeasured entries."""
@@ -417,6 +424,8 @@ class SURE(Loss):
     def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
         self.check(physics)
+        if not self._step_checked:
+            self._check_step(physics)
 
         def h(v: Tensor) -> Tensor:
             return physics.A(model(v, physics))
