@@ -4,7 +4,7 @@ A training step on the CPU allocates and frees the same few-megabyte tensors
 (activations, FFT buffers) again and again. glibc's ``malloc`` serves blocks above a
 *dynamic* threshold with ``mmap`` and returns them to the OS on ``free``; when the
 threshold has been lowered by earlier, smaller tensors, every step maps fresh pages
-and takes one page fault per 4 KiB page: measured here, 2,016 faults and 3.5–6 ms per
+and takes one page fault per 4 KiB page: measured here, 2,016 faults and 3.5–7.4 ms per
 MRI forward at batch 8 (256²) instead of 1.5 ms. Fixing both thresholds — blocks up to
 32 MiB from the heap, the heap never trimmed — removes those faults; the process keeps
 its peak memory instead of shrinking between steps. PyTorch's CPU performance guide
