@@ -26,8 +26,8 @@ Options:
   drift is large, and the noise-free CT config sets ``stop_gradient: true``.
   With noisy measurements it can hurt instead: the reference ``T x̂`` carries
   whatever noise the fidelity term lets through, and the network learns to
-  reproduce it (noisy CT with MC, super-resolution with SURE: see
-  ``benchmarks/results/claims*.md``). Measure both on your data.
+  reproduce it (noisy CT with MC: ``benchmarks/results/claims_ct_stop_gradient.md``;
+  with a SURE fidelity, as in REI and SEI, it helped). Measure both on your data.
 
 One group element is drawn per sample and per step; the value is the mean
 over pixels and batch.
