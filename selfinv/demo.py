@@ -1,4 +1,4 @@
-"""``selfinv demo``: self-supervised denoising of real photographs on a CPU in about a minute.
+"""``selfinv demo``: self-supervised denoising of real photographs on a 2-core CPU in a few minutes.
 
 1. Simulate ``y = x + sigma n`` (Gaussian, ``sigma = 0.1``) on random patches of the
    bundled ``natural-gray`` *train* images.
@@ -20,6 +20,9 @@ import time
 import torch
 
 #: training steps of each of the two networks: SURE reaches the supervised ceiling within ~0.3 dB here
+#: (26.66 vs 26.79 dB; 81 s on a 2-core CPU with AMX bf16 units, 223 s on a 2-core AVX2 CPU in float32).
+#: Shorter runs do not keep that: 400 steps of 40x40 patches at lr 4e-3 take 72 s on the AVX2 CPU but
+#: give SURE 25.75 / 25.67 dB, 0.43 / 0.45 dB under supervised, with seeds 1 and 2.
 DEMO_STEPS = 600
 
 
