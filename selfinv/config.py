@@ -94,6 +94,10 @@ class DataConfig:
     normalize: Literal["auto", "scale", "none"] = _help(
         "auto", help="units of data.path: 'auto' robust percentiles (an offset only where the model allows "
                      "it), 'scale' no offset, 'none' as stored; undone on every output")
+    offset: Optional[float] = _help(
+        None, help="a constant your detector adds to every measurement (camera bias, dark level), in your units: "
+                   "subtracted before training, added back on every output (image-domain physics). Photon-"
+                   "counting noise (poisson, poisson_gaussian) has no offset in its model: set it for such data")
     patch_size: int = _help(64, help="side of the training patches (image-domain physics)")
     num_patches: int = _help(512, help="training patches per epoch")
     batch_size: int = 8
@@ -220,6 +224,8 @@ def validate(cfg: RunConfig) -> None:
     d, t, o = cfg.data, cfg.trainer, cfg.optim
     _check(d.dataset is not None or d.path is not None,
            "data: give either data.dataset (a bundled data set name) or data.path (a measurement file)")
+    _check(d.offset is None or d.path is not None,
+           "data.offset is the detector offset of your files (data.path); the bundled data sets have none")
     _check(d.patch_size >= 4, f"data.patch_size must be >= 4, got {d.patch_size}")
     _check(d.num_patches >= 1, f"data.num_patches must be >= 1, got {d.num_patches}")
     _check(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")

@@ -361,3 +361,84 @@ def test_sigma_auto_on_correlated_noise_warns_and_reports_the_pixel_sigma(tmp_pa
     assert 200 < record["estimated"]["sigma"] < 330, record  # Haar-MAD: about 50 % of 500
     assert 420 < record["correlation"]["sigma_pixel"] < 580, record
     assert re.search(r"pixel-level sigma of (\d+)", record["method"])
+
+
+def _photon_counts(offset, seed=0):
+    """Four 128x128 scikit-image images at up to 40 photons, gain 2 ADU per photon, plus ``offset`` ADU."""
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    clean = np.stack([im.astype(np.float64)[:128, :128] / 255 * 40
+                      for im in (data.cell(), data.moon(), data.camera(), data.coins())])
+    return (offset + 2 * rng.poisson(clean)).astype(np.uint16), offset + 2 * clean
+
+
+@pytest.mark.parametrize("offset", [0.0, 100.0])
+def test_variance_zero_level_reads_a_detector_offset(offset):
+    """``var(y) = g (mu - o)`` for ``y = o + g Poisson``: the fitted variance vanishes at the offset (within 10 %
+    of the data's range here; without an offset within 3.5 % of the 99.5th percentile, see OFFSET_LEVEL)."""
+    from selfinv.physics.noise_estimation import variance_zero_level
+
+    y, _ = _photon_counts(offset)
+    mu0 = variance_zero_level(torch.from_numpy(y.astype(np.float32))[:, None])
+    assert abs(mu0 - offset) < 10, mu0
+
+
+def test_fit_warns_of_a_detector_offset_and_data_offset_removes_it(tmp_path):
+    """Photon counts with a camera offset of 100 ADU under a Poisson model (whose variance is gain × y, no
+    offset): fit says so and names data.offset; with data.offset: 100 it is silent, trains on (y - 100) / s and
+    predicts in ADU with the offset added back."""
+    import warnings
+
+    import tifffile
+
+    from selfinv.training.auto_noise import DetectorOffsetWarning
+
+    y, _ = _photon_counts(100.0)
+    f = tmp_path / "counts.tif"
+    tifffile.imwrite(f, y, photometric="minisblack")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {patch_size: 16, num_patches: 8, val_fraction: 0.25}\n"
+                   "physics: {name: denoising, noise: {name: poisson, args: {gain: 2}}}\n"
+                   "losses: [{name: sure, args: {noise: poisson}}]\n")
+
+    def fit(out, *extra):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(["fit", "--config", str(cfg), "--data.path", str(f), "--trainer.output_dir", str(out),
+                         *TINY, *extra]) == 0
+        return [str(w.message) for w in caught if issubclass(w.category, DetectorOffsetWarning)]
+
+    flagged = fit(tmp_path / "plain")
+    assert len(flagged) == 1 and "data.offset" in flagged[0] and "falls to zero at y ≈ 10" in flagged[0], flagged
+    assert fit(tmp_path / "offset", "--data.offset", "100") == []
+    ck = tmp_path / "offset" / "checkpoints" / "last.ckpt"
+    norm = Normalization.from_dict(load_checkpoint(ck)["hyper_parameters"]["normalization"])
+    assert norm.offset == 100.0 and norm.kind == "given offset"
+    assert abs(norm.scale - np.quantile(np.abs(y.astype(np.float64) - 100), 0.995)) < 0.05 * norm.scale
+    assert main(["predict", "--checkpoint", str(ck), "--input", str(f), "--output", str(tmp_path / "den")]) == 0
+    rec = tifffile.imread(tmp_path / "den" / "counts.tif")
+    assert rec.dtype == np.uint16 and rec.shape == y.shape
+    run = load_trained(ck)
+    yt = torch.from_numpy(y.astype(np.float32))[:, None]
+    with torch.no_grad():
+        x = run.normalization.undo(run.module.model(run.normalization.apply(yt), run.module.physics))
+    assert np.abs(rec.astype(np.float64) - np.clip(np.rint(x.double().numpy()), 0, 65535)[:, 0]).max() <= 1
+
+
+def test_data_offset_is_refused_where_it_has_no_meaning(tmp_path):
+    """data.offset belongs to the user's image-domain files: the bundled data sets, sinograms / k-space and a
+    non-finite value are refused in one line naming the field."""
+    from selfinv.config import ConfigError, from_dict
+    from selfinv.data.normalization import fit_normalization
+    from selfinv.data.sources import Measurement
+    from selfinv.data.user_data import TrainingData
+
+    with pytest.raises(ConfigError, match="data.offset is the detector offset of your files"):
+        from_dict({"data": {"dataset": "natural-gray", "offset": 10.0}})
+    sinograms = [Measurement(torch.rand(1, 30, 40), f"s{i}", "sino.npy", i, 2) for i in range(2)]
+    with pytest.raises(ValueError, match=r"data.offset \(10\) applies to image-domain measurements"):
+        TrainingData.from_measurements(sinograms, image_domain=False, patch_size=16, num_patches=4,
+                                       val_fraction=0.5, offset=10.0)
+    with pytest.raises(ValueError, match="data.offset must be a finite number"):
+        fit_normalization([torch.ones(3)], affine=False, offset=float("nan"))

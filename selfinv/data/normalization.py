@@ -98,19 +98,30 @@ def _quantiles(v: Tensor, qs: tuple[float, ...]) -> list[float]:
     return [float(x) for x in np.quantile(v.numpy(), qs)]
 
 
-def fit_normalization(values: Iterable[Tensor], affine: bool, mode: Mode = "auto", seed: int = 0) -> Normalization:
+def fit_normalization(values: Iterable[Tensor], affine: bool, mode: Mode = "auto", seed: int = 0,
+                      offset: float | None = None) -> Normalization:
     """The normalisation of data whose relevant values (the measurements, or ``|A† y|``) are ``values``.
 
     ``affine``: whether an offset is allowed (see the module docstring); ``mode``: ``"auto"`` (affine
     when allowed, else scale), ``"scale"`` (never an offset) or ``"none"`` (the identity).
+    ``offset``: a known detector offset (``data.offset``, image-domain data only): then
+    ``y' = (y - offset) / q(99.5 %)`` of ``|y - offset|`` in every mode but ``"none"``, which
+    subtracts it alone.
     """
-    if mode == "none":
-        return Normalization()
-    if mode not in ("auto", "scale"):
+    if mode not in ("auto", "scale", "none"):
         raise ValueError(f"data.normalize must be 'auto', 'scale' or 'none', got {mode!r}")
+    if offset is not None and not math.isfinite(offset):
+        raise ValueError(f"data.offset must be a finite number, got {offset}")
+    if mode == "none":
+        return Normalization() if not offset else Normalization(float(offset), 1.0, "given offset")
     v = _sample(values, torch.Generator().manual_seed(int(seed)))
     if not bool(torch.isfinite(v).all()):
         raise ValueError("the training measurements hold non-finite values (NaN/inf); remove or inpaint them first")
+    if offset is not None:
+        top = _quantiles((v - offset).abs(), (HIGH,))[0]
+        if not top > 0:
+            raise ValueError(f"the training measurements all equal data.offset = {offset:g}: nothing to learn from")
+        return Normalization(float(offset), top, "given offset")
     if affine and mode == "auto":
         lo, hi = _quantiles(v, (LOW, HIGH))
         if hi > lo:

@@ -149,10 +149,12 @@ class TrainingData:
                           num_patches: int, val_fraction: float, seed: int = 0, affine: bool = False,
                           normalize: Mode = "auto", targets: list[Tensor] | None = None,
                           back_project: Callable[[Measurement], Tensor] | None = None,
-                          normalization: Normalization | None = None) -> "TrainingData":
+                          normalization: Normalization | None = None,
+                          offset: float | None = None) -> "TrainingData":
         """See the module docstring. ``affine``: whether the normalisation may use an offset;
         ``back_project(m)``: ``A† y`` of a measurement (its image-domain values set the scale for
-        non-image-domain operators); ``normalization``: use this one (a trained run's) instead of fitting."""
+        non-image-domain operators); ``normalization``: use this one (a trained run's) instead of fitting;
+        ``offset``: a known detector offset of image-domain measurements (``data.offset``)."""
         if not measurements:
             raise ValueError("no measurements to train on")
         if targets is not None and len(targets) != len(measurements):
@@ -162,6 +164,9 @@ class TrainingData:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         # measurements written by 'selfinv simulate' are already training-sized: used whole, never re-cut
         image_domain = image_domain and any(m.kind != "simulated" for m in measurements)
+        if offset is not None and not image_domain:
+            raise ValueError(f"data.offset ({offset:g}) applies to image-domain measurements (denoising, blur, "
+                             f"downsampling) only; subtract a detector offset from sinograms or k-space yourself")
         n = len(measurements)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919)).tolist()
         n_val = 0 if val_fraction == 0 else max(1, math.ceil(val_fraction * n))
@@ -173,7 +178,7 @@ class TrainingData:
         train_ids = [i for i in range(n) if i not in val_ids]
         if image_domain:
             return cls._image_domain(measurements, targets, train_ids, sorted(val_ids), single, patch_size,
-                                     num_patches, val_fraction, seed, affine, normalize, normalization)
+                                     num_patches, val_fraction, seed, affine, normalize, normalization, offset)
         if normalization is not None:
             norm = normalization
         else:
@@ -198,8 +203,8 @@ class TrainingData:
     @classmethod
     def _image_domain(cls, ms: list[Measurement], targets: list[Tensor] | None, train_ids: list[int],
                       val_ids: list[int], single: bool, size: int, num_patches: int, val_fraction: float,
-                      seed: int, affine: bool, normalize: Mode, normalization: Normalization | None
-                      ) -> "TrainingData":
+                      seed: int, affine: bool, normalize: Mode, normalization: Normalization | None,
+                      offset: float | None = None) -> "TrainingData":
         small = [m for m in ms if min(m.y.shape[-2:]) < size]
         if small:
             m = small[0]
@@ -224,7 +229,7 @@ class TrainingData:
             for i in val_ids:
                 val_regions[i] = (0, ms[i].y.shape[-2])
         norm = normalization or fit_normalization([ms[i].y[:, a:b] for i, (a, b) in regions.items()],
-                                                  affine=affine, mode=normalize, seed=seed)
+                                                  affine=affine, mode=normalize, seed=seed, offset=offset)
         images = {i: norm.apply(ms[i].y) for i in set(regions) | set(val_regions)}
         truths = {i: (norm.apply(xs[i]) if xs[i] is not None else None) for i in images}
         ids = sorted(regions)

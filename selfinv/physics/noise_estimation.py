@@ -62,6 +62,34 @@ def estimate_poisson_gaussian(y: Tensor, n_bins: int = 16, min_count: int = 64) 
     Returns ``(gain, sigma)`` as 0-d tensors, both clipped at 0. Foi et al. (2008).
     Raises if the measurements span too few intensity levels to separate the two.
     """
+    slope, intercept = mean_variance_line(y, n_bins, min_count)
+    return slope.clamp_min(0), intercept.clamp_min(0).sqrt()
+
+
+def variance_zero_level(y: Tensor, n_bins: int = 16, min_count: int = 64) -> float:
+    """The signal level ``mu_0 = -b / a`` at which the fitted noise variance ``a mu + b`` vanishes.
+
+    Photon-counting data ``y = o + g k + n`` (``k`` Poisson counts, detector offset ``o``, read noise of
+    variance ``s^2``) have ``var(y | mu) = g (mu - o) + s^2``, so ``mu_0 = o - s^2 / g``: a level well
+    above 0 is a lower bound of the offset that the Poisson and Poisson–Gaussian models (variance
+    ``g mu + s^2``) do not have. ``nan`` when the fitted slope is not positive (no signal-dependent noise).
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.linspace(5, 60, 256).expand(4, 1, 256, 256)
+        >>> y = 100 + 2 * torch.poisson(x, generator=g)   # offset 100, gain 2
+        >>> abs(variance_zero_level(y) - 100) < 10
+        True
+    """
+    slope, intercept = mean_variance_line(y, n_bins, min_count)
+    a, b = float(slope), float(intercept)
+    return -b / a if a > 0 else float("nan")
+
+
+def mean_variance_line(y: Tensor, n_bins: int = 16, min_count: int = 64) -> tuple[Tensor, Tensor]:
+    """Weighted least-squares line ``var = a * mu + b`` through binned (local mean, robust noise variance)
+    pairs of the finest Haar coefficients (Foi et al. 2008); ``(a, b)`` unclipped, as 0-d tensors."""
     mu, d = _haar_finest(y)
     mu, d = mu.flatten(), d.flatten()
     lo, hi = torch.quantile(mu, 0.01), torch.quantile(mu, 0.99)
@@ -88,8 +116,7 @@ def estimate_poisson_gaussian(y: Tensor, n_bins: int = 16, min_count: int = 64) 
     design = torch.stack([m, torch.ones_like(m)], dim=1)
     sw = w.sqrt().unsqueeze(1)
     coef = torch.linalg.lstsq(design * sw, (v * w.sqrt()).unsqueeze(1)).solution.squeeze(1)
-    gain, s2 = coef[0].clamp_min(0), coef[1].clamp_min(0)
-    return gain, s2.sqrt()
+    return coef[0], coef[1]
 
 
 # ------------------------------------------------------------------ spatial correlation of the noise

@@ -137,7 +137,7 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingD
     return TrainingData.from_measurements(
         measurements, image_domain=op.image_domain, patch_size=d.patch_size, num_patches=d.num_patches,
         val_fraction=d.val_fraction, seed=d.seed, affine=affine, normalize=d.normalize, targets=targets,
-        back_project=back_project, normalization=normalization)
+        back_project=back_project, normalization=normalization, offset=d.offset)
 
 
 def operator_for(physics: Physics, m: Measurement) -> Physics:
@@ -244,8 +244,10 @@ def resolve_noise_level(cfg: RunConfig, data: TrainingData) -> tuple[RunConfig, 
 
     from selfinv.training.auto_noise import (
         CorrelatedNoiseWarning,
+        DetectorOffsetWarning,
         auto_noise_args,
         correlation_record,
+        detector_offset_warning,
         measure_noise_correlation,
         resolve_auto_noise,
         write_noise_record,
@@ -263,6 +265,10 @@ def resolve_noise_level(cfg: RunConfig, data: TrainingData) -> tuple[RunConfig, 
                                                       data.normalization.scale)
             if warning is not None:
                 rank_zero_warn(warning, category=CorrelatedNoiseWarning)
+        offset_warning = detector_offset_warning(data.noise_samples, noise.name, data.normalization.offset,
+                                                 data.normalization.scale)
+        if offset_warning is not None:
+            rank_zero_warn(offset_warning, category=DetectorOffsetWarning)
     cfg, record = resolve_auto_noise(cfg, data.noise_samples, data.normalization.scale, correlation=corr)
     if corr is not None:
         record = {**(record or {"noise": noise.name, "estimated": {}}), "correlation": correlation_record(corr)}
