@@ -1350,11 +1350,12 @@ def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str],
     from selfinv.data.sources import read_source
     from selfinv.physics.noise_estimation import estimate_noise_correlation
 
-    name = physics or "denoising"
+    name, noise_name, offset = physics or "denoising", None, None
     if config is not None:
         from selfinv.config import parse_run_config
 
-        name = parse_run_config([], config).physics.name
+        cfg = parse_run_config([], config)
+        name, noise_name, offset = cfg.physics.name, cfg.physics.noise.name, cfg.data.offset
     if not registry.resolve("physics", name, "physics").image_domain:
         raise ValueError(f"--data: the noise can be measured on image-domain measurements (denoising, blur, "
                          f"downsampling), not on '{name}' measurements; say what you know with --noise")
@@ -1371,6 +1372,13 @@ def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str],
         text += corr.advice + "\n"
         if noise is None:
             noise = "correlated"
+    if noise_name is not None:
+        from selfinv.training.auto_noise import detector_offset_warning
+
+        offset_note = detector_offset_warning([y - (offset or 0.0) for y in ys], noise_name, offset or 0.0,
+                                              what="these measurements")
+        if offset_note is not None:
+            text += offset_note[0].upper() + offset_note[1:] + ".\n"
     return noise, text + "\n"
 
 

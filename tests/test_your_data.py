@@ -426,6 +426,24 @@ def test_fit_warns_of_a_detector_offset_and_data_offset_removes_it(tmp_path):
     assert np.abs(rec.astype(np.float64) - np.clip(np.rint(x.double().numpy()), 0, 65535)[:, 0]).max() <= 1
 
 
+def test_advise_on_offset_photon_counts_names_data_offset(tmp_path, capsys):
+    """``selfinv advise --data`` with a Poisson config reads the offset off the files, and is silent once
+    data.offset is set."""
+    import tifffile
+
+    y, _ = _photon_counts(100.0)
+    f = tmp_path / "counts.tif"
+    tifffile.imwrite(f, y, photometric="minisblack")
+    for offset, expected in (("", True), (", offset: 100", False)):
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"data: {{path: {f}{offset}}}\nphysics: {{name: denoising, noise: {{name: poisson, args: "
+                       f"{{gain: 2}}}}}}\nlosses: [{{name: sure, args: {{noise: poisson}}}}]\n")
+        assert main(["advise", "--config", str(cfg), "--data", str(f)]) == 0
+        out = capsys.readouterr().out
+        assert ("The noise variance of these measurements falls to zero at y ≈ 10" in out) == expected, out[:400]
+        assert ("set data.offset" in out) == expected
+
+
 def test_data_offset_is_refused_where_it_has_no_meaning(tmp_path):
     """data.offset belongs to the user's image-domain files: the bundled data sets, sinograms / k-space and a
     non-finite value are refused in one line naming the field."""

@@ -170,7 +170,8 @@ class DetectorOffsetWarning(UserWarning):
 
 
 def detector_offset_warning(measurements: list[Tensor], noise_name: str, offset: float,
-                            scale: float = 1.0, max_items: int = 256) -> str | None:
+                            scale: float = 1.0, max_items: int = 256,
+                            what: str = "the training measurements") -> str | None:
     """The warning to give when photon-counting measurements (normalised ``(y - offset) / scale``) look
     offset: their fitted noise variance ``a mu + b`` vanishes at ``mu_0 = -b / a`` above ``OFFSET_LEVEL``
     of their 99.5th percentile (``variance_zero_level``); ``None`` otherwise, for other noise models,
@@ -195,7 +196,7 @@ def detector_offset_warning(measurements: list[Tensor], noise_name: str, offset:
     if not (mu0 == mu0 and top > 0 and mu0 > OFFSET_LEVEL * top):
         return None
     level = mu0 * float(scale) + float(offset)
-    return (f"the noise variance of the training measurements falls to zero at y ≈ {level:.4g} (in your units), "
+    return (f"the noise variance of {what} falls to zero at y ≈ {level:.4g} (in your units), "
             f"not at {float(offset):.4g}: {noise_name} noise has variance gain × y, with no offset. If your "
             f"detector adds a constant (camera bias, dark level), set data.offset to it (about {level:.4g}; a "
             f"read noise puts the true offset somewhat higher); otherwise the noise model does not fit the data")
