@@ -678,6 +678,10 @@ _cli_clear("cli_batch_size_word", "data.batch_size four", FIT + ("--data.batch_s
            ("batch_size", "four"))
 _cli_clear("cli_patch_size_larger_than_images", "data.patch_size 4096 (larger than every image)",
            FIT + ("--data.patch_size", "4096"), ("patch_size", "4096"))
+_cli_clear("cli_offset_word", "data.offset given as the word 'bias'", FIT + ("--data.offset", "bias"),
+           ("offset", "bias"))
+_cli_clear("cli_offset_on_bundled_dataset", "data.offset with a bundled data set (no detector)",
+           FIT + ("--data.offset", "100"), ("data.offset", "data.path"))
 _cli_clear("cli_num_workers_negative", "data.num_workers -2", FIT + ("--data.num_workers", "-2"),
            ("num_workers", "-2"))
 _cli_clear("cli_lr_negative", "optim.lr -0.001", FIT + ("--optim.lr", "-0.001"), ("lr", "-0.001"))
