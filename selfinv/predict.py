@@ -43,7 +43,8 @@ from torch import Tensor
 #: image-domain inputs larger than this (either side) are reconstructed by tiles when --tile is not given
 AUTO_TILE_ABOVE = 1024
 AUTO_TILE = 512
-_FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".npy": "npy", ".mrc": "mrc", ".mrcs": "mrc"}
+_FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".npy": "npy", ".mrc": "mrc", ".mrcs": "mrc",
+            ".map": "mrc"}
 
 
 def predict(checkpoint: str, input: str, output: str,
@@ -101,8 +102,9 @@ def predict(checkpoint: str, input: str, output: str,
         for m in ms:
             slices.append(_reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex, progress))
             bar.update(1)
-        fmt = format or _FORMATS.get(Path(source).suffix.lower(), "tiff")
-        written.extend(_write(out_dir, _stem(source, ms[0], names), fmt, slices))
+        suffix = Path(source).suffix.lower()
+        fmt = format or _FORMATS.get(suffix, "tiff")
+        written.extend(_write(out_dir, _stem(source, ms[0], names), fmt, slices, suffix, ms[0].voxel_size))
     bar.close()
     print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}")
     return written
@@ -193,19 +195,23 @@ def _stem(source: str, m, names: set[str]) -> str:
     return stem
 
 
-def _write(out_dir: Path, stem: str, fmt: str, slices: list[np.ndarray]) -> list[str]:
-    from selfinv.data.writers import STACK_FORMATS, write_stack
+def _write(out_dir: Path, stem: str, fmt: str, slices: list[np.ndarray], input_suffix: str = "",
+           voxel_size: tuple[float, float, float] | None = None) -> list[str]:
+    """Write the reconstructions of one input file as ``fmt``, with the input's own extension when it is one of
+    that format's (``.mrcs`` stays ``.mrcs``) and its pixel size (MRC)."""
+    from selfinv.data.writers import FORMAT_EXTENSIONS, STACK_FORMATS, write_stack
 
     if fmt not in STACK_FORMATS:
         raise ValueError(f"--format must be one of {sorted(STACK_FORMATS)}, got {fmt!r}")
-    ext = STACK_FORMATS[fmt]
+    ext = input_suffix if input_suffix in FORMAT_EXTENSIONS[fmt] else STACK_FORMATS[fmt]
     if fmt == "png" and (len(slices) > 1 or slices[0].dtype not in (np.uint8, np.uint16)):
         fmt, ext = "tiff", ".tif"  # PNG holds one 8/16-bit image; stacks and float data go to TIFF
     shapes = {s.shape for s in slices}
     if len(shapes) == 1:
-        return [str(write_stack(out_dir / f"{stem}{ext}", np.stack(slices)))]
+        return [str(write_stack(out_dir / f"{stem}{ext}", np.stack(slices), voxel_size))]
     width = max(4, int(math.log10(len(slices))) + 1)
-    return [str(write_stack(out_dir / f"{stem}_{i:0{width}d}{ext}", s[None])) for i, s in enumerate(slices)]
+    return [str(write_stack(out_dir / f"{stem}_{i:0{width}d}{ext}", s[None], voxel_size))
+            for i, s in enumerate(slices)]
 
 
 def _n_tiles(size, tile: int, overlap: int) -> int:

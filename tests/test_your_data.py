@@ -105,6 +105,16 @@ def test_mrc_micrograph_and_npz_give_outputs_in_their_format(tmp_path, n2v_confi
                  str(tmp_path / "mic.mrc"), "--output", str(tmp_path / "den")]) == 0
     with mrcfile.open(tmp_path / "den" / "mic.mrc") as m:
         assert m.data.shape == (48, 48) and np.isfinite(m.data).all()
+    # a RELION-style particle stack (.mrcs) with its pixel size: the output keeps both the extension and the
+    # pixel size in its header
+    with mrcfile.new(tmp_path / "parts.mrcs") as m:
+        m.set_data(np.stack([_phantom(48, 48, s) * 1000 for s in range(3)]).astype(np.float32))
+        m.voxel_size = 1.06
+    assert main(["predict", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--input",
+                 str(tmp_path / "parts.mrcs"), "--output", str(tmp_path / "den3")]) == 0
+    assert sorted(p.name for p in (tmp_path / "den3").iterdir()) == ["parts.mrcs"]
+    with mrcfile.open(tmp_path / "den3" / "parts.mrcs") as m:
+        assert m.data.shape == (3, 48, 48) and float(m.voxel_size.x) == pytest.approx(1.06, abs=1e-5)
     np.savez(tmp_path / "arr.npz", images=np.stack([_phantom(32, 32, s) for s in range(2)]).astype(np.float32))
     assert main(["predict", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--input",
                  str(tmp_path / "arr.npz"), "--output", str(tmp_path / "den2")]) == 0

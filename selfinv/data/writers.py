@@ -31,6 +31,8 @@ from torch import Tensor
 WRITE_EXTENSIONS = (".tif", ".tiff", ".png", ".npy")
 #: formats ``write_stack`` writes, and the extension of each
 STACK_FORMATS = {"tiff": ".tif", "png": ".png", "npy": ".npy", "mrc": ".mrc"}
+#: the file extensions of each format (``write_stack`` accepts all of them; an input's own is kept)
+FORMAT_EXTENSIONS = {"tiff": (".tif", ".tiff"), "png": (".png",), "npy": (".npy",), "mrc": (".mrc", ".mrcs", ".map")}
 
 
 def _to_numpy(array: Tensor | np.ndarray) -> np.ndarray:
@@ -96,10 +98,12 @@ def write_image(path: str | Path, array: Tensor | np.ndarray, *, bit_depth: int 
     return path
 
 
-def write_stack(path: str | Path, array: np.ndarray) -> Path:
+def write_stack(path: str | Path, array: np.ndarray,
+                voxel_size: tuple[float, float, float] | None = None) -> Path:
     """Write ``array`` ``(N, C, H, W)`` of any real dtype, values unchanged, to ``path`` (``.tif``, ``.npy``,
-    ``.mrc``, ``.png``). Single images drop the leading axes (``(H, W)`` when ``N = C = 1``); stacks keep
-    them. PNG holds one 8-bit or 16-bit image: other dtypes or stacks are refused (use ``.tif``)."""
+    ``.mrc`` / ``.mrcs`` / ``.map``, ``.png``). Single images drop the leading axes (``(H, W)`` when
+    ``N = C = 1``); stacks keep them. PNG holds one 8-bit or 16-bit image: other dtypes or stacks are refused
+    (use ``.tif``). ``voxel_size``: the pixel size in ångström ``(x, y, z)`` written to an MRC header."""
     path = Path(path)
     a = np.asarray(array)
     if a.ndim != 4:
@@ -115,7 +119,7 @@ def write_stack(path: str | Path, array: np.ndarray) -> Path:
         tifffile.imwrite(path, squeezed, photometric="minisblack", metadata={"axes": axes})
     elif ext == ".npy":
         np.save(path, squeezed, allow_pickle=False)
-    elif ext == ".mrc":
+    elif ext in FORMAT_EXTENSIONS["mrc"]:
         import mrcfile
 
         if C != 1:
@@ -126,6 +130,8 @@ def write_stack(path: str | Path, array: np.ndarray) -> Path:
             and squeezed.max() <= 32767 else np.float32)
         with mrcfile.new(path, overwrite=True) as m:
             m.set_data(np.ascontiguousarray(data))
+            if voxel_size is not None:
+                m.voxel_size = tuple(float(v) for v in voxel_size)
     elif ext == ".png":
         from PIL import Image
 
