@@ -280,7 +280,7 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
     r = finetune(checkpoint, y, params, spec, steps, lr, batch_size, patch_size, physics_args, noise_over, seed,
                  run_dir)
     out_dtype = m.dtype if m.kind == "image" and r.x_after.shape[1:] == m.y.shape else "float32"
-    path = write_stack(output, cast_to(r.x_after, out_dtype), m.voxel_size)
+    path = write_stack(output, cast_to(r.x_after, out_dtype), m.pixel_size)
     est = f", estimated noise {r.noise_estimate['estimated']}" if r.noise_estimate else ""
     print(f"fine-tuned {r.steps} steps in {r.seconds:.1f} s{est}; wrote {path}"
           + (f"; fine-tuned checkpoint {r.checkpoint}" if r.checkpoint else ""))

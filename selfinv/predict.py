@@ -104,7 +104,7 @@ def predict(checkpoint: str, input: str, output: str,
             bar.update(1)
         suffix = Path(source).suffix.lower()
         fmt = format or _FORMATS.get(suffix, "tiff")
-        written.extend(_write(out_dir, _stem(source, ms[0], names), fmt, slices, suffix, ms[0].voxel_size))
+        written.extend(_write(out_dir, _stem(source, ms[0], names), fmt, slices, suffix, ms[0].pixel_size))
     bar.close()
     print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}")
     return written
@@ -196,9 +196,9 @@ def _stem(source: str, m, names: set[str]) -> str:
 
 
 def _write(out_dir: Path, stem: str, fmt: str, slices: list[np.ndarray], input_suffix: str = "",
-           voxel_size: tuple[float, float, float] | None = None) -> list[str]:
+           pixel_size: dict | None = None) -> list[str]:
     """Write the reconstructions of one input file as ``fmt``, with the input's own extension when it is one of
-    that format's (``.mrcs`` stays ``.mrcs``) and its pixel size (MRC)."""
+    that format's (``.mrcs`` stays ``.mrcs``) and its pixel size."""
     from selfinv.data.writers import FORMAT_EXTENSIONS, STACK_FORMATS, write_stack
 
     if fmt not in STACK_FORMATS:
@@ -208,9 +208,9 @@ def _write(out_dir: Path, stem: str, fmt: str, slices: list[np.ndarray], input_s
         fmt, ext = "tiff", ".tif"  # PNG holds one 8/16-bit image; stacks and float data go to TIFF
     shapes = {s.shape for s in slices}
     if len(shapes) == 1:
-        return [str(write_stack(out_dir / f"{stem}{ext}", np.stack(slices), voxel_size))]
+        return [str(write_stack(out_dir / f"{stem}{ext}", np.stack(slices), pixel_size))]
     width = max(4, int(math.log10(len(slices))) + 1)
-    return [str(write_stack(out_dir / f"{stem}_{i:0{width}d}{ext}", s[None], voxel_size))
+    return [str(write_stack(out_dir / f"{stem}_{i:0{width}d}{ext}", s[None], pixel_size))
             for i, s in enumerate(slices)]
 
 

@@ -228,3 +228,41 @@ def test_dicom_series_sorted_and_rescaled(tmp_path):
 def test_missing_optional_dependency_message():
     with pytest.raises(ImportError, match=r"pip install selfinv\[formats\]"):
         _lazy("selfinv_no_such_module", "test files")
+
+
+def test_pixel_size_survives_a_round_trip_through_the_writers(tmp_path):
+    """What a reader finds of the pixel size (an ImageJ calibration, a TIFF resolution in cm, an MRC voxel size)
+    the writer puts back into a file of the same format, and an MRC's into a TIFF (in pixels per cm)."""
+    import mrcfile
+    import tifffile
+
+    from selfinv.data.readers import read_raw
+    from selfinv.data.writers import write_stack
+
+    a = (np.arange(2 * 16 * 16).reshape(2, 16, 16) % 251).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "ij.tif", a, imagej=True, resolution=(1 / 0.065, 1 / 0.065),
+                     metadata={"spacing": 0.2, "unit": "um", "axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "cm.tif", a, photometric="minisblack", resolution=(2000.0, 2000.0),
+                     resolutionunit=3)
+    with mrcfile.new(tmp_path / "v.mrcs") as m:
+        m.set_data(a.astype(np.float32))
+        m.voxel_size = 1.06
+    for name, expected in (("ij.tif", (0.065, "um", 0.2)), ("cm.tif", (5e-4, "cm", None)),
+                           ("v.mrcs", (1.06, "angstrom", 1.06))):
+        arr, meta = read_raw(tmp_path / name)
+        px = meta["pixel_size"]
+        assert px["x"] == pytest.approx(expected[0], rel=1e-5) and px["unit"] == expected[1], (name, px)
+        assert (px["z"] is None) == (expected[2] is None) and (px["z"] or 0) == pytest.approx(expected[2] or 0)
+        out = tmp_path / f"out_{name}"
+        write_stack(out, arr, px)
+        back = read_raw(out)[1]["pixel_size"]
+        assert back["x"] == pytest.approx(px["x"], rel=1e-5) and back["y"] == pytest.approx(px["y"], rel=1e-5)
+        assert back["unit"] == px["unit"] and back["imagej"] == px["imagej"], (name, back)
+        assert (back["z"] or 0) == pytest.approx(px["z"] or 0, rel=1e-5)
+    _, meta = read_raw(tmp_path / "v.mrcs")
+    write_stack(tmp_path / "from_mrc.tif", read_raw(tmp_path / "v.mrcs")[0], meta["pixel_size"])
+    back = read_raw(tmp_path / "from_mrc.tif")[1]["pixel_size"]
+    assert back["unit"] == "cm" and back["x"] == pytest.approx(1.06e-8, rel=1e-5)
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, a, photometric="minisblack")
+    assert "pixel_size" not in read_raw(plain)[1]

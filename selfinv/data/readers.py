@@ -176,7 +176,10 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, dict]:
         axes = series.axes
         a = series.asarray()
         n_series = len(tif.series)
+        pixel = _tiff_pixel_size(tif)
     meta = {"axes": axes, "n_series": n_series, **_stats(a)}
+    if pixel is not None:
+        meta["pixel_size"] = pixel
     if "Y" not in axes or "X" not in axes:
         raise ValueError(f"{path}: TIFF series axes '{axes}' have no Y and X")
     ch = [i for i, c in enumerate(axes) if c in "SC"]
@@ -188,6 +191,36 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, dict]:
     H, W = a.shape[-2:]
     C = a.shape[-3] if ch else 1
     return array_to_nchw(a.reshape(-1, C, H, W), str(path)), meta
+
+
+#: TIFF ResolutionUnit codes with a physical unit
+_TIFF_UNITS = {2: "inch", 3: "cm"}
+
+
+def _tiff_pixel_size(tif) -> dict | None:
+    """The pixel size of a TIFF's first page: ``{"x", "y", "z", "unit", "imagej"}`` from its XResolution /
+    YResolution (pixels per unit) and, for ImageJ files, the ImageJ ``unit`` and ``spacing`` (z); None when the
+    file states none (no resolution, or 1 pixel per unit without a unit)."""
+    page = tif.pages[0]
+    tags = page.tags
+    xr, yr = tags.get("XResolution"), tags.get("YResolution")
+    if xr is None or yr is None:
+        return None
+
+    def size(v) -> float:
+        num, den = v if isinstance(v, tuple) else (v, 1)
+        return float(den) / float(num) if num else 0.0
+
+    x, y = size(xr.value), size(yr.value)
+    ij = tif.imagej_metadata or {}
+    unit = ij.get("unit") if tif.is_imagej else None
+    if unit is None:
+        code = tags.get("ResolutionUnit")
+        unit = _TIFF_UNITS.get(int(code.value)) if code is not None else None
+    if not (x > 0 and y > 0) or (unit is None and x == 1 and y == 1):
+        return None
+    z = ij.get("spacing") if tif.is_imagej else None
+    return {"x": x, "y": y, "z": float(z) if z is not None else None, "unit": unit, "imagej": bool(tif.is_imagej)}
 
 
 def _read_npy(path: Path) -> tuple[np.ndarray, dict]:
@@ -248,7 +281,10 @@ def _read_mrc(path: Path) -> tuple[np.ndarray, dict]:
         a = np.array(m.data)
         vs = m.voxel_size
         voxel = [float(vs.x), float(vs.y), float(vs.z)]
-    return array_to_nchw(a, str(path)), {"voxel_size_angstrom": voxel, **_stats(a)}
+    meta = {"voxel_size_angstrom": voxel, **_stats(a)}
+    if any(voxel):
+        meta["pixel_size"] = {"x": voxel[0], "y": voxel[1], "z": voxel[2], "unit": "angstrom", "imagej": False}
+    return array_to_nchw(a, str(path)), meta
 
 
 def _dicom_pixels(ds, path: Path) -> np.ndarray:

@@ -68,8 +68,9 @@ class Measurement:
     dtype: str = "float32"
     #: ``"image"``, ``"kspace"`` (complex, 2 channels) or ``"simulated"``
     kind: str = "image"
-    #: the file's pixel (voxel) size in ångström, ``(x, y, z)``, when it has one (MRC): outputs keep it
-    voxel_size: tuple[float, float, float] | None = None
+    #: the file's pixel size, when it states one (MRC voxel size, TIFF resolution / ImageJ calibration):
+    #: ``{"x", "y", "z", "unit", "imagej"}``; outputs of the same format keep it
+    pixel_size: dict | None = None
 
 
 def _is_selfinv_file(path: Path) -> bool:
@@ -125,14 +126,13 @@ def _split(array: np.ndarray, meta: dict, path: Path, stem: str) -> list[Measure
     if is_kspace:
         k = array[:, 0] + 1j * array[:, 1]
         params = {"mask": torch.from_numpy(_kspace_mask(meta, k)).reshape(1, 1, -1)}
-    voxel = meta.get("voxel_size_angstrom")
-    voxel_size = tuple(float(v) for v in voxel) if voxel is not None and any(voxel) else None
+    pixel_size = meta.get("pixel_size")
     out = []
     for i in range(n):
         y = torch.from_numpy(np.ascontiguousarray(array[i], dtype=np.float32))
         name = stem if n == 1 else f"{stem}_{i:04d}"
         out.append(Measurement(y=y, name=name, source=str(path), index=i, count=n, params=dict(params),
-                               dtype=dtype, kind="kspace" if is_kspace else "image", voxel_size=voxel_size))
+                               dtype=dtype, kind="kspace" if is_kspace else "image", pixel_size=pixel_size))
     return out
 
 

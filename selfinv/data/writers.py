@@ -98,12 +98,19 @@ def write_image(path: str | Path, array: Tensor | np.ndarray, *, bit_depth: int 
     return path
 
 
-def write_stack(path: str | Path, array: np.ndarray,
-                voxel_size: tuple[float, float, float] | None = None) -> Path:
+#: lengths in ångström of the units a pixel size may come in (MRC headers are in ångström)
+_ANGSTROM = {"angstrom": 1.0, "Å": 1.0, "nm": 10.0, "nanometer": 10.0, "um": 1e4, "µm": 1e4, "micron": 1e4,
+             "\\u00B5m": 1e4, "mm": 1e7, "cm": 1e8, "inch": 2.54e8}
+#: TIFF ResolutionUnit codes
+_TIFF_UNIT_CODES = {"inch": 2, "cm": 3}
+
+
+def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = None) -> Path:
     """Write ``array`` ``(N, C, H, W)`` of any real dtype, values unchanged, to ``path`` (``.tif``, ``.npy``,
     ``.mrc`` / ``.mrcs`` / ``.map``, ``.png``). Single images drop the leading axes (``(H, W)`` when
     ``N = C = 1``); stacks keep them. PNG holds one 8-bit or 16-bit image: other dtypes or stacks are refused
-    (use ``.tif``). ``voxel_size``: the pixel size in ångström ``(x, y, z)`` written to an MRC header."""
+    (use ``.tif``). ``pixel_size`` (``{"x", "y", "z", "unit", "imagej"}``, as the readers give it): written
+    to an MRC header (in ångström) or as a TIFF's resolution (an ImageJ calibration for ImageJ inputs)."""
     path = Path(path)
     a = np.asarray(array)
     if a.ndim != 4:
@@ -116,7 +123,24 @@ def write_stack(path: str | Path, array: np.ndarray,
         import tifffile
 
         axes = {2: "YX", 3: "QYX" if C == 1 else "CYX", 4: "QCYX"}[squeezed.ndim]
-        tifffile.imwrite(path, squeezed, photometric="minisblack", metadata={"axes": axes})
+        px = pixel_size or {}
+        resolution = (1 / px["x"], 1 / px["y"]) if px.get("x") and px.get("y") else None
+        if resolution and px.get("imagej") and C == 1 and squeezed.dtype in (np.uint8, np.uint16, np.float32):
+            meta: dict = {"axes": "ZYX" if squeezed.ndim == 3 else "YX"}
+            if px.get("unit"):
+                meta["unit"] = px["unit"]
+            if px.get("z"):
+                meta["spacing"] = px["z"]
+            tifffile.imwrite(path, squeezed, imagej=True, resolution=resolution, metadata=meta)
+        elif resolution and px.get("unit") in _TIFF_UNIT_CODES:
+            tifffile.imwrite(path, squeezed, photometric="minisblack", metadata={"axes": axes},
+                             resolution=resolution, resolutionunit=_TIFF_UNIT_CODES[px["unit"]])
+        elif resolution and str(px.get("unit")) in _ANGSTROM:  # e.g. an MRC's ångström: pixels per centimetre
+            cm = _ANGSTROM[str(px["unit"])] / _ANGSTROM["cm"]
+            tifffile.imwrite(path, squeezed, photometric="minisblack", metadata={"axes": axes},
+                             resolution=(resolution[0] / cm, resolution[1] / cm), resolutionunit=3)
+        else:
+            tifffile.imwrite(path, squeezed, photometric="minisblack", metadata={"axes": axes})
     elif ext == ".npy":
         np.save(path, squeezed, allow_pickle=False)
     elif ext in FORMAT_EXTENSIONS["mrc"]:
@@ -130,8 +154,10 @@ def write_stack(path: str | Path, array: np.ndarray,
             and squeezed.max() <= 32767 else np.float32)
         with mrcfile.new(path, overwrite=True) as m:
             m.set_data(np.ascontiguousarray(data))
-            if voxel_size is not None:
-                m.voxel_size = tuple(float(v) for v in voxel_size)
+            px = pixel_size or {}
+            to_angstrom = _ANGSTROM.get(str(px.get("unit")), None)
+            if px.get("x") and px.get("y") and to_angstrom is not None:
+                m.voxel_size = (px["x"] * to_angstrom, px["y"] * to_angstrom, (px.get("z") or 0.0) * to_angstrom)
     elif ext == ".png":
         from PIL import Image
 
