@@ -259,7 +259,7 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
     """
     from selfinv import safe_yaml
     from selfinv.data.normalization import cast_to
-    from selfinv.data.writers import write_stack
+    from selfinv.data.writers import pixel_size_for, write_stack
 
     spec: Any = loss
     if isinstance(loss, str) and loss.lstrip().startswith("["):
@@ -280,7 +280,13 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
     r = finetune(checkpoint, y, params, spec, steps, lr, batch_size, patch_size, physics_args, noise_over, seed,
                  run_dir)
     out_dtype = m.dtype if m.kind == "image" and r.x_after.shape[1:] == m.y.shape else "float32"
-    path = write_stack(output, cast_to(r.x_after, out_dtype), m.pixel_size)
+    from selfinv import registry
+
+    image_domain = registry.resolve("physics", load_checkpoint_config(checkpoint)["physics"]["name"],
+                                    "physics").image_domain  # else the measurement is a sinogram or k-space
+    pixel = pixel_size_for(m.pixel_size, tuple(m.y.shape[-2:]), tuple(r.x_after.shape[-2:])) \
+        if image_domain else None
+    path = write_stack(output, cast_to(r.x_after, out_dtype), pixel)
     est = f", estimated noise {r.noise_estimate['estimated']}" if r.noise_estimate else ""
     print(f"fine-tuned {r.steps} steps in {r.seconds:.1f} s{est}; wrote {path}"
           + (f"; fine-tuned checkpoint {r.checkpoint}" if r.checkpoint else ""))

@@ -66,7 +66,9 @@ def predict(checkpoint: str, input: str, output: str,
         key: which array of an NPZ/HDF5 input.
         progress: show a progress bar over the inputs.
     """
+    from selfinv import registry
     from selfinv.data.sources import check_channels, read_source
+    from selfinv.data.writers import pixel_size_for
     from selfinv.training.loading import load_trained
 
     if tile is not None and tile < 8:
@@ -97,6 +99,7 @@ def predict(checkpoint: str, input: str, output: str,
     written: list[str] = []
     names: set[str] = set()
     bar = _progress(len(measurements), progress, "images")
+    image_domain = bool(registry.resolve("physics", run.config.physics.name, "physics").image_domain)
     for source, ms in by_source.items():
         slices = []
         for m in ms:
@@ -104,7 +107,11 @@ def predict(checkpoint: str, input: str, output: str,
             bar.update(1)
         suffix = Path(source).suffix.lower()
         fmt = format or _FORMATS.get(suffix, "tiff")
-        written.extend(_write(out_dir, _stem(source, ms[0], names), fmt, slices, suffix, ms[0].pixel_size))
+        # the input's pixel size carries over to images reconstructed over its field of view (image-domain
+        # operators); a sinogram's or k-space's has no such meaning
+        pixel = pixel_size_for(ms[0].pixel_size, tuple(ms[0].y.shape[-2:]), tuple(slices[0].shape[-2:])) \
+            if image_domain else None
+        written.extend(_write(out_dir, _stem(source, ms[0], names), fmt, slices, suffix, pixel))
     bar.close()
     print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}")
     return written

@@ -266,3 +266,13 @@ def test_pixel_size_survives_a_round_trip_through_the_writers(tmp_path):
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, a, photometric="minisblack")
     assert "pixel_size" not in read_raw(plain)[1]
+
+
+def test_output_pixel_size_follows_the_field_of_view():
+    """Super-resolution ×2 halves the pixel size (same field of view); the same size keeps it; none stays none."""
+    from selfinv.data.writers import pixel_size_for
+
+    px = {"x": 0.1, "y": 0.2, "z": 0.5, "unit": "um", "imagej": True}
+    assert pixel_size_for(px, (64, 64), (128, 128)) == {**px, "x": 0.05, "y": 0.1}
+    assert pixel_size_for(px, (64, 32), (64, 32)) == px
+    assert pixel_size_for(None, (8, 8), (16, 16)) is None

@@ -323,6 +323,11 @@ def _read_dicom_files(paths: list[Path]) -> tuple[np.ndarray, dict]:
             "rescale": [[float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)]
                         for _, ds in series],
             "stored_dtype": str(ds0.pixel_array.dtype), **_stats(a)}
+    if meta["pixel_spacing"] and len(meta["pixel_spacing"]) == 2:  # DICOM: (row spacing, column spacing), mm
+        thickness = getattr(ds0, "SliceThickness", None)
+        meta["pixel_size"] = {"x": meta["pixel_spacing"][1], "y": meta["pixel_spacing"][0],
+                              "z": float(thickness) if thickness not in (None, "") else None, "unit": "mm",
+                              "imagej": False}
     return a, meta
 
 

@@ -105,6 +105,15 @@ _ANGSTROM = {"angstrom": 1.0, "Å": 1.0, "nm": 10.0, "nanometer": 10.0, "um": 1e
 _TIFF_UNIT_CODES = {"inch": 2, "cm": 3}
 
 
+def pixel_size_for(pixel_size: dict | None, measured_hw: tuple[int, int], output_hw: tuple[int, int]) -> dict | None:
+    """The pixel size of an output of ``output_hw`` pixels reconstructed from a measurement of ``measured_hw``
+    over the same field of view (denoising, deblurring: the same; super-resolution ×2: half)."""
+    if not pixel_size or not pixel_size.get("x") or not pixel_size.get("y"):
+        return None
+    (h, w), (h2, w2) = measured_hw, output_hw
+    return {**pixel_size, "x": pixel_size["x"] * w / w2, "y": pixel_size["y"] * h / h2}
+
+
 def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = None) -> Path:
     """Write ``array`` ``(N, C, H, W)`` of any real dtype, values unchanged, to ``path`` (``.tif``, ``.npy``,
     ``.mrc`` / ``.mrcs`` / ``.map``, ``.png``). Single images drop the leading axes (``(H, W)`` when
