@@ -355,9 +355,10 @@ def _check_same_size(arrays: list[np.ndarray], paths: list[Path]) -> None:
                              f"but {p.name} gives {tuple(s)}; crop or resize them to one size first")
 
 
-def read_raw(path: Path, kind: str | None = None, key: str | None = None) -> tuple[np.ndarray, dict]:
+def read_raw(path: str | Path, kind: str | None = None, key: str | None = None) -> tuple[np.ndarray, dict]:
     """One file in its own units: ``(N, C, H, W)`` array of the stored dtype (complex data as 2 real
     channels) and its metadata. A file the format's library cannot parse is a ``ValueError`` naming it."""
+    path = Path(path)
     kind = kind or _kind(path)
     if kind is None:
         raise _unsupported(path)
