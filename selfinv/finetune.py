@@ -257,7 +257,7 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
         seed: seed of the crops and loss draws.
         run_dir: run folder for logs and the fine-tuned checkpoint (default: a temporary folder).
     """
-    from selfinv import safe_yaml
+    from selfinv import registry, safe_yaml
     from selfinv.data.normalization import cast_to
     from selfinv.data.writers import pixel_size_for, write_stack
 
@@ -280,8 +280,6 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
     r = finetune(checkpoint, y, params, spec, steps, lr, batch_size, patch_size, physics_args, noise_over, seed,
                  run_dir)
     out_dtype = m.dtype if m.kind == "image" and r.x_after.shape[1:] == m.y.shape else "float32"
-    from selfinv import registry
-
     image_domain = registry.resolve("physics", load_checkpoint_config(checkpoint)["physics"]["name"],
                                     "physics").image_domain  # else the measurement is a sinogram or k-space
     pixel = pixel_size_for(m.pixel_size, tuple(m.y.shape[-2:]), tuple(r.x_after.shape[-2:])) \

@@ -68,8 +68,8 @@ class Measurement:
     dtype: str = "float32"
     #: ``"image"``, ``"kspace"`` (complex, 2 channels) or ``"simulated"``
     kind: str = "image"
-    #: the file's pixel size, when it states one (MRC voxel size, TIFF resolution / ImageJ calibration):
-    #: ``{"x", "y", "z", "unit", "imagej"}``; outputs of the same format keep it
+    #: the file's pixel size, when it states one (MRC voxel size, TIFF resolution / ImageJ calibration, DICOM
+    #: PixelSpacing): ``{"x", "y", "z", "unit", "imagej"}``; outputs keep it (``writers.write_stack``)
     pixel_size: dict | None = None
 
 
