@@ -81,7 +81,8 @@ class R2R(Loss):
             if torch.any(counts < 0) or torch.any((counts - y / g).abs() > 1e-3):
                 raise ValueError("Poisson R2R needs y = gain * integer counts; y / gain is not a non-negative "
                                  f"integer (max deviation {(counts - y / g).abs().max().item():g}, "
-                                 f"min {counts.min().item():g}) — is the gain right?")
+                                 f"min {counts.min().item():g}) — is the gain right, or do the data carry a detector "
+                                 f"offset (subtract it: data.offset in a run config)?")
             omega = rng.binomial(counts, torch.full_like(counts, a), generator)
             return g * (counts - omega) / (1 - a), g * omega / a
         ell = rng.as_per_sample(noise.shape, y, "shape")
