@@ -193,8 +193,8 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, dict]:
     return array_to_nchw(a.reshape(-1, C, H, W), str(path)), meta
 
 
-#: TIFF ResolutionUnit codes with a physical unit
-_TIFF_UNITS = {2: "inch", 3: "cm"}
+#: TIFF ResolutionUnit codes with a physical unit (``writers`` uses the same table)
+TIFF_RESOLUTION_UNITS = {2: "inch", 3: "cm"}
 
 
 def _tiff_pixel_size(tif) -> dict | None:
@@ -216,7 +216,7 @@ def _tiff_pixel_size(tif) -> dict | None:
     unit = ij.get("unit") if tif.is_imagej else None
     if unit is None:
         code = tags.get("ResolutionUnit")
-        unit = _TIFF_UNITS.get(int(code.value)) if code is not None else None
+        unit = TIFF_RESOLUTION_UNITS.get(int(code.value)) if code is not None else None
     if not (x > 0 and y > 0) or (unit is None and x == 1 and y == 1):
         return None
     z = ij.get("spacing") if tif.is_imagej else None

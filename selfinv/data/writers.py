@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from selfinv.data.readers import TIFF_RESOLUTION_UNITS
+
 WRITE_EXTENSIONS = (".tif", ".tiff", ".png", ".npy")
 #: formats ``write_stack`` writes, and the extension of each
 STACK_FORMATS = {"tiff": ".tif", "png": ".png", "npy": ".npy", "mrc": ".mrc"}
@@ -101,8 +103,6 @@ def write_image(path: str | Path, array: Tensor | np.ndarray, *, bit_depth: int 
 #: lengths in ångström of the units a pixel size may come in (MRC headers are in ångström)
 _ANGSTROM = {"angstrom": 1.0, "Å": 1.0, "nm": 10.0, "nanometer": 10.0, "um": 1e4, "µm": 1e4, "micron": 1e4,
              "\\u00B5m": 1e4, "mm": 1e7, "cm": 1e8, "inch": 2.54e8}
-#: TIFF ResolutionUnit codes
-_TIFF_UNIT_CODES = {"inch": 2, "cm": 3}
 
 
 def pixel_size_for(pixel_size: dict | None, measured_hw: tuple[int, int], output_hw: tuple[int, int]) -> dict | None:
@@ -141,15 +141,15 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
             if px.get("z"):
                 meta["spacing"] = px["z"]
             tifffile.imwrite(path, squeezed, imagej=True, resolution=resolution, metadata=meta)
-        elif resolution and px.get("unit") in _TIFF_UNIT_CODES:
-            tifffile.imwrite(path, squeezed, photometric="minisblack", metadata={"axes": axes},
-                             resolution=resolution, resolutionunit=_TIFF_UNIT_CODES[px["unit"]])
-        elif resolution and str(px.get("unit")) in _ANGSTROM:  # e.g. an MRC's ångström: pixels per centimetre
-            cm = _ANGSTROM[str(px["unit"])] / _ANGSTROM["cm"]
-            tifffile.imwrite(path, squeezed, photometric="minisblack", metadata={"axes": axes},
-                             resolution=(resolution[0] / cm, resolution[1] / cm), resolutionunit=3)
         else:
-            tifffile.imwrite(path, squeezed, photometric="minisblack", metadata={"axes": axes})
+            extra: dict = {}
+            if resolution and str(px.get("unit")) in _ANGSTROM:
+                # TIFF knows inches and centimetres: other lengths (an MRC's ångström) become pixels per cm
+                unit = px["unit"] if px["unit"] in ("inch", "cm") else "cm"
+                per = _ANGSTROM[unit] / _ANGSTROM[str(px["unit"])]
+                codes = {u: c for c, u in TIFF_RESOLUTION_UNITS.items()}
+                extra = {"resolution": (resolution[0] * per, resolution[1] * per), "resolutionunit": codes[unit]}
+            tifffile.imwrite(path, squeezed, photometric="minisblack", metadata={"axes": axes}, **extra)
     elif ext == ".npy":
         np.save(path, squeezed, allow_pickle=False)
     elif ext in FORMAT_EXTENSIONS["mrc"]:

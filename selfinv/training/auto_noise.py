@@ -89,13 +89,17 @@ def estimate_noise_args(y: Tensor | list[Tensor], noise_name: str, which: list[s
     if noise_name == "gaussian":
         sig = torch.cat([estimate_gaussian_sigma(v[None].float()) for v in ys])
         return {"sigma": float(sig.median())}
-    # crops of the smallest common size (all measurements have it when sizes agree)
-    h = min(v.shape[-2] for v in ys) // 2 * 2
-    w = min(v.shape[-1] for v in ys) // 2 * 2
-    batch = torch.stack([v[..., :h, :w] for v in ys]).float()
-    gain, sigma = estimate_poisson_gaussian(batch)
+    gain, sigma = estimate_poisson_gaussian(_common_crops(ys))
     found = {"gain": float(gain), "sigma": float(sigma)}
     return {k: found[k] for k in which}
+
+
+def _common_crops(ys: list[Tensor]) -> Tensor:
+    """``(N, C, h, w)``: the measurements cropped to their smallest common even size (all of each when sizes
+    agree), for the variance-against-level fits that pool them."""
+    h = min(v.shape[-2] for v in ys) // 2 * 2
+    w = min(v.shape[-1] for v in ys) // 2 * 2
+    return torch.stack([v[..., :h, :w] for v in ys]).float()
 
 
 def resolve_auto_noise(cfg, measurements: list[Tensor] | Tensor, scale: float = 1.0,
@@ -183,14 +187,10 @@ def detector_offset_warning(measurements: list[Tensor], noise_name: str, offset:
     ys = [v for v in measurements[:max_items] if not v.is_complex() and v.ndim == 3]
     if not ys:
         return None
-    h = min(v.shape[-2] for v in ys) // 2 * 2
-    w = min(v.shape[-1] for v in ys) // 2 * 2
-    if h < 4 or w < 4:
-        return None
-    batch = torch.stack([v[..., :h, :w] for v in ys]).float()
+    batch = _common_crops(ys)
     try:
         mu0 = variance_zero_level(batch)
-    except ValueError:
+    except ValueError:  # too small, or too few intensity levels to fit the line
         return None
     top = float(torch.quantile(batch.flatten()[:1_000_000].abs(), 0.995))
     if not (mu0 == mu0 and top > 0 and mu0 > OFFSET_LEVEL * top):
