@@ -5,7 +5,7 @@
     selfinv fit --config run.yaml [--data.path YOUR_FILES] [--resume last|CKPT [--resume-weights-only]]
                 [--trainer.max_steps 10 --losses.0.name sure ...]
     selfinv validate --config run.yaml --checkpoint CKPT
-    selfinv predict --checkpoint CKPT --input FILE_OR_FOLDER --output DIR [--format tiff|png|npy|mrc]
+    selfinv predict --checkpoint CKPT --input FILE_OR_FOLDER --output DIR [--format tiff|png|npy|mrc|dicom]
                     [--tile 512 --overlap 32] [--physics_args '{n_views: 90}'] [--complex]
     selfinv simulate --config run.yaml --output data.npz [--data.path CLEAN_IMAGES] [--split train|val|test]
     selfinv advise [--config run.yaml | --physics mri --noise unknown ...] [--data YOUR_FILES]

@@ -245,7 +245,8 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
         checkpoint: ``.ckpt`` written by ``selfinv fit`` (a network pretrained elsewhere).
         measurement: a file of any supported format (TIFF/PNG/NPY/MRC/DICOM/fastMRI) or a ``selfinv simulate``
             file (keeps its operator parameters).
-        output: reconstruction file (.tif/.npy/.mrc, or .png for 8/16-bit images), in the measurement's units.
+        output: reconstruction file (.tif/.npy/.mrc, .png for 8/16-bit images, .dcm for a DICOM measurement:
+            its header, a new instance), in the measurement's units.
         loss: ``sure``, ``unsure``, ``r2r``, ``mc+ei``... (names joined by ``+``; args of the same-named
             pretrained loss are reused) or a YAML list of ``{name, args, weight}``; default: pretrained losses.
         steps: Adam steps. lr: learning rate. batch_size: items per step.
@@ -265,6 +266,9 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
     if isinstance(loss, str) and loss.lstrip().startswith("["):
         spec = safe_yaml.load_text(loss, "--loss")
     y, params, _, m = _measurement(measurement, index)
+    to_dicom = Path(output).suffix.lower() in (".dcm", ".dicom")
+    if to_dicom:
+        _check_dicom_template(output, m)
     noise_over = dict(noise) if noise else None
     if sigma is not None:
         try:
@@ -284,11 +288,36 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
                                     "physics").image_domain  # else the measurement is a sinogram or k-space
     pixel = pixel_size_for(m.pixel_size, tuple(m.y.shape[-2:]), tuple(r.x_after.shape[-2:])) \
         if image_domain else None
-    path = write_stack(output, cast_to(r.x_after, out_dtype), pixel)
+    if to_dicom:
+        path = _write_dicom(output, r.x_after, m, pixel if r.x_after.shape[-2:] != m.y.shape[-2:] else None)
+    else:
+        path = write_stack(output, cast_to(r.x_after, out_dtype), pixel)
     est = f", estimated noise {r.noise_estimate['estimated']}" if r.noise_estimate else ""
     print(f"fine-tuned {r.steps} steps in {r.seconds:.1f} s{est}; wrote {path}"
           + (f"; fine-tuned checkpoint {r.checkpoint}" if r.checkpoint else ""))
     return str(path)
+
+
+def _check_dicom_template(output: str, m) -> None:
+    """Refuse a ``.dcm`` output, before any training, unless the measurement is a single-frame grayscale DICOM."""
+    import pydicom
+
+    if m.origin is None or m.y.shape[0] != 1:
+        raise ValueError(f"--output {output}: DICOM output takes the header of a grayscale DICOM measurement, and "
+                         f"{m.source} is not one; give a .tif output")
+    if int(getattr(pydicom.dcmread(m.origin[0], stop_before_pixels=True), "NumberOfFrames", 1) or 1) > 1:
+        raise ValueError(f"--output {output}: {m.origin[0]} holds several frames and one is fine-tuned; give a "
+                         f".tif output")
+
+
+def _write_dicom(output: str, x, m, pixel: dict | None) -> Path:
+    """The fine-tuned image as a DICOM file with the header of the single-frame DICOM it came from."""
+    from pydicom.uid import generate_uid
+
+    from selfinv.data.writers import write_dicom
+
+    return write_dicom(output, x[0].detach().cpu().double().numpy(), m.origin[0], generate_uid(), pixel,
+                       "selfinv finetune")
 
 
 def load_checkpoint_config(checkpoint: str | os.PathLike) -> dict:

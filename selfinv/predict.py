@@ -20,7 +20,11 @@ For every measurement read from ``--input`` (a file or a folder, any format of
 
 Outputs are written one per input file, named after it (``cells.tif`` ->
 ``OUT/cells.tif``; a stack stays a stack), in the input's format when selfinv can
-write it (TIFF, PNG, NPY, MRC), else TIFF, or in ``--format``.
+write it (TIFF, PNG, NPY, MRC), else TIFF, or in ``--format``. DICOM inputs give
+DICOM outputs (``OUT/<file>``, or ``OUT/<series folder>/<each file>``): each file
+keeps the header of the file it was reconstructed from (patient, study, geometry,
+rescale, window) as a new instance of one derived series per input
+(``writers.write_dicom``).
 
 Example::
 
@@ -48,7 +52,7 @@ _FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".npy": "npy", ".mrc
 
 
 def predict(checkpoint: str, input: str, output: str,
-            format: Optional[Literal["tiff", "png", "npy", "mrc"]] = None, tile: Optional[int] = None,
+            format: Optional[Literal["tiff", "png", "npy", "mrc", "dicom"]] = None, tile: Optional[int] = None,
             overlap: int = 32, batch_size: int = 4, physics_args: Optional[dict] = None, complex: bool = False,
             key: Optional[str] = None, progress: bool = True) -> list[str]:
     """Reconstruct measurements (a file or a folder) with a trained checkpoint, in the input's units.
@@ -57,7 +61,8 @@ def predict(checkpoint: str, input: str, output: str,
         checkpoint: a ``.ckpt`` written by ``selfinv fit``.
         input: measurement file or folder (PNG/TIFF/NPY/NPZ/MRC/DICOM/fastMRI HDF5, or a ``selfinv simulate`` file).
         output: output folder (one reconstruction per input file, named after it).
-        format: output format; default: the input's when writable (TIFF/PNG/NPY/MRC), else TIFF.
+        format: output format; default: the input's when writable (TIFF/PNG/NPY/MRC, DICOM for grayscale
+            images), else TIFF.
         tile: tile size for image-domain physics; default: tiles of 512 for images larger than 1024.
         overlap: overlap between tiles (blended).
         batch_size: tiles per network call.
@@ -106,12 +111,22 @@ def predict(checkpoint: str, input: str, output: str,
             slices.append(_reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex, progress))
             bar.update(1)
         suffix = Path(source).suffix.lower()
-        fmt = format or _FORMATS.get(suffix, "tiff")
+        dicom = _dicom_writable(ms, slices, image_domain)
+        fmt = format or ("dicom" if dicom is None else _FORMATS.get(suffix, "tiff"))
         # the input's pixel size carries over to images reconstructed over its field of view (image-domain
         # operators); a sinogram's or k-space's has no such meaning
         pixel = pixel_size_for(ms[0].pixel_size, tuple(ms[0].y.shape[-2:]), tuple(slices[0].shape[-2:])) \
             if image_domain else None
-        written.extend(_write(out_dir, _stem(source, ms[0], names), fmt, slices, suffix, pixel))
+        stem = _stem(source, ms[0], names)
+        if fmt == "dicom":
+            if dicom is not None:
+                raise ValueError(f"--format dicom: {source}: {dicom}; use --format tiff")
+            description = "selfinv " + "+".join(loss.name for loss in run.config.losses)
+            resized = tuple(ms[0].y.shape[-2:]) != tuple(slices[0].shape[-2:])
+            written.extend(_write_dicom(out_dir, stem, ms, slices, Path(source).is_dir(),
+                                        pixel if resized else None, description))
+        else:
+            written.extend(_write(out_dir, stem, fmt, slices, suffix, pixel))
     bar.close()
     print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}")
     return written
@@ -219,6 +234,41 @@ def _write(out_dir: Path, stem: str, fmt: str, slices: list[np.ndarray], input_s
     width = max(4, int(math.log10(len(slices))) + 1)
     return [str(write_stack(out_dir / f"{stem}_{i:0{width}d}{ext}", s[None], pixel_size))
             for i, s in enumerate(slices)]
+
+
+def _dicom_writable(ms: list, slices: list[np.ndarray], image_domain: bool) -> str | None:
+    """None when the reconstructions of one input can be written as DICOM with their inputs' headers, else why
+    not: the input is not DICOM, the output has several channels, or it is not an image of the input's field
+    of view (a sinogram or k-space reconstructed to an image of another size)."""
+    if any(m.origin is None for m in ms):
+        return "DICOM output takes the header of a DICOM input, and this input is not DICOM"
+    if any(s.shape[0] != 1 for s in slices):
+        return f"the reconstruction has {slices[0].shape[0]} channels; DICOM output holds grayscale images"
+    resized = any(tuple(m.y.shape[-2:]) != tuple(s.shape[-2:]) for m, s in zip(ms, slices, strict=True))
+    if resized and not image_domain:
+        return "the reconstruction is not an image of the measurement's grid (its header would not describe it)"
+    return None
+
+
+def _write_dicom(out_dir: Path, stem: str, ms: list, slices: list[np.ndarray], series: bool,
+                 pixel_size: dict | None, description: str) -> list[str]:
+    """Write the reconstructions of one DICOM input as DICOM files with the headers of the files they came from,
+    one derived series: a series folder gives ``OUT/<folder>/<each file's name>``, a file ``OUT/<its name>``."""
+    from pydicom.uid import generate_uid
+
+    from selfinv.data.writers import write_dicom
+
+    series_uid = generate_uid()
+    frames: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for m, s in zip(ms, slices, strict=True):
+        frames.setdefault(m.origin[0], []).append((m.origin[1], s[0]))
+    written = []
+    for file, items in frames.items():
+        name = Path(file).name
+        target = out_dir / stem / name if series else out_dir / (stem + Path(file).suffix)
+        stack = np.stack([a for _, a in sorted(items, key=lambda t: t[0])])
+        written.append(str(write_dicom(target, stack, file, series_uid, pixel_size, description)))
+    return written
 
 
 def _n_tiles(size, tile: int, overlap: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,30 @@ def test_cli_finetune_writes_the_reconstruction(pretrained, noisy, tmp_path, cap
     assert "fine-tuned 2 steps" in capsys.readouterr().out
     assert main(["finetune", "--checkpoint", pretrained, "--measurement", str(tmp_path / "missing.tif"),
                  "--output", str(out)]) == 2
+
+
+def test_cli_finetune_dicom_in_dicom_out(pretrained, tmp_path, capsys):
+    """A DICOM measurement fine-tuned to a .dcm output: the input's header, a new instance, the reconstruction in
+    the input's units (pydicom's CT_small.dcm: Hounsfield units, intercept -1024); a .dcm output of a non-DICOM
+    measurement is refused before any training."""
+    import pydicom
+    import pydicom.data
+    import tifffile
+
+    from selfinv.cli import main
+
+    src = pydicom.data.get_testdata_file("CT_small.dcm")
+    common = ["--checkpoint", pretrained, "--measurement", src, "--steps", "2", "--batch_size", "2",
+              "--patch_size", "16", "--loss", "unsure"]
+    assert main(["finetune", *common, "--output", str(tmp_path / "ct.dcm"), "--run_dir", str(tmp_path / "a")]) == 0
+    assert main(["finetune", *common, "--output", str(tmp_path / "ct.tif"), "--run_dir", str(tmp_path / "b")]) == 0
+    out, ref = pydicom.dcmread(tmp_path / "ct.dcm"), pydicom.dcmread(src)
+    assert out.SOPInstanceUID != ref.SOPInstanceUID and out.PatientName == ref.PatientName
+    hu = out.pixel_array * float(out.RescaleSlope) + float(out.RescaleIntercept)
+    np.testing.assert_array_equal(hu, np.rint(tifffile.imread(tmp_path / "ct.tif")))  # seeded: the same image
+    capsys.readouterr()
+    np.save(tmp_path / "y.npy", np.zeros((16, 16), np.float32))
+    assert main(["finetune", "--checkpoint", pretrained, "--measurement", str(tmp_path / "y.npy"), "--output",
+                 str(tmp_path / "y.dcm"), "--run_dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "DICOM output takes the header of a grayscale DICOM measurement" in err and "fine-tuned" not in err

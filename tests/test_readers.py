@@ -1,5 +1,7 @@
 """selfinv.data readers and writers, each on a small file written here."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -223,6 +225,72 @@ def test_dicom_series_sorted_and_rescaled(tmp_path):
     # a DICOM file without extension is recognised by its 'DICM' preamble
     (tmp_path / "b.dcm").rename(tmp_path / "IM0001")
     assert torch.equal(read_image(tmp_path / "IM0001").data, data[1:2])
+
+
+def test_dicom_writer_round_trips_the_units_and_keeps_the_header(tmp_path):
+    """write_dicom stores round((v - intercept) / slope) in the template's pixel type: values on the stored grid
+    come back exactly, in the template's units; the header (geometry, study) is the template's, the instance new."""
+    import pydicom
+
+    from selfinv.data.readers import read_raw
+    from selfinv.data.writers import write_dicom
+
+    _write_dicom(tmp_path / "in.dcm", _ints((6, 5), seed=0, high=4000, dtype=np.uint16), instance=7, z=3.0)
+    src = pydicom.dcmread(tmp_path / "in.dcm")
+    values = _ints((1, 6, 5), seed=1, high=4000, dtype=np.uint16) * 2.0 - 100  # on the stored grid
+    write_dicom(tmp_path / "out.dcm", values + 0.4, tmp_path / "in.dcm", "1.2.3.4", description="selfinv test")
+    back, meta = read_raw(tmp_path / "out.dcm")
+    np.testing.assert_array_equal(back[0, 0], values[0])
+    out = pydicom.dcmread(tmp_path / "out.dcm")
+    assert out.SeriesInstanceUID == "1.2.3.4" and out.SOPInstanceUID != src.SOPInstanceUID
+    assert float(out.ImagePositionPatient[2]) == 3.0 and out.InstanceNumber == 7 and meta["pixel_spacing"] == [0.5, 0.5]
+    assert out.SeriesDescription == "selfinv test" and out.SourceImageSequence[0].ReferencedSOPInstanceUID == \
+        src.SOPInstanceUID
+    # a super-resolved image: its own size and pixel spacing
+    write_dicom(tmp_path / "sr.dcm", np.zeros((1, 12, 10)), tmp_path / "in.dcm", "1.2.3.5",
+                pixel_size={"x": 0.25, "y": 0.25, "unit": "mm"})
+    sr = pydicom.dcmread(tmp_path / "sr.dcm")
+    assert (sr.Rows, sr.Columns) == (12, 10) and [float(v) for v in sr.PixelSpacing] == [0.25, 0.25]
+    # the same field of view: the first pixel's centre moves from (0, 0) by -(0.5 - 0.25) / 2 along x and y
+    assert [float(v) for v in sr.ImagePositionPatient] == [-0.125, -0.125, 3.0]
+
+
+def test_dicom_writer_clips_to_bits_stored_and_says_so(tmp_path):
+    import pydicom
+
+    from selfinv.data.writers import write_dicom
+
+    _write_dicom(tmp_path / "in.dcm", np.zeros((4, 4)), instance=1, z=0.0, slope=1.0, intercept=-1024.0)
+    ds = pydicom.dcmread(tmp_path / "in.dcm")
+    ds.BitsStored, ds.HighBit = 12, 11  # stored 0..4095: -1024..3071 in Hounsfield units
+    ds.save_as(tmp_path / "in12.dcm")
+    v = np.full((1, 4, 4), 100.0)
+    v[0, 0, :2] = [-2000.0, 5000.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing clipped: no warning
+        write_dicom(tmp_path / "quiet.dcm", v[:, 1:], tmp_path / "in12.dcm", "1.2")
+    with pytest.warns(UserWarning, match=r"2 of 16 pixels .* \(-1024 to 3071 in its units\)"):
+        write_dicom(tmp_path / "out.dcm", v, tmp_path / "in12.dcm", "1.2")
+    hu = pydicom.dcmread(tmp_path / "out.dcm").pixel_array.astype(float) - 1024
+    assert hu[0, 0] == -1024 and hu[0, 1] == 3071 and hu[1, 1] == 100
+
+
+def test_dicom_writer_multiframe_and_big_endian_templates(tmp_path):
+    """pydicom's own test files: a 10-frame MR (one file, all frames back) and its big-endian twin (re-encoded
+    little endian)."""
+    import pydicom
+    import pydicom.data
+
+    from selfinv.data.writers import write_dicom
+
+    for name in ("emri_small.dcm", "emri_small_big_endian.dcm", "MR_small_bigendian.dcm"):
+        src = pydicom.data.get_testdata_file(name)
+        frames = pydicom.dcmread(src).pixel_array.astype(np.float64)
+        frames = frames if frames.ndim == 3 else frames[None]
+        out = write_dicom(tmp_path / name, frames[:, ::-1], src, "1.2.3")
+        back = pydicom.dcmread(out)
+        assert back.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        np.testing.assert_array_equal(back.pixel_array.reshape(frames.shape), frames[:, ::-1])
 
 
 def test_missing_optional_dependency_message():

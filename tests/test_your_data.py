@@ -203,18 +203,22 @@ losses: [{name: mc}, {name: ei, args: {transform: {name: rotate}}}]
 """
 
 
-def _dicom_series(folder, volume_hu):
+def _dicom_series(folder, volume_hu, names=None):
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     folder.mkdir()
+    names = names or [f"s{z}.dcm" for z in range(len(volume_hu))]
+    series, study = generate_uid(), generate_uid()
     for z, sl in enumerate(volume_hu):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(folder / f"s{z}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds = FileDataset(str(folder / names[z]), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientName = study, series, "Phantom^Test"
         ds.Modality, ds.Rows, ds.Columns = "CT", sl.shape[0], sl.shape[1]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
@@ -222,8 +226,55 @@ def _dicom_series(folder, volume_hu):
         ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, float(z)], [1, 0, 0, 0, 1, 0]
         ds.InstanceNumber = z + 1
         ds.PixelData = (sl + 1024).astype(np.uint16).tobytes()
-        ds.save_as(folder / f"s{z}.dcm")
-    pydicom.dcmread(folder / "s0.dcm")  # readable
+        ds.PixelSpacing = [0.5, 0.5]
+        ds.save_as(folder / names[z])
+    pydicom.dcmread(folder / names[0])  # readable
+
+
+def test_dicom_series_in_dicom_series_out_with_each_slice_header(tmp_path, n2v_config):
+    """A DICOM CT series whose file names are not in slice order: predict writes one derived series, each file
+    named after its input, with that input's header (position, study, patient) and its own reconstruction in
+    Hounsfield units — the values the TIFF output holds, rounded to the stored integers."""
+    import pydicom
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    vol = np.stack([np.clip(_phantom(40, 40, z) * 1200 - 600 + 30 * rng.standard_normal((40, 40)), -1000, 2000)
+                    for z in range(3)])
+    names = ["b.dcm", "c.dcm", "a.dcm"]  # positions z = 0, 1, 2
+    _dicom_series(tmp_path / "ct", vol, names)
+    out = tmp_path / "run"
+    assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "ct"), "--trainer.output_dir",
+                 str(out), *TINY]) == 0
+    ckpt = str(out / "checkpoints" / "last.ckpt")
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "ct"), "--output",
+                 str(tmp_path / "rec")]) == 0
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "ct"), "--output",
+                 str(tmp_path / "tif"), "--format", "tiff"]) == 0
+    as_tiff = tifffile.imread(tmp_path / "tif" / "ct.tif")  # slices in position order
+    assert sorted(p.name for p in (tmp_path / "rec" / "ct").iterdir()) == sorted(names)
+    outs = [pydicom.dcmread(tmp_path / "rec" / "ct" / n) for n in names]
+    ins = [pydicom.dcmread(tmp_path / "ct" / n) for n in names]
+    assert len({d.SeriesInstanceUID for d in outs}) == 1 and outs[0].SeriesInstanceUID != ins[0].SeriesInstanceUID
+    for z, (o, i) in enumerate(zip(outs, ins, strict=True)):
+        assert o.StudyInstanceUID == i.StudyInstanceUID and o.PatientName == i.PatientName
+        assert o.SOPInstanceUID != i.SOPInstanceUID and o.file_meta.MediaStorageSOPInstanceUID == o.SOPInstanceUID
+        assert [float(v) for v in o.ImagePositionPatient] == [0, 0, z] and list(o.ImageType[:2]) == ["DERIVED",
+                                                                                                     "SECONDARY"]
+        assert o.SourceImageSequence[0].ReferencedSOPInstanceUID == i.SOPInstanceUID
+        hu = o.pixel_array * float(o.RescaleSlope) + float(o.RescaleIntercept)
+        np.testing.assert_array_equal(hu, np.clip(np.rint(as_tiff[z] + 1024), 0, 65535) - 1024)
+
+
+def test_dicom_output_needs_a_dicom_input(tmp_path, n2v_config):
+    np.save(tmp_path / "y.npy", np.random.default_rng(0).random((2, 24, 24)).astype(np.float32))
+    out = tmp_path / "run"
+    assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "y.npy"), "--trainer.output_dir",
+                 str(out), *TINY]) == 0
+    with pytest.raises(ValueError, match="DICOM output takes the header of a DICOM input"):
+        from selfinv.predict import predict
+        predict(str(out / "checkpoints" / "last.ckpt"), str(tmp_path / "y.npy"), str(tmp_path / "rec"),
+                format="dicom", progress=False)
 
 
 def test_ct_from_dicom_slices_trained_on_patches_reconstructs_a_larger_slice(tmp_path):

@@ -318,6 +318,9 @@ def _read_dicom_files(paths: list[Path]) -> tuple[np.ndarray, dict]:
     a = np.concatenate(arrays)
     ds0 = series[0][1]
     meta = {"sorted_by": how, "files": [p.name for p, _ in series],
+            # (file, frame) of every slice, in order: ``selfinv predict`` writes DICOM outputs with their headers
+            "slice_origins": [(str(p), k) for (p, _), arr in zip(series, arrays, strict=True)
+                              for k in range(arr.shape[0])],
             "modality": str(getattr(ds0, "Modality", "")),
             "pixel_spacing": [float(v) for v in getattr(ds0, "PixelSpacing", [])] or None,
             "rescale": [[float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)]

@@ -71,6 +71,9 @@ class Measurement:
     #: the file's pixel size, when it states one (MRC voxel size, TIFF resolution / ImageJ calibration, DICOM
     #: PixelSpacing): ``{"x", "y", "z", "unit", "imagej"}``; outputs keep it (``writers.write_stack``)
     pixel_size: dict | None = None
+    #: ``(file, frame)`` this slice was read from when the source is DICOM: ``selfinv predict`` writes its
+    #: reconstruction as a DICOM file with that file's header (``writers.write_dicom``)
+    origin: tuple[str, int] | None = None
 
 
 def _is_selfinv_file(path: Path) -> bool:
@@ -127,12 +130,14 @@ def _split(array: np.ndarray, meta: dict, path: Path, stem: str) -> list[Measure
         k = array[:, 0] + 1j * array[:, 1]
         params = {"mask": torch.from_numpy(_kspace_mask(meta, k)).reshape(1, 1, -1)}
     pixel_size = meta.get("pixel_size")
+    origins = meta.get("slice_origins")
     out = []
     for i in range(n):
         y = torch.from_numpy(np.ascontiguousarray(array[i], dtype=np.float32))
         name = stem if n == 1 else f"{stem}_{i:04d}"
         out.append(Measurement(y=y, name=name, source=str(path), index=i, count=n, params=dict(params),
-                               dtype=dtype, kind="kspace" if is_kspace else "image", pixel_size=pixel_size))
+                               dtype=dtype, kind="kspace" if is_kspace else "image", pixel_size=pixel_size,
+                               origin=tuple(origins[i]) if origins else None))
     return out
 
 

@@ -4,6 +4,9 @@
 (what ``selfinv predict`` uses): ``.tif`` (stacks as multi-page TIFF), ``.npy``,
 ``.mrc`` (cryo-EM; mode chosen from the dtype) and ``.png`` (one 8- or 16-bit image).
 
+``write_dicom(path, frames, template, series_uid)`` writes a reconstruction of a DICOM
+input as a DICOM file with that input's header (a new instance of a derived series).
+
 ``write_image(path, array)`` chooses the format from the extension:
 
 * ``.tif``/``.tiff`` (tifffile): values written as float32 unchanged, grayscale
@@ -177,3 +180,110 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
     else:
         raise ValueError(f"cannot write '{path.name}': supported formats are {sorted(STACK_FORMATS)}")
     return path
+
+
+#: numpy dtype of DICOM pixel data by (Bits Allocated, Pixel Representation)
+_DICOM_DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int16}
+#: reconstructions outside the template's stored range are clipped; warn above this fraction of the pixels
+DICOM_CLIP_WARN = 0.01
+
+
+def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, series_uid: str,
+                pixel_size: dict | None = None, description: str = "selfinv") -> Path:
+    """Write ``frames`` ``(F, H, W)`` (the template's rescaled units: Hounsfield units for CT) as a DICOM file with
+    the header of ``template``, the file they were reconstructed from.
+
+    The stored values are ``round((v - RescaleIntercept) / RescaleSlope)`` in the template's pixel type and
+    *Bits Stored* range (values outside are clipped, with a warning above 1 % of the pixels), so a viewer shows
+    the reconstruction in the input's units and window. Patient, study, geometry (position, orientation) and
+    window are kept; the file is a new instance (new SOP Instance UID) of the derived series ``series_uid``
+    (*Image Type* ``DERIVED\\SECONDARY``, *Series Description* and *Derivation Description* say it was made by
+    selfinv), written uncompressed (Explicit VR Little Endian). ``pixel_size`` (mm, ``writers.pixel_size_for``)
+    replaces *Pixel Spacing* when the output size differs from the input's (same field of view: the first
+    pixel's centre, *Image Position*, moves by half the change of spacing).
+
+    Example::
+
+        >>> import numpy as np, pydicom.data, pydicom, tempfile, pathlib
+        >>> src = pydicom.data.get_testdata_file("CT_small.dcm")
+        >>> hu = pydicom.dcmread(src).pixel_array[None] - 1024.0   # RescaleIntercept -1024
+        >>> out = write_dicom(pathlib.Path(tempfile.mkdtemp()) / "ct.dcm", hu, src, pydicom.uid.generate_uid())
+        >>> float(abs(pydicom.dcmread(out).pixel_array - 1024.0 - hu[0]).max())
+        0.0
+    """
+    import warnings
+
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    path, frames = Path(path), np.asarray(frames)
+    if frames.ndim != 3:
+        raise ValueError(f"write_dicom expects frames (F, H, W), got shape {frames.shape}")
+    ds = pydicom.dcmread(template)
+    kind = (int(getattr(ds, "BitsAllocated", 16)), int(getattr(ds, "PixelRepresentation", 0)))
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if kind not in _DICOM_DTYPES or samples != 1 or "FloatPixelData" in ds:
+        raise ValueError(f"{Path(template).name}: DICOM output keeps the input's pixel type, and selfinv writes "
+                         f"8/16-bit grayscale only (this file: {kind[0]}-bit, {samples} sample(s) per pixel); "
+                         f"use --format tiff")
+    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    bits = int(getattr(ds, "BitsStored", kind[0]) or kind[0])
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if kind[1] else (0, 2**bits - 1)
+    stored = np.rint((frames.astype(np.float64) - intercept) / slope)
+    clipped = int(((stored < lo) | (stored > hi)).sum())
+    if clipped > DICOM_CLIP_WARN * stored.size:
+        warnings.warn(f"{path.name}: {clipped} of {stored.size} pixels ({100 * clipped / stored.size:.1f} %) fall "
+                      f"outside the range the input's pixel type stores ({lo * slope + intercept:g} to "
+                      f"{hi * slope + intercept:g} in its units) and were clipped; --format tiff keeps them",
+                      UserWarning, stacklevel=2)
+    stored = np.clip(stored, lo, hi).astype(_DICOM_DTYPES[kind])
+    if not ds.original_encoding[1]:
+        _to_little_endian(ds, path.name)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # new pixel data, uncompressed, little endian
+    for tag in ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue"):
+        if tag in ds:
+            del ds[tag]
+    source_sop = (str(getattr(ds, "SOPClassUID", "")), str(getattr(ds, "SOPInstanceUID", "")))
+    ds.set_pixel_data(stored if stored.shape[0] > 1 else stored[0], str(ds.PhotometricInterpretation), bits)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SeriesInstanceUID = series_uid
+    image_type = list(getattr(ds, "ImageType", []) or [])
+    ds.ImageType = ["DERIVED", "SECONDARY", *image_type[2:]]
+    ds.SeriesDescription = (f"{getattr(ds, 'SeriesDescription', '') or ''} {description}").strip()[-64:]
+    ds.DerivationDescription = f"reconstructed by {description} from SOP instance {source_sop[1]}"
+    if all(source_sop):
+        ref = pydicom.Dataset()
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = source_sop
+        ds.SourceImageSequence = [ref]
+    if pixel_size and pixel_size.get("x") and pixel_size.get("y"):
+        new_spacing = [float(pixel_size["y"]), float(pixel_size["x"])]  # (between rows, between columns), mm
+        if "PixelSpacing" in ds and "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+            # the position is the centre of the first pixel: same field of view, smaller pixels -> it moves
+            # by half the difference of spacings along the row (IOP[:3]) and column (IOP[3:]) directions
+            old = [float(v) for v in ds.PixelSpacing]
+            iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+            shift = (old[1] - new_spacing[1]) / 2 * iop[:3] + (old[0] - new_spacing[0]) / 2 * iop[3:]
+            ds.ImagePositionPatient = [float(v) for v in np.array([float(v) for v in ds.ImagePositionPatient])
+                                       - shift]
+        ds.PixelSpacing = new_spacing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _to_little_endian(ds, name: str) -> None:
+    """Re-encode a dataset read from a (retired) big-endian file as little endian: every element is decoded to
+    its value; word-sized binary elements other than the pixel data (overlays, private data) cannot be
+    byte-swapped without knowing their layout and are dropped, with a warning."""
+    import warnings
+
+    binary = [e.tag for e in ds.iterall() if e.VR in ("OW", "OF", "OD", "OL", "OV", "UN") and e.tag != 0x7FE00010]
+    for tag in binary:
+        if tag in ds:
+            del ds[tag]
+    if binary:
+        warnings.warn(f"{name}: the input is big-endian DICOM; {len(binary)} binary element(s) besides the pixel "
+                      f"data (overlays, private data) could not be converted and are left out", UserWarning,
+                      stacklevel=3)
+    ds.set_original_encoding(ds.original_encoding[0], True, ds.original_character_set)

@@ -726,6 +726,9 @@ _cli_clear("cli_validate_missing_checkpoint", "validate with a checkpoint that d
            VALIDATE + ("--checkpoint", "nope.ckpt"), ("nope.ckpt",))
 _cli_clear("cli_predict_format_jpg", "predict --format jpg", PREDICT + ("--input", "<file>", "--format", "jpg"),
            ("format", "jpg", "tiff"), setup=npy_file("y.npy", image))
+_cli_clear("cli_predict_format_dicom_of_npy", "predict --format dicom of a non-DICOM input (no header to keep)",
+           PREDICT + ("--input", "<file>", "--format", "dicom"), ("DICOM", "y.npy", "--format tiff"),
+           setup=npy_file("y.npy", image))
 _cli_clear("cli_predict_tile_zero", "predict --tile 0", PREDICT + ("--input", "<file>", "--tile", "0"),
            ("tile", "0"), setup=npy_file("y.npy", image))
 _cli_clear("cli_predict_negative_overlap", "predict --tile 8 --overlap -1",

@@ -968,6 +968,10 @@ def read_array(path: str | os.PathLike):
 
         with mrcfile.open(p, permissive=True) as m:
             return np.array(m.data)
+    if p.suffix == ".dcm":
+        import pydicom
+
+        return pydicom.dcmread(p).pixel_array
     from PIL import Image
 
     with Image.open(p) as im:
