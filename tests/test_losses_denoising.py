@@ -884,3 +884,27 @@ def test_sure_warns_when_its_step_is_large_against_the_noise():
         SURE(noise="gaussian", tau=0.001)(y, Denoising(GaussianNoise(0.0196)), model)
         SURE(noise="gaussian")(y, Denoising(GaussianNoise(0.1)), model)
         SURE(noise="gaussian").check(Denoising(GaussianNoise(0.0196)))  # config-time check: units not known yet
+
+
+def test_sure_tau_auto_is_sigma_over_20_of_each_batch():
+    """tau: auto uses σ/20 (the smallest σ of a per-sample batch): the same value as the explicit step, no
+    warning at a σ where the default step warns; refused where σ/20 has no meaning, with the reason."""
+    import warnings
+
+    from selfinv.losses.base import LossConfigError
+
+    y = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=DT)
+    model = frozen_cnn()
+    physics = Denoising(GaussianNoise(0.0196))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auto = SURE(tau="auto")(y, physics, model, generator=torch.Generator().manual_seed(1))
+    explicit = SURE(tau=0.0196 / 20)(y, physics, model, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(auto, explicit)
+    per_sample = Denoising(GaussianNoise(torch.tensor([0.05, 0.02, 0.1])))
+    assert float(SURE(tau="auto").step_size(per_sample)) == pytest.approx(0.001)
+    assert "tau=auto" in repr(SURE(tau="auto"))
+    with pytest.raises(LossConfigError, match="tau: auto .* Gaussian noise .* give tau as a number"):
+        SURE(noise="poisson", tau="auto")
+    with pytest.raises(LossConfigError, match="a number > 0 or 'auto', got 'big'"):
+        SURE(tau="big")

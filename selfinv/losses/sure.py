@@ -104,7 +104,7 @@ def skewed_probe(like: Tensor, generator: torch.Generator | None = None) -> Tens
     return torch.where(u < _SKEW_P, torch.full_like(like, _SKEW_HI), torch.full_like(like, _SKEW_LO))
 
 
-def mc_divergence(fn: Callable[[Tensor], Tensor], y: Tensor, tau: float,
+def mc_divergence(fn: Callable[[Tensor], Tensor], y: Tensor, tau: float | Tensor,
                   generator: torch.Generator | None = None, weight: Tensor | float = 1.0,
                   fy: Tensor | None = None) -> Tensor:
     """Per-sample weighted divergence ``Σ_i w_i ∂f_i/∂y_i ≈ (w∘ω)ᵀ (f(y+τω) - f(y)) / τ``.
@@ -116,7 +116,7 @@ def mc_divergence(fn: Callable[[Tensor], Tensor], y: Tensor, tau: float,
     return ((weight * omega) * (fn(y + tau * omega) - fy)).flatten(1).sum(1) / tau
 
 
-def mc_second_order_derivatives(fn: Callable[[Tensor], Tensor], y: Tensor, tau: float,
+def mc_second_order_derivatives(fn: Callable[[Tensor], Tensor], y: Tensor, tau: float | Tensor,
                                 generator: torch.Generator | None = None, weight1: Tensor | float = 1.0,
                                 weight2: Tensor | float = 1.0, fy: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Per-sample ``(Σ w_i ∂f_i/∂y_i, Σ v_i ∂²f_i/∂y_i²)`` from one skewed probe ``μ`` (3 evaluations).
@@ -338,6 +338,8 @@ class SURE(Loss):
             measurements the loss receives (``selfinv fit`` normalises the data to order one,
             ``selfinv.data.normalization``); keep it ``≤ σ/10`` of the noise in those units
             (Gaussian; see the module docstring — the first forward pass warns above ``σ/4``).
+            ``"auto"`` (Gaussian noise): ``σ/20`` of the smallest noise level of each batch, in those
+            units — what to use when σ is estimated (``sigma: auto``) or the data's scale is unknown.
         divergence: ``"mc"`` (Monte Carlo) or ``"exact"`` (autograd; small images).
         margin: ignore a border of this width (data fit and divergence), e.g. for
             circular-boundary mismatch in deblurring.
@@ -351,21 +353,28 @@ class SURE(Loss):
     tolerated_noise_correlation: int | None = 0
 
     def __init__(self, noise: Literal["gaussian", "poisson", "poisson_gaussian"] = "gaussian",
-                 tau: float = 1e-2, divergence: Literal["mc", "exact"] = "mc", margin: int = 0,
+                 tau: float | Literal["auto"] = 1e-2, divergence: Literal["mc", "exact"] = "mc", margin: int = 0,
                  second_order: bool = True, max_exact_entries: int = 4096, batch_evaluations: bool = True):
         super().__init__()
         if noise not in ("gaussian", "poisson", "poisson_gaussian"):
             raise LossConfigError(f"SURE noise must be 'gaussian', 'poisson' or 'poisson_gaussian', got {noise!r}")
         if divergence not in ("mc", "exact"):
             raise LossConfigError(f"divergence must be 'mc' or 'exact', got {divergence!r}")
-        if tau <= 0:
+        if isinstance(tau, str):
+            if tau != "auto":
+                raise LossConfigError(f"tau must be a number > 0 or 'auto', got {tau!r}")
+            if noise != "gaussian" or divergence != "mc":
+                raise LossConfigError(f"tau: auto (σ/20) is for Gaussian noise with divergence: mc, got noise "
+                                      f"{noise!r}, divergence {divergence!r}; give tau as a number")
+        elif tau <= 0:
             raise LossConfigError(f"tau must be > 0, got {tau}")
         if margin < 0:
             raise LossConfigError(f"margin must be >= 0, got {margin}")
         if max_exact_entries < 1:
             raise LossConfigError(f"max_exact_entries must be >= 1, got {max_exact_entries}")
         self.noise = noise
-        self.tau = float(tau)
+        #: the finite-difference step, or None for ``tau: auto`` (``σ/20`` per batch, ``step_size``)
+        self.tau: float | None = None if isinstance(tau, str) else float(tau)
         self.divergence = divergence
         self.margin = int(margin)
         self.second_order = bool(second_order) and noise != "gaussian"
@@ -400,11 +409,25 @@ class SURE(Loss):
         """Warn (once per loss object) when the Monte-Carlo step is large against the noise the loss sees."""
         self._step_checked = True
         sigma = _smallest_sigma(physics.noise.sigma)
-        if self.noise == "gaussian" and self.divergence == "mc" and sigma is not None and self.tau > sigma / 4:
+        if self.tau is not None and self.noise == "gaussian" and self.divergence == "mc" and sigma is not None \
+                and self.tau > sigma / 4:
             warnings.warn(f"SURE: tau = {self.tau:g} is {self.tau / sigma:.2f} σ (σ = {sigma:.4g} in the units SURE "
                           f"works in, after the data's normalisation if any): a network can learn to fool the "
                           f"finite-difference divergence at that scale (its SURE falls below the true risk and it "
-                          f"keeps the noise); use tau <= σ/10, e.g. tau: {sigma / 20:.2g}", stacklevel=2)
+                          f"keeps the noise); use tau <= σ/10, e.g. tau: {sigma / 20:.2g}, or tau: auto (σ/20 of each "
+                          f"batch)", stacklevel=2)
+
+    def step_size(self, physics: Physics) -> float | Tensor:
+        """The finite-difference step ``τ``: the given one, or for ``tau: auto`` ``σ/20`` of the smallest noise
+        level of ``physics`` (a 0-dim tensor when σ is one: no host sync)."""
+        if self.tau is not None:
+            return self.tau
+        sigma = physics.noise.sigma
+        if sigma is None:
+            raise LossConfigError("SURE(tau='auto') needs the noise level σ of the physics (it sets τ = σ/20)")
+        if isinstance(sigma, Tensor):
+            return sigma.detach().min() / 20
+        return float(sigma) / 20
 
     def _weights(self, y: Tensor, physics: Physics) -> tuple[Tensor, Tensor, Tensor | None]:
         """Per-entry ``(c, w, v)`` of the module docstring, shape of ``y``; 0 on unmeasured entries."""
@@ -430,6 +453,7 @@ class SURE(Loss):
         def h(v: Tensor) -> Tensor:
             return physics.A(model(v, physics))
 
+        tau = self.step_size(physics)
         c, w, v = self._weights(y, physics)
         if self.margin:
             m = border_mask(y, self.margin)
@@ -452,14 +476,14 @@ class SURE(Loss):
             div = exact_weighted_derivatives(h, y, w.expand_as(y), None if v is None else v.expand_as(y)).sum()
         elif v is None and self.batch_evaluations and _can_batch(model, y, physics):
             omega = rng.randn_like(y, generator)
-            hy, hp = _evaluate_pair(model, y, y + self.tau * omega, physics)
-            div = ((w * omega) * (hp - hy)).sum() / self.tau
+            hy, hp = _evaluate_pair(model, y, y + tau * omega, physics)
+            div = ((w * omega) * (hp - hy)).sum() / tau
         elif v is None:
             hy = h(y)
-            div = mc_divergence(h, y, self.tau, generator, weight=w, fy=hy).sum()
+            div = mc_divergence(h, y, tau, generator, weight=w, fy=hy).sum()
         else:
             hy = h(y)
-            d1, d2 = mc_second_order_derivatives(h, y, self.tau, generator, w, v, fy=hy)
+            d1, d2 = mc_second_order_derivatives(h, y, tau, generator, w, v, fy=hy)
             div = (d1 - d2).sum()
         res = (y - hy) ** 2
         if m is not None:
@@ -467,7 +491,8 @@ class SURE(Loss):
         return (res.sum() - c.sum() + 2 * div) / count
 
     def extra_repr(self) -> str:
-        return (f"noise={self.noise!r}, tau={self.tau}, divergence={self.divergence!r}, "
+        tau = "auto" if self.tau is None else self.tau
+        return (f"noise={self.noise!r}, tau={tau}, divergence={self.divergence!r}, "
                 f"batch_evaluations={self.batch_evaluations}, "
                 f"margin={self.margin}, second_order={self.second_order}"
                 + (f", max_exact_entries={self.max_exact_entries}" if self.divergence == "exact" else ""))
