@@ -5,7 +5,7 @@
     selfinv fit --config run.yaml [--data.path YOUR_FILES] [--resume last|CKPT [--resume-weights-only]]
                 [--trainer.max_steps 10 --losses.0.name sure ...]
     selfinv validate --config run.yaml --checkpoint CKPT
-    selfinv predict --checkpoint CKPT --input FILE_OR_FOLDER --output DIR [--format tiff|png|npy|mrc|dicom]
+    selfinv predict --checkpoint CKPT --input FILE_OR_FOLDER --output DIR [--format tiff|png|npy|mrc|fits|dicom]
                     [--tile 512 --overlap 32] [--physics_args '{n_views: 90}'] [--complex]
     selfinv simulate --config run.yaml --output data.npz [--data.path CLEAN_IMAGES] [--split train|val|test]
     selfinv advise [--config run.yaml | --physics mri --noise unknown ...] [--data YOUR_FILES]
@@ -207,6 +207,19 @@ def _flag(argv: list[str], name: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``selfinv`` command; returns the exit code (0 ok, 2 bad input or config,
     3 training diverged, 1 anything else). ``--debug`` shows the traceback of an error."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader of the output went away (``selfinv predict --help | head``): stop without a traceback, and
+        # point stdout at /dev/null so that the interpreter's final flush does not raise again
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor (captured in tests)
+            pass
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _flag(argv, "--debug")
     if not argv or argv[0] in ("-h", "--help"):
@@ -225,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         _run(command, rest)
+    except BrokenPipeError:
+        raise
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every failure becomes one clear message
         if debug:
             raise

@@ -158,3 +158,20 @@ def test_identifiability_of_a_random_operator_is_seeded(capsys):
         assert main(["identifiability", "--config", str(cfg), "--image_size", "8"]) == 0
         outs.append(capsys.readouterr().out)
     assert outs[0] == outs[1] and "/ 64" in outs[0]
+
+
+def test_output_into_a_closed_pipe_is_no_traceback():
+    """`selfinv --help | head -1`: when the reader of stdout is gone, the command stops with exit code 1 and
+    prints nothing on stderr (a real process; the pipe's read end is closed before it writes)."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "selfinv", "--help"], stdout=write_end, stderr=subprocess.PIPE,
+                              timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1 and done.stderr.decode() == "", done.stderr.decode()
