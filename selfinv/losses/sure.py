@@ -72,7 +72,7 @@ Works for any ``Physics`` whose ``A`` maps back to the measurement shape
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Literal
+from typing import Callable, Literal, cast
 
 import torch
 from torch import Tensor
@@ -422,12 +422,12 @@ class SURE(Loss):
         level of ``physics`` (a 0-dim tensor when σ is one: no host sync)."""
         if self.tau is not None:
             return self.tau
-        sigma = physics.noise.sigma
+        sigma: object = physics.noise.sigma
         if sigma is None:
             raise LossConfigError("SURE(tau='auto') needs the noise level σ of the physics (it sets τ = σ/20)")
         if isinstance(sigma, Tensor):
             return sigma.detach().min() / 20
-        return float(sigma) / 20
+        return float(cast(float, sigma)) / 20
 
     def _weights(self, y: Tensor, physics: Physics) -> tuple[Tensor, Tensor, Tensor | None]:
         """Per-entry ``(c, w, v)`` of the module docstring, shape of ``y``; 0 on unmeasured entries."""
