@@ -87,7 +87,7 @@ class DataConfig:
     intensity_range: Optional[list[float]] = _help(
         None, help="[lo, hi]: map the bundled clean images from [0, 1] to [lo, hi] before simulation (Gamma "
                    "noise needs x > 0, e.g. [0.05, 1.0]); null keeps them")
-    path: Optional[str] = _help(None, help="your measurements: a file or folder of PNG/TIFF/NPY/NPZ/MRC/DICOM/"
+    path: Optional[str] = _help(None, help="your measurements: a file or folder of PNG/TIFF/NPY/NPZ/MRC/DICOM/FITS/"
                                            "fastMRI HDF5, or a 'selfinv simulate' file (overrides dataset)")
     target: Optional[str] = _help(None, help="ground truth matching data.path one to one (only logged: PSNR/SSIM)")
     key: Optional[str] = _help(None, help="which array of an NPZ/HDF5 file (default: 'kspace' or the only one)")

@@ -243,7 +243,7 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
 
     Args:
         checkpoint: ``.ckpt`` written by ``selfinv fit`` (a network pretrained elsewhere).
-        measurement: a file of any supported format (TIFF/PNG/NPY/MRC/DICOM/fastMRI) or a ``selfinv simulate``
+        measurement: a file of any supported format (TIFF/PNG/NPY/MRC/DICOM/FITS/fastMRI) or a ``selfinv simulate``
             file (keeps its operator parameters).
         output: reconstruction file (.tif/.npy/.mrc, .png for 8/16-bit images, .dcm for a DICOM measurement:
             its header, a new instance), in the measurement's units.

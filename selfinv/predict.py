@@ -20,7 +20,8 @@ For every measurement read from ``--input`` (a file or a folder, any format of
 
 Outputs are written one per input file, named after it (``cells.tif`` ->
 ``OUT/cells.tif``; a stack stays a stack), in the input's format when selfinv can
-write it (TIFF, PNG, NPY, MRC), else TIFF, or in ``--format``. DICOM inputs give
+write it (TIFF, PNG, NPY, MRC, FITS — with the input's header: WCS, units), else
+TIFF, or in ``--format``. DICOM inputs give
 DICOM outputs (``OUT/<file>``, or ``OUT/<series folder>/<each file>``): each file
 keeps the header of the file it was reconstructed from (patient, study, geometry,
 rescale, window) as a new instance of one derived series per input
@@ -48,21 +49,22 @@ from torch import Tensor
 AUTO_TILE_ABOVE = 1024
 AUTO_TILE = 512
 _FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".npy": "npy", ".mrc": "mrc", ".mrcs": "mrc",
-            ".map": "mrc"}
+            ".map": "mrc", ".fits": "fits", ".fit": "fits", ".fts": "fits"}
 
 
 def predict(checkpoint: str, input: str, output: str,
-            format: Optional[Literal["tiff", "png", "npy", "mrc", "dicom"]] = None, tile: Optional[int] = None,
+            format: Optional[Literal["tiff", "png", "npy", "mrc", "fits", "dicom"]] = None, tile: Optional[int] = None,
             overlap: int = 32, batch_size: int = 4, physics_args: Optional[dict] = None, complex: bool = False,
             key: Optional[str] = None, progress: bool = True) -> list[str]:
     """Reconstruct measurements (a file or a folder) with a trained checkpoint, in the input's units.
 
     Args:
         checkpoint: a ``.ckpt`` written by ``selfinv fit``.
-        input: measurement file or folder (PNG/TIFF/NPY/NPZ/MRC/DICOM/fastMRI HDF5, or a ``selfinv simulate`` file).
+        input: measurement file or folder (PNG/TIFF/NPY/NPZ/MRC/DICOM/FITS/fastMRI HDF5, or a ``selfinv simulate``
+            file).
         output: output folder (one reconstruction per input file, named after it).
-        format: output format; default: the input's when writable (TIFF/PNG/NPY/MRC, DICOM for grayscale
-            images), else TIFF.
+        format: output format; default: the input's when writable (TIFF/PNG/NPY/MRC/FITS, DICOM for
+            grayscale images), else TIFF.
         tile: tile size for image-domain physics; default: tiles of 512 for images larger than 1024.
         overlap: overlap between tiles (blended).
         batch_size: tiles per network call.
@@ -72,6 +74,7 @@ def predict(checkpoint: str, input: str, output: str,
         progress: show a progress bar over the inputs.
     """
     from selfinv import registry
+    from selfinv.data.readers import FITS_EXTENSIONS
     from selfinv.data.sources import check_channels, read_source
     from selfinv.data.writers import pixel_size_for
     from selfinv.training.loading import load_trained
@@ -126,7 +129,11 @@ def predict(checkpoint: str, input: str, output: str,
             written.extend(_write_dicom(out_dir, stem, ms, slices, Path(source).is_dir(),
                                         pixel if resized else None, description))
         else:
-            written.extend(_write(out_dir, stem, fmt, slices, suffix, pixel))
+            header_from = source if suffix in FITS_EXTENSIONS and (image_domain or not _resized(ms, slices)) \
+                else None
+            written.extend(_write(out_dir, stem, fmt, slices, suffix, pixel, header_from,
+                                  f"selfinv predict ({'+'.join(loss.name for loss in run.config.losses)}) "
+                                  f"of {Path(source).name}"))
     bar.close()
     print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}")
     return written
@@ -218,9 +225,9 @@ def _stem(source: str, m, names: set[str]) -> str:
 
 
 def _write(out_dir: Path, stem: str, fmt: str, slices: list[np.ndarray], input_suffix: str = "",
-           pixel_size: dict | None = None) -> list[str]:
+           pixel_size: dict | None = None, header_from: str | None = None, history: str = "selfinv") -> list[str]:
     """Write the reconstructions of one input file as ``fmt``, with the input's own extension when it is one of
-    that format's (``.mrcs`` stays ``.mrcs``) and its pixel size."""
+    that format's (``.mrcs`` stays ``.mrcs``), its pixel size, and for FITS the header of ``header_from``."""
     from selfinv.data.writers import FORMAT_EXTENSIONS, STACK_FORMATS, write_stack
 
     if fmt not in STACK_FORMATS:
@@ -230,9 +237,9 @@ def _write(out_dir: Path, stem: str, fmt: str, slices: list[np.ndarray], input_s
         fmt, ext = "tiff", ".tif"  # PNG holds one 8/16-bit image; stacks and float data go to TIFF
     shapes = {s.shape for s in slices}
     if len(shapes) == 1:
-        return [str(write_stack(out_dir / f"{stem}{ext}", np.stack(slices), pixel_size))]
+        return [str(write_stack(out_dir / f"{stem}{ext}", np.stack(slices), pixel_size, header_from, history))]
     width = max(4, int(math.log10(len(slices))) + 1)
-    return [str(write_stack(out_dir / f"{stem}_{i:0{width}d}{ext}", s[None], pixel_size))
+    return [str(write_stack(out_dir / f"{stem}_{i:0{width}d}{ext}", s[None], pixel_size, None, history))
             for i, s in enumerate(slices)]
 
 
@@ -244,10 +251,14 @@ def _dicom_writable(ms: list, slices: list[np.ndarray], image_domain: bool) -> s
         return "DICOM output takes the header of a DICOM input, and this input is not DICOM"
     if any(s.shape[0] != 1 for s in slices):
         return f"the reconstruction has {slices[0].shape[0]} channels; DICOM output holds grayscale images"
-    resized = any(tuple(m.y.shape[-2:]) != tuple(s.shape[-2:]) for m, s in zip(ms, slices, strict=True))
-    if resized and not image_domain:
+    if _resized(ms, slices) and not image_domain:
         return "the reconstruction is not an image of the measurement's grid (its header would not describe it)"
     return None
+
+
+def _resized(ms: list, slices: list[np.ndarray]) -> bool:
+    """Whether a reconstruction's size differs from its measurement's."""
+    return any(tuple(m.y.shape[-2:]) != tuple(s.shape[-2:]) for m, s in zip(ms, slices, strict=True))
 
 
 def _write_dicom(out_dir: Path, stem: str, ms: list, slices: list[np.ndarray], series: bool,

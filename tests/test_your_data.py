@@ -266,6 +266,30 @@ def test_dicom_series_in_dicom_series_out_with_each_slice_header(tmp_path, n2v_c
         np.testing.assert_array_equal(hu, np.clip(np.rint(as_tiff[z] + 1024), 0, 65535) - 1024)
 
 
+def test_fits_in_fits_out_with_its_header(tmp_path, n2v_config):
+    """An astronomer's FITS image (float32 in an extension, WCS and units in its header): predict writes
+    OUT/<name>.fits holding the reconstruction (the values the TIFF output holds) under the input's header."""
+    import tifffile
+    from astropy.io import fits
+
+    img = 100 + 50 * np.stack([_phantom(40, 40, 0)])[0] + np.random.default_rng(0).normal(0, 3, (40, 40))
+    h = fits.Header()
+    h["BUNIT"], h["CTYPE1"], h["CRPIX1"], h["CDELT1"] = "ADU", "RA---TAN", 20.5, -1e-5
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img.astype(np.float32), header=h)]).writeto(tmp_path / "f.fits")
+    out = tmp_path / "run"
+    assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "f.fits"), "--trainer.output_dir",
+                 str(out), *TINY]) == 0
+    ckpt = str(out / "checkpoints" / "last.ckpt")
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "f.fits"), "--output",
+                 str(tmp_path / "rec")]) == 0
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "f.fits"), "--output",
+                 str(tmp_path / "tif"), "--format", "tiff"]) == 0
+    with fits.open(tmp_path / "rec" / "f.fits") as hdul:
+        assert hdul[0].header["BUNIT"] == "ADU" and hdul[0].header["CRPIX1"] == 20.5
+        assert "selfinv predict (splitting) of f.fits" in str(hdul[0].header["HISTORY"])
+        np.testing.assert_array_equal(hdul[0].data, tifffile.imread(tmp_path / "tif" / "f.tif"))
+
+
 def test_dicom_output_needs_a_dicom_input(tmp_path, n2v_config):
     np.save(tmp_path / "y.npy", np.random.default_rng(0).random((2, 24, 24)).astype(np.float32))
     out = tmp_path / "run"

@@ -12,6 +12,8 @@ file. Both dispatch on the extension and return ``ReadResult(data, metadata)``.
 * ``.h5 .hdf5`` (h5py): fastMRI, the ``kspace`` dataset, complex ``(slices, H, W)`` ->
   ``(slices, 2, H, W)``, with its ``mask`` in the metadata; or any dataset by ``key``;
 * ``.mrc .mrcs .map`` (mrcfile): cryo-EM micrograph ``(H, W)`` or stack ``(N, H, W)``;
+* ``.fits .fit .fts`` (astropy): the first HDU holding an image ``(H, W)`` or cube ``(N, H, W)``,
+  ``BSCALE``/``BZERO`` applied (row 0 is FITS's first row, the bottom of the sky image);
 * ``.dcm .dicom`` or DICOM files without extension (pydicom): one file, or a folder = a
   series sorted by slice position (``ImagePositionPatient`` along the slice normal), else
   ``InstanceNumber``, else file name; ``RescaleSlope``/``RescaleIntercept`` applied.
@@ -41,7 +43,7 @@ data set (never per image, so noise statistics stay comparable), recorded in
 A Gaussian ``sigma`` (or Poisson ``gain``) in raw units becomes ``sigma / scale``
 (``gain / scale``) after normalisation.
 
-h5py, mrcfile and pydicom are imported only when needed: ``pip install selfinv[formats]``.
+h5py, mrcfile, pydicom and astropy are imported only when needed: ``pip install selfinv[formats]``.
 """
 
 from __future__ import annotations
@@ -60,8 +62,9 @@ TIFF_EXTENSIONS = (".tif", ".tiff")
 HDF5_EXTENSIONS = (".h5", ".hdf5")
 MRC_EXTENSIONS = (".mrc", ".mrcs", ".map")
 DICOM_EXTENSIONS = (".dcm", ".dicom")
+FITS_EXTENSIONS = (".fits", ".fit", ".fts")
 SUPPORTED_EXTENSIONS = (RASTER_EXTENSIONS + TIFF_EXTENSIONS + (".npy", ".npz") + HDF5_EXTENSIONS
-                        + MRC_EXTENSIONS + DICOM_EXTENSIONS)
+                        + MRC_EXTENSIONS + DICOM_EXTENSIONS + FITS_EXTENSIONS)
 NORMALIZATIONS = ("dtype", "none", "max", "percentile", "minmax")
 RGB_TO_GRAY = (0.2125, 0.7154, 0.0721)  # ITU-R BT.709 luma, as skimage.color.rgb2gray
 
@@ -99,7 +102,7 @@ def _kind(path: Path) -> str | None:
     ext = path.suffix.lower()
     for kind, exts in (("raster", RASTER_EXTENSIONS), ("tiff", TIFF_EXTENSIONS), ("npy", (".npy",)),
                        ("npz", (".npz",)), ("hdf5", HDF5_EXTENSIONS), ("mrc", MRC_EXTENSIONS),
-                       ("dicom", DICOM_EXTENSIONS)):
+                       ("dicom", DICOM_EXTENSIONS), ("fits", FITS_EXTENSIONS)):
         if ext in exts:
             return kind
     return "dicom" if _is_dicom(path) else None
@@ -287,6 +290,29 @@ def _read_mrc(path: Path) -> tuple[np.ndarray, dict]:
     return array_to_nchw(a, str(path)), meta
 
 
+def fits_image_hdu(hdul, path: Path) -> int:
+    """Index of the first HDU of an open FITS file holding an image (2-D or more): the one selfinv reads."""
+    for i, hdu in enumerate(hdul):
+        if getattr(hdu, "is_image", False) and hdu.header.get("NAXIS", 0) >= 2:
+            return i
+    raise ValueError(f"{path}: no image in this FITS file (its HDUs: "
+                     f"{', '.join(type(h).__name__ for h in hdul)}); expected an image or cube HDU")
+
+
+def _read_fits(path: Path) -> tuple[np.ndarray, dict]:
+    fits = _lazy("astropy.io.fits", "FITS files")
+    with fits.open(path, memmap=False) as hdul:
+        k = fits_image_hdu(hdul, path)
+        hdu = hdul[k]
+        a = np.array(hdu.data)  # BSCALE / BZERO applied by astropy
+        bunit = hdu.header.get("BUNIT")
+    if a.ndim > 4:
+        raise ValueError(f"{path}: FITS image of shape {a.shape}; expected (H, W), (N, H, W) or (N, C, H, W)")
+    a = a.astype(a.dtype.newbyteorder("="))  # FITS is big-endian: native order for torch
+    meta = {"hdu": k, "bunit": str(bunit) if bunit else None, **_stats(a)}
+    return array_to_nchw(a, str(path)), meta
+
+
 def _dicom_pixels(ds, path: Path) -> np.ndarray:
     try:
         a = ds.pixel_array
@@ -424,6 +450,8 @@ def _read_file(path: Path, kind: str, key: str | None) -> tuple[np.ndarray, dict
         return _read_mrc(path)
     if kind == "dicom":
         return _read_dicom_files([path])
+    if kind == "fits":
+        return _read_fits(path)
     raise AssertionError(kind)
 
 

@@ -10,6 +10,7 @@
 * MRC (cryo-EM micrograph or stack): one per section;
 * DICOM, a file or a folder holding one series: one per slice, sorted by position,
   rescale slope/intercept applied (CT comes in Hounsfield units);
+* FITS (astronomy): the first image HDU, one per plane of a cube;
 * fastMRI HDF5 (``kspace`` ``(slices, H, W)`` complex, optional ``mask`` ``(W,)``): one
   per slice, k-space as 2 real channels, with the file's own ``mask`` — or, without
   one, the columns that hold data — as the operator parameter;

@@ -25,6 +25,7 @@ input as a DICOM file with that input's header (a new instance of a derived seri
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,10 @@ from selfinv.data.readers import TIFF_RESOLUTION_UNITS
 
 WRITE_EXTENSIONS = (".tif", ".tiff", ".png", ".npy")
 #: formats ``write_stack`` writes, and the extension of each
-STACK_FORMATS = {"tiff": ".tif", "png": ".png", "npy": ".npy", "mrc": ".mrc"}
+STACK_FORMATS = {"tiff": ".tif", "png": ".png", "npy": ".npy", "mrc": ".mrc", "fits": ".fits"}
 #: the file extensions of each format (``write_stack`` accepts all of them; an input's own is kept)
-FORMAT_EXTENSIONS = {"tiff": (".tif", ".tiff"), "png": (".png",), "npy": (".npy",), "mrc": (".mrc", ".mrcs", ".map")}
+FORMAT_EXTENSIONS = {"tiff": (".tif", ".tiff"), "png": (".png",), "npy": (".npy",), "mrc": (".mrc", ".mrcs", ".map"),
+                     "fits": (".fits", ".fit", ".fts")}
 
 
 def _to_numpy(array: Tensor | np.ndarray) -> np.ndarray:
@@ -117,12 +119,16 @@ def pixel_size_for(pixel_size: dict | None, measured_hw: tuple[int, int], output
     return {**pixel_size, "x": pixel_size["x"] * w / w2, "y": pixel_size["y"] * h / h2}
 
 
-def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = None) -> Path:
+def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = None,
+                header_from: str | Path | None = None, history: str = "selfinv") -> Path:
     """Write ``array`` ``(N, C, H, W)`` of any real dtype, values unchanged, to ``path`` (``.tif``, ``.npy``,
-    ``.mrc`` / ``.mrcs`` / ``.map``, ``.png``). Single images drop the leading axes (``(H, W)`` when
+    ``.mrc`` / ``.mrcs`` / ``.map``, ``.png``, ``.fits``). Single images drop the leading axes (``(H, W)`` when
     ``N = C = 1``); stacks keep them. PNG holds one 8-bit or 16-bit image: other dtypes or stacks are refused
     (use ``.tif``). ``pixel_size`` (``{"x", "y", "z", "unit", "imagej"}``, as the readers give it): written
-    to an MRC header (in ångström) or as a TIFF's resolution (an ImageJ calibration for ImageJ inputs)."""
+    to an MRC header (in ångström) or as a TIFF's resolution (an ImageJ calibration for ImageJ inputs).
+    FITS: ``header_from`` (a FITS file) gives the header of the image HDU selfinv reads from it — WCS, units,
+    observation keywords — rescaled to the output's size (``CRPIX``, ``CDELT``, ``CD``: the same sky, smaller
+    pixels for super-resolution); ``history`` is added as a ``HISTORY`` card."""
     path = Path(path)
     a = np.asarray(array)
     if a.ndim != 4:
@@ -170,6 +176,8 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
             to_angstrom = _ANGSTROM.get(str(px.get("unit")), None)
             if px.get("x") and px.get("y") and to_angstrom is not None:
                 m.voxel_size = (px["x"] * to_angstrom, px["y"] * to_angstrom, (px.get("z") or 0.0) * to_angstrom)
+    elif ext in FORMAT_EXTENSIONS["fits"]:
+        _write_fits(path, squeezed, header_from, history)
     elif ext == ".png":
         from PIL import Image
 
@@ -287,3 +295,45 @@ def _to_little_endian(ds, name: str) -> None:
                       f"data (overlays, private data) could not be converted and are left out", UserWarning,
                       stacklevel=3)
     ds.set_original_encoding(ds.original_encoding[0], True, ds.original_character_set)
+
+
+#: FITS keywords that describe the stored array rather than the image: rewritten from the output's data
+_FITS_STRUCTURE = re.compile(r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BSCALE|BZERO|BLANK|CHECKSUM|"
+                             r"DATASUM|Z[A-Z0-9_]*)$")
+
+
+def _write_fits(path: Path, data: np.ndarray, header_from: str | Path | None, history: str) -> None:
+    """``data`` as the primary image of a new FITS file, with the image header of ``header_from`` (see
+    ``write_stack``)."""
+    from astropy.io import fits
+
+    from selfinv.data.readers import fits_image_hdu
+
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    header = fits.Header()
+    if header_from is not None:
+        with fits.open(header_from, memmap=False) as hdul:
+            source = hdul[fits_image_hdu(hdul, Path(header_from))].header
+            for card in source.cards:
+                if not _FITS_STRUCTURE.match(card.keyword) and card.keyword not in ("", "END"):
+                    header.append(card, end=True)
+            scale = (data.shape[-2] / source["NAXIS2"], data.shape[-1] / source["NAXIS1"])
+        if scale != (1.0, 1.0):
+            _rescale_wcs(header, scale)
+    header.add_history(history)
+    fits.PrimaryHDU(data=np.ascontiguousarray(data), header=header).writeto(path, overwrite=True)
+
+
+def _rescale_wcs(header, scale: tuple[float, float]) -> None:
+    """The WCS of an image resampled by ``scale = (rows, columns)`` over the same field: pixel centres move
+    (``CRPIX' = (CRPIX - 0.5) s + 0.5``, FITS pixels being 1-based) and steps shrink (``CDELT / s``, ``CD / s``
+    per pixel axis), for the primary and the alternate (``A``–``Z``) descriptions."""
+    per_axis = {1: scale[1], 2: scale[0]}  # FITS axis 1 runs along a row (columns), axis 2 along a column
+    for key in list(header.keys()):
+        m = re.match(r"^(CRPIX|CDELT)([12])([A-Z]?)$", key) or re.match(r"^(CD)\d+_([12])([A-Z]?)$", key)
+        if not m:
+            continue
+        s = per_axis[int(m.group(2))]
+        value = float(header[key])
+        header[key] = (value - 0.5) * s + 0.5 if m.group(1) == "CRPIX" else value / s

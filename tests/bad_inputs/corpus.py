@@ -26,6 +26,7 @@ from bad_inputs.harness import (
     copy_run,
     dicom_file,
     enospc,
+    fits_file,
     folder,
     h5_file,
     image,
@@ -923,6 +924,12 @@ _predict_case("files_h5_kspace_into_denoiser", "single-coil k-space (2 channels)
               "clear", mentions=(("2 channel", "channels"),))
 _predict_case("files_mrc_corrupt", "an .mrc of random bytes", bytes_file("y.mrc", random_bytes(2048)), "clear",
               mentions=("y.mrc",))
+_predict_case("files_fits_valid", "a float32 FITS image", fits_file("y.fits", image), "handled",
+              check=outputs_finite(1, (16, 16)), sensible="one finite reconstruction")
+_predict_case("files_fits_corrupt", "a .fits of random bytes", bytes_file("y.fits", random_bytes(2880)), "clear",
+              mentions=("y.fits",))
+_predict_case("files_fits_table_only", "a FITS file holding a table and no image", fits_file("y.fits", None),
+              "clear", mentions=("y.fits", "no image"))
 _predict_case("files_dicom_corrupt", "a .dcm of random bytes", bytes_file("y.dcm", random_bytes(2048)), "clear",
               mentions=("y.dcm",))
 _predict_case("files_dicom_without_pixels", "a DICOM file without pixel data", dicom_file("y.dcm", None), "clear",

@@ -857,6 +857,23 @@ def mrc_file(name: str, array_fn: Callable[[], Any], key: str = "file") -> Calla
     return setup
 
 
+def fits_file(name: str, array_fn: Callable[[], Any] | None, key: str = "file") -> Callable:
+    """A FITS file whose primary HDU holds ``array_fn()``; ``None``: an empty primary and a binary table."""
+
+    def setup(ctx, v):
+        from astropy.io import fits
+
+        p = _path(v, name)
+        if array_fn is None:
+            table = fits.BinTableHDU.from_columns([fits.Column("flux", "E", array=[1.0, 2.0])])
+            fits.HDUList([fits.PrimaryHDU(), table]).writeto(p, overwrite=True)
+        else:
+            fits.PrimaryHDU(array_fn()).writeto(p, overwrite=True)
+        return {key: str(p)}
+
+    return setup
+
+
 def dicom_file(name: str, array_fn: Callable[[], Any] | None, key: str = "file") -> Callable:
     """A minimal single-frame MR DICOM file (16-bit); ``array_fn=None`` writes no pixel data."""
 
@@ -968,6 +985,10 @@ def read_array(path: str | os.PathLike):
 
         with mrcfile.open(p, permissive=True) as m:
             return np.array(m.data)
+    if p.suffix == ".fits":
+        from astropy.io import fits
+
+        return fits.getdata(p)
     if p.suffix == ".dcm":
         import pydicom
 
