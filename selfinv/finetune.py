@@ -245,8 +245,8 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
         checkpoint: ``.ckpt`` written by ``selfinv fit`` (a network pretrained elsewhere).
         measurement: a file of any supported format (TIFF/PNG/NPY/MRC/DICOM/FITS/fastMRI) or a ``selfinv simulate``
             file (keeps its operator parameters).
-        output: reconstruction file (.tif/.npy/.mrc, .png for 8/16-bit images, .dcm for a DICOM measurement:
-            its header, a new instance), in the measurement's units.
+        output: reconstruction file (.tif/.npy/.mrc, .png for 8/16-bit images, .fits (a FITS measurement's
+            header kept), .dcm for a DICOM measurement: its header, a new instance), in the measurement's units.
         loss: ``sure``, ``unsure``, ``r2r``, ``mc+ei``... (names joined by ``+``; args of the same-named
             pretrained loss are reused) or a YAML list of ``{name, args, weight}``; default: pretrained losses.
         steps: Adam steps. lr: learning rate. batch_size: items per step.
@@ -260,6 +260,7 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
     """
     from selfinv import registry, safe_yaml
     from selfinv.data.normalization import cast_to
+    from selfinv.data.readers import FITS_EXTENSIONS
     from selfinv.data.writers import pixel_size_for, write_stack
 
     spec: Any = loss
@@ -290,8 +291,10 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
         if image_domain else None
     if to_dicom:
         path = _write_dicom(output, r.x_after, m, pixel if r.x_after.shape[-2:] != m.y.shape[-2:] else None)
-    else:
-        path = write_stack(output, cast_to(r.x_after, out_dtype), pixel)
+    else:  # a FITS output of a single-image FITS measurement keeps its header (WCS, units)
+        fits_in = Path(m.source).suffix.lower() in FITS_EXTENSIONS and m.count == 1 and image_domain
+        path = write_stack(output, cast_to(r.x_after, out_dtype), pixel, m.source if fits_in else None,
+                           f"selfinv finetune of {Path(m.source).name}")
     est = f", estimated noise {r.noise_estimate['estimated']}" if r.noise_estimate else ""
     print(f"fine-tuned {r.steps} steps in {r.seconds:.1f} s{est}; wrote {path}"
           + (f"; fine-tuned checkpoint {r.checkpoint}" if r.checkpoint else ""))

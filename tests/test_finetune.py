@@ -128,3 +128,19 @@ def test_cli_finetune_dicom_in_dicom_out(pretrained, tmp_path, capsys):
                  str(tmp_path / "y.dcm"), "--run_dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert "DICOM output takes the header of a grayscale DICOM measurement" in err and "fine-tuned" not in err
+
+
+def test_cli_finetune_fits_keeps_the_header(pretrained, noisy, tmp_path):
+    from astropy.io import fits
+
+    from selfinv.cli import main
+
+    _, y = noisy
+    header = fits.Header([("BUNIT", "ADU"), ("CTYPE1", "RA---TAN"), ("CRPIX1", 24.5)])
+    fits.PrimaryHDU(y[0].numpy(), header=header).writeto(tmp_path / "y.fits")
+    assert main(["finetune", "--checkpoint", pretrained, "--measurement", str(tmp_path / "y.fits"), "--steps", "1",
+                 "--batch_size", "2", "--patch_size", "16", "--loss", "unsure", "--output", str(tmp_path / "x.fits"),
+                 "--run_dir", str(tmp_path / "run")]) == 0
+    with fits.open(tmp_path / "x.fits") as hdul:
+        assert hdul[0].data.shape == (48, 48) and hdul[0].header["BUNIT"] == "ADU"
+        assert hdul[0].header["CRPIX1"] == 24.5 and "selfinv finetune of y.fits" in str(hdul[0].header["HISTORY"])

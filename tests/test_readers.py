@@ -300,6 +300,7 @@ def _fits_header():
     h["BUNIT"], h["OBJECT"] = "ADU", "test field"
     h["CTYPE1"], h["CTYPE2"], h["CRPIX1"], h["CRPIX2"] = "RA---TAN", "DEC--TAN", 4.5, 3.0
     h["CDELT1"], h["CDELT2"], h["CD1_2"], h["CRPIX1A"] = -2e-5, 2e-5, 1e-6, 2.0
+    h["ZD"] = 31.5  # zenith distance: an observation keyword, not a compression one
     return h
 
 
@@ -346,7 +347,7 @@ def test_fits_writer_keeps_the_header_and_rescales_the_wcs(tmp_path):
     assert (hd["NAXIS1"], hd["NAXIS2"]) == (16, 12)
     assert (hd["CRPIX1"], hd["CRPIX2"], hd["CRPIX1A"]) == (8.5, 5.5, 3.5)
     assert (hd["CDELT1"], hd["CDELT2"], hd["CD1_2"]) == (-1e-5, 1e-5, 5e-7)
-    assert hd["CTYPE1"] == "RA---TAN" and hd["OBJECT"] == "test field"
+    assert hd["CTYPE1"] == "RA---TAN" and hd["OBJECT"] == "test field" and hd["ZD"] == 31.5
 
 
 def test_missing_optional_dependency_message():

@@ -298,8 +298,10 @@ def _to_little_endian(ds, name: str) -> None:
 
 
 #: FITS keywords that describe the stored array rather than the image: rewritten from the output's data
+#: (and the tile-compression keywords of a compressed image, should a header carry them)
 _FITS_STRUCTURE = re.compile(r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BSCALE|BZERO|BLANK|CHECKSUM|"
-                             r"DATASUM|Z[A-Z0-9_]*)$")
+                             r"DATASUM|ZIMAGE|ZSIMPLE|ZTENSION|ZEXTEND|ZBITPIX|ZNAXIS\d*|ZTILE\d*|ZCMPTYPE|ZNAME\d*|"
+                             r"ZVAL\d*|ZBLOCKED|ZPCOUNT|ZGCOUNT|ZHECKSUM|ZDATASUM|ZQUANTIZ|ZDITHER0|ZBLANK|ZSCALE|ZZERO)$")
 
 
 def _write_fits(path: Path, data: np.ndarray, header_from: str | Path | None, history: str) -> None:
