@@ -231,6 +231,17 @@ def _dicom_series(folder, volume_hu, names=None):
     pydicom.dcmread(folder / names[0])  # readable
 
 
+def _fit_then_predict_as_input_and_as_tiff(tmp_path, config, data) -> None:
+    """A tiny fit on ``data``, then predict into ``rec/`` (the input's format) and ``tif/`` (``--format tiff``)."""
+    out = tmp_path / "run"
+    assert main(["fit", "--config", str(config), "--data.path", str(data), "--trainer.output_dir", str(out),
+                 *TINY]) == 0
+    ckpt = str(out / "checkpoints" / "last.ckpt")
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(data), "--output", str(tmp_path / "rec")]) == 0
+    assert main(["predict", "--checkpoint", ckpt, "--input", str(data), "--output", str(tmp_path / "tif"),
+                 "--format", "tiff"]) == 0
+
+
 def test_dicom_series_in_dicom_series_out_with_each_slice_header(tmp_path, n2v_config):
     """A DICOM CT series whose file names are not in slice order: predict writes one derived series, each file
     named after its input, with that input's header (position, study, patient) and its own reconstruction in
@@ -243,14 +254,7 @@ def test_dicom_series_in_dicom_series_out_with_each_slice_header(tmp_path, n2v_c
                     for z in range(3)])
     names = ["b.dcm", "c.dcm", "a.dcm"]  # positions z = 0, 1, 2
     _dicom_series(tmp_path / "ct", vol, names)
-    out = tmp_path / "run"
-    assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "ct"), "--trainer.output_dir",
-                 str(out), *TINY]) == 0
-    ckpt = str(out / "checkpoints" / "last.ckpt")
-    assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "ct"), "--output",
-                 str(tmp_path / "rec")]) == 0
-    assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "ct"), "--output",
-                 str(tmp_path / "tif"), "--format", "tiff"]) == 0
+    _fit_then_predict_as_input_and_as_tiff(tmp_path, n2v_config, tmp_path / "ct")
     as_tiff = tifffile.imread(tmp_path / "tif" / "ct.tif")  # slices in position order
     assert sorted(p.name for p in (tmp_path / "rec" / "ct").iterdir()) == sorted(names)
     outs = [pydicom.dcmread(tmp_path / "rec" / "ct" / n) for n in names]
@@ -276,14 +280,7 @@ def test_fits_in_fits_out_with_its_header(tmp_path, n2v_config):
     h = fits.Header()
     h["BUNIT"], h["CTYPE1"], h["CRPIX1"], h["CDELT1"] = "ADU", "RA---TAN", 20.5, -1e-5
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img.astype(np.float32), header=h)]).writeto(tmp_path / "f.fits")
-    out = tmp_path / "run"
-    assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "f.fits"), "--trainer.output_dir",
-                 str(out), *TINY]) == 0
-    ckpt = str(out / "checkpoints" / "last.ckpt")
-    assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "f.fits"), "--output",
-                 str(tmp_path / "rec")]) == 0
-    assert main(["predict", "--checkpoint", ckpt, "--input", str(tmp_path / "f.fits"), "--output",
-                 str(tmp_path / "tif"), "--format", "tiff"]) == 0
+    _fit_then_predict_as_input_and_as_tiff(tmp_path, n2v_config, tmp_path / "f.fits")
     with fits.open(tmp_path / "rec" / "f.fits") as hdul:
         assert hdul[0].header["BUNIT"] == "ADU" and hdul[0].header["CRPIX1"] == 20.5
         assert "selfinv predict (splitting) of f.fits" in str(hdul[0].header["HISTORY"])
