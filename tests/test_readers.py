@@ -300,6 +300,32 @@ def test_dicom_writer_multiframe_and_big_endian_templates(tmp_path):
         np.testing.assert_array_equal(back.pixel_array.reshape(frames.shape), frames[:, ::-1])
 
 
+def test_dicom_objects_without_pixels_are_left_out_of_a_series(tmp_path):
+    """A CD export's folder: two CT slices and a non-image DICOM object (a report: no pixel data) — the series
+    is the two slices, with a warning naming the other file; a folder of non-images is an error."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    for z in range(2):
+        _write_dicom(tmp_path / f"s{z}.dcm", _ints((6, 5), seed=z, high=4000, dtype=np.uint16), instance=z + 1, z=z)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    report = FileDataset(str(tmp_path / "report.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    report.SOPClassUID, report.Modality = meta.MediaStorageSOPClassUID, "SR"
+    report.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+    assert pydicom.dcmread(tmp_path / "report.dcm").Modality == "SR"
+    with pytest.warns(UserWarning, match=r"report.dcm: 1 DICOM file\(s\) without pixel data"):
+        data, meta_out = read_measurements(tmp_path)
+    assert data.shape == (2, 1, 6, 5) and meta_out["files"] == ["s0.dcm", "s1.dcm"]
+    (tmp_path / "s0.dcm").unlink()
+    (tmp_path / "s1.dcm").unlink()
+    with pytest.raises(ValueError, match="report.dcm: no pixel data: not an image"):
+        read_measurements(tmp_path)
+
+
 def test_missing_optional_dependency_message():
     with pytest.raises(ImportError, match=r"pip install selfinv\[formats\]"):
         _lazy("selfinv_no_such_module", "test files")

@@ -334,9 +334,27 @@ def _dicom_to_nchw(a: np.ndarray, ds, path: Path) -> np.ndarray:
     return array_to_nchw(a, str(path))
 
 
+#: the elements that hold a DICOM image's pixels; objects without any (a DICOMDIR index, a structured report,
+#: an RT plan, a presentation state) are not images
+_DICOM_PIXEL_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
 def _read_dicom_files(paths: list[Path]) -> tuple[np.ndarray, dict]:
     pydicom = _lazy("pydicom", "DICOM files")
     series = [(p, pydicom.dcmread(p)) for p in paths]
+    images = [(p, ds) for p, ds in series if any(e in ds for e in _DICOM_PIXEL_ELEMENTS)]
+    others = [p.name for p, ds in series if not any(e in ds for e in _DICOM_PIXEL_ELEMENTS)]
+    where = str(paths[0]) if len(paths) == 1 else f"{paths[0].parent}: {', '.join(others[:5])}" + \
+        (f" and {len(others) - 5} more" if len(others) > 5 else "")
+    if not images:
+        raise ValueError(f"{where}: no pixel data: not an image (a DICOMDIR index, a report, an RT object...); "
+                         f"expected DICOM image files")
+    if others:
+        import warnings
+
+        warnings.warn(f"{where}: {len(others)} DICOM file(s) without pixel data (a DICOMDIR index, reports, RT "
+                      f"objects) left out of the series", UserWarning, stacklevel=2)
+    series = images
     order, how = _dicom_order(series)
     series = [series[i] for i in order]
     arrays = [_dicom_to_nchw(_dicom_pixels(ds, p), ds, p) for p, ds in series]
