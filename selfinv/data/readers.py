@@ -347,8 +347,12 @@ def _read_dicom_files(paths: list[Path]) -> tuple[np.ndarray, dict]:
     where = str(paths[0]) if len(paths) == 1 else f"{paths[0].parent}: {', '.join(others[:5])}" + \
         (f" and {len(others) - 5} more" if len(others) > 5 else "")
     if not images:
-        raise ValueError(f"{where}: no pixel data: not an image (a DICOMDIR index, a report, an RT object...); "
-                         f"expected DICOM image files")
+        dicomdir = any(str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")) ==
+                       "1.2.840.10008.1.3.10" for _, ds in series)
+        hint = ("; a DICOMDIR indexes the series stored in sub-folders: give the folder of one series"
+                if dicomdir else "; expected DICOM image files")
+        raise ValueError(f"{where}: no pixel data: not an image (a DICOMDIR index, a report, an RT object...)"
+                         + hint)
     if others:
         import warnings
 
