@@ -264,12 +264,14 @@ def _resized(ms: list, slices: list[np.ndarray]) -> bool:
 def _write_dicom(out_dir: Path, stem: str, ms: list, slices: list[np.ndarray], series: bool,
                  pixel_size: dict | None, description: str) -> list[str]:
     """Write the reconstructions of one DICOM input as DICOM files with the headers of the files they came from,
-    one derived series: a series folder gives ``OUT/<folder>/<each file's name>``, a file ``OUT/<its name>``."""
+    one derived series per input series: a folder gives ``OUT/<folder>/<each file's name>``, a file
+    ``OUT/<its name>``."""
+    import pydicom
     from pydicom.uid import generate_uid
 
     from selfinv.data.writers import write_dicom
 
-    series_uid = generate_uid()
+    derived: dict[str, str] = {}  # input series -> its derived series (a folder may hold several series)
     frames: dict[str, list[tuple[int, np.ndarray]]] = {}
     for m, s in zip(ms, slices, strict=True):
         frames.setdefault(m.origin[0], []).append((m.origin[1], s[0]))
@@ -278,6 +280,8 @@ def _write_dicom(out_dir: Path, stem: str, ms: list, slices: list[np.ndarray], s
         name = Path(file).name
         target = out_dir / stem / name if series else out_dir / (stem + Path(file).suffix)
         stack = np.stack([a for _, a in sorted(items, key=lambda t: t[0])])
+        source_series = str(getattr(pydicom.dcmread(file, stop_before_pixels=True), "SeriesInstanceUID", ""))
+        series_uid = derived.setdefault(source_series, generate_uid())
         written.append(str(write_dicom(target, stack, file, series_uid, pixel_size, description)))
     return written
 

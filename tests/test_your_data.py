@@ -270,6 +270,28 @@ def test_dicom_series_in_dicom_series_out_with_each_slice_header(tmp_path, n2v_c
         np.testing.assert_array_equal(hu, np.clip(np.rint(as_tiff[z] + 1024), 0, 65535) - 1024)
 
 
+def test_a_folder_of_two_dicom_series_gives_two_derived_series(tmp_path, n2v_config):
+    """Two series of one size in one folder train together; predict gives each its own derived series. Two series
+    of different sizes are an error naming both."""
+    import pydicom
+
+    vol = np.stack([np.clip(_phantom(32, 32, z) * 1200 - 600, -1000, 2000) for z in range(4)])
+    _dicom_series(tmp_path / "ct", vol[:2], ["a0.dcm", "a1.dcm"])
+    _dicom_series(tmp_path / "other", vol[2:], ["b0.dcm", "b1.dcm"])
+    for f in (tmp_path / "other").iterdir():
+        f.rename(tmp_path / "ct" / f.name)
+    _fit_then_predict_as_input_and_as_tiff(tmp_path, n2v_config, tmp_path / "ct")
+    pairs = {(str(pydicom.dcmread(tmp_path / "ct" / n).SeriesInstanceUID),
+              str(pydicom.dcmread(tmp_path / "rec" / "ct" / n).SeriesInstanceUID))
+             for n in ("a0.dcm", "a1.dcm", "b0.dcm", "b1.dcm")}
+    assert len(pairs) == 2 and len({i for i, _ in pairs}) == 2 and len({o for _, o in pairs}) == 2
+    _dicom_series(tmp_path / "small", vol[:1, :16, :16], ["c0.dcm"])
+    (tmp_path / "small" / "c0.dcm").rename(tmp_path / "ct" / "c0.dcm")
+    with pytest.raises(ValueError, match=r"holds 3 DICOM series of different image sizes .*16x16.*one series"):
+        from selfinv.data.sources import read_source
+        read_source(tmp_path / "ct")
+
+
 def test_fits_in_fits_out_with_its_header(tmp_path, n2v_config):
     """An astronomer's FITS image (float32 in an extension, WCS and units in its header): predict writes
     OUT/<name>.fits holding the reconstruction (the values the TIFF output holds) under the input's header."""

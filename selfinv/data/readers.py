@@ -362,6 +362,13 @@ def _read_dicom_files(paths: list[Path]) -> tuple[np.ndarray, dict]:
     order, how = _dicom_order(series)
     series = [series[i] for i in order]
     arrays = [_dicom_to_nchw(_dicom_pixels(ds, p), ds, p) for p, ds in series]
+    uids = list(dict.fromkeys(str(getattr(ds, "SeriesInstanceUID", "")) for _, ds in series))
+    if len(uids) > 1 and len({a.shape[1:] for a in arrays}) > 1:
+        described = [next(f"{getattr(ds, 'SeriesDescription', '') or p.name} ({a.shape[-2]}x{a.shape[-1]})"
+                          for (p, ds), a in zip(series, arrays, strict=True)
+                          if str(getattr(ds, "SeriesInstanceUID", "")) == u) for u in uids]
+        raise ValueError(f"{series[0][0].parent} holds {len(uids)} DICOM series of different image sizes "
+                         f"({'; '.join(described[:4])}); give the folder of one series")
     _check_same_size(arrays, [p for p, _ in series])
     a = np.concatenate(arrays)
     ds0 = series[0][1]
