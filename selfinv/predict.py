@@ -24,7 +24,7 @@ write it (TIFF, PNG, NPY, MRC, FITS — with the input's header: WCS, units), el
 TIFF, or in ``--format``. DICOM inputs give
 DICOM outputs (``OUT/<file>``, or ``OUT/<series folder>/<each file>``): each file
 keeps the header of the file it was reconstructed from (patient, study, geometry,
-rescale, window) as a new instance of one derived series per input
+rescale, window) as a new instance of one derived series per input series
 (``writers.write_dicom``).
 
 Example::
@@ -121,19 +121,16 @@ def predict(checkpoint: str, input: str, output: str,
         pixel = pixel_size_for(ms[0].pixel_size, tuple(ms[0].y.shape[-2:]), tuple(slices[0].shape[-2:])) \
             if image_domain else None
         stem = _stem(source, ms[0], names)
+        losses = "+".join(loss.name for loss in run.config.losses)
         if fmt == "dicom":
             if dicom is not None:
                 raise ValueError(f"--format dicom: {source}: {dicom}; use --format tiff")
-            description = "selfinv " + "+".join(loss.name for loss in run.config.losses)
-            resized = tuple(ms[0].y.shape[-2:]) != tuple(slices[0].shape[-2:])
             written.extend(_write_dicom(out_dir, stem, ms, slices, Path(source).is_dir(),
-                                        pixel if resized else None, description))
-        else:
-            header_from = source if suffix in FITS_EXTENSIONS and (image_domain or not _resized(ms, slices)) \
-                else None
-            written.extend(_write(out_dir, stem, fmt, slices, suffix, pixel, header_from,
-                                  f"selfinv predict ({'+'.join(loss.name for loss in run.config.losses)}) "
-                                  f"of {Path(source).name}"))
+                                        pixel if _resized(ms, slices) else None, f"selfinv {losses}"))
+        else:  # a FITS input's header (WCS, units) goes to a FITS output of an image over its field of view
+            fits_header = suffix in FITS_EXTENSIONS and (image_domain or not _resized(ms, slices))
+            written.extend(_write(out_dir, stem, fmt, slices, suffix, pixel, source if fits_header else None,
+                                  f"selfinv predict ({losses}) of {Path(source).name}"))
     bar.close()
     print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}")
     return written
