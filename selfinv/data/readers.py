@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -354,8 +355,6 @@ def _read_dicom_files(paths: list[Path]) -> tuple[np.ndarray, dict]:
         raise ValueError(f"{where}: no pixel data: not an image (a DICOMDIR index, a report, an RT object...)"
                          + hint)
     if others:
-        import warnings
-
         warnings.warn(f"{where}: {len(others)} DICOM file(s) without pixel data (a DICOMDIR index, reports, RT "
                       f"objects) left out of the series", UserWarning, stacklevel=2)
     series = images
