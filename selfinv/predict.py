@@ -157,8 +157,9 @@ def _reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex_
     from selfinv.physics.masked import MaskedPhysics
 
     y = m.y[None]
-    _check_finite(y, m, "input")
     op = physics.for_measurement(tuple(m.y.shape))
+    y, blank = _fill_blank(y, m, op)
+    _check_finite(y, m, "input")
     params = {k: v[None] for k, v in m.params.items()}
     if not params and isinstance(op, MaskedPhysics):  # a file without its mask: the entries holding data
         params = {"mask": op.mask_from_measurement(y)}
@@ -182,11 +183,33 @@ def _reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex_
             x_n = estimator(y_n, op, generator)
     x = run.normalization.undo(x_n)
     _check_finite(x, m, "reconstruction")
+    if blank is not None:
+        if blank.shape[-2:] != x.shape[-2:]:
+            blank = torch.nn.functional.interpolate(blank.float(), size=tuple(x.shape[-2:]), mode="nearest") > 0.5
+        x = x.masked_fill(blank.expand_as(x), float("nan"))
     x = x[0]
     if op.complex_image and not complex_out:
         x = x.pow(2).sum(0, keepdim=True).sqrt()
     keep_dtype = m.kind == "image" and (op.image_domain or type(op).__name__ == "Inpainting")
     return cast_to(x, m.dtype if keep_dtype else "float32")
+
+
+def _fill_blank(y: Tensor, m, op) -> tuple[Tensor, Tensor | None]:
+    """Blank pixels of a FITS image (NaN: FITS's "undefined value" of floating-point data, e.g. a mosaic's edge)
+    under an image-domain operator (denoising, deblurring, super-resolution): the network sees them filled with
+    the image's median and the output keeps them blank (NaN; the mask resized to the output by nearest
+    neighbour), with a warning. A NaN anywhere else (other formats, where it is no convention, sinograms,
+    k-space) stays an error (``_check_finite``)."""
+    from selfinv.data.readers import FITS_EXTENSIONS
+
+    blank = torch.isnan(y)
+    if Path(m.source).suffix.lower() not in FITS_EXTENSIONS or not bool(blank.any()) or bool(blank.all()) \
+            or not op.image_domain:
+        return y, None
+    n = int(blank.sum())
+    warnings.warn(f"{m.name}: {n} blank (NaN) pixel(s) of {y.numel()}: filled with the image's median for the "
+                  f"network and left blank in the output", UserWarning, stacklevel=3)
+    return y.masked_fill(blank, float(y[~blank].median())), blank
 
 
 def _check_finite(t: Tensor, m, what: str) -> None:

@@ -307,6 +307,15 @@ def test_fits_in_fits_out_with_its_header(tmp_path, n2v_config):
         assert hdul[0].header["BUNIT"] == "ADU" and hdul[0].header["CRPIX1"] == 20.5
         assert "selfinv predict (splitting) of f.fits" in str(hdul[0].header["HISTORY"])
         np.testing.assert_array_equal(hdul[0].data, tifffile.imread(tmp_path / "tif" / "f.tif"))
+    # blank (NaN) pixels, as on a mosaic's edge: filled for the network, blank again in the output
+    blanked = img.astype(np.float32)
+    blanked[:, :6] = np.nan
+    fits.PrimaryHDU(blanked, header=h).writeto(tmp_path / "blank.fits")
+    with pytest.warns(UserWarning, match=r"240 blank \(NaN\) pixel\(s\) of 1600: filled with the image's median"):
+        assert main(["predict", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--input",
+                     str(tmp_path / "blank.fits"), "--output", str(tmp_path / "rec")]) == 0
+    out = fits.getdata(tmp_path / "rec" / "blank.fits")
+    assert np.array_equal(np.isnan(out), np.isnan(blanked)) and out.shape == (40, 40)
 
 
 def test_dicom_output_needs_a_dicom_input(tmp_path, n2v_config):
