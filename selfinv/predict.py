@@ -202,9 +202,10 @@ def _fill_blank(y: Tensor, m, op) -> tuple[Tensor, Tensor | None]:
     k-space) stays an error (``_check_finite``)."""
     from selfinv.data.readers import FITS_EXTENSIONS
 
+    if Path(m.source).suffix.lower() not in FITS_EXTENSIONS or not op.image_domain:
+        return y, None
     blank = torch.isnan(y)
-    if Path(m.source).suffix.lower() not in FITS_EXTENSIONS or not bool(blank.any()) or bool(blank.all()) \
-            or not op.image_domain:
+    if not bool(blank.any()) or bool(blank.all()):
         return y, None
     n = int(blank.sum())
     warnings.warn(f"{m.name}: {n} blank (NaN) pixel(s) of {y.numel()}: filled with the image's median for the "

@@ -343,8 +343,9 @@ _DICOM_PIXEL_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 def _read_dicom_files(paths: list[Path]) -> tuple[np.ndarray, dict]:
     pydicom = _lazy("pydicom", "DICOM files")
     series = [(p, pydicom.dcmread(p)) for p in paths]
-    images = [(p, ds) for p, ds in series if any(e in ds for e in _DICOM_PIXEL_ELEMENTS)]
-    others = [p.name for p, ds in series if not any(e in ds for e in _DICOM_PIXEL_ELEMENTS)]
+    has_pixels = [any(e in ds for e in _DICOM_PIXEL_ELEMENTS) for _, ds in series]
+    images = [item for item, keep in zip(series, has_pixels, strict=True) if keep]
+    others = [p.name for (p, _), keep in zip(series, has_pixels, strict=True) if not keep]
     where = str(paths[0]) if len(paths) == 1 else f"{paths[0].parent}: {', '.join(others[:5])}" + \
         (f" and {len(others) - 5} more" if len(others) > 5 else "")
     if not images:
