@@ -261,7 +261,7 @@ def test_dicom_writer_clips_to_bits_stored_and_says_so(tmp_path):
 
     from selfinv.data.writers import write_dicom
 
-    _write_dicom(tmp_path / "in.dcm", np.zeros((4, 4)), instance=1, z=0.0, slope=1.0, intercept=-1024.0)
+    _write_dicom(tmp_path / "in.dcm", np.full((4, 4), 1124.0), instance=1, z=0.0, slope=1.0, intercept=-1024.0)
     ds = pydicom.dcmread(tmp_path / "in.dcm")
     ds.BitsStored, ds.HighBit = 12, 11  # stored 0..4095: -1024..3071 in Hounsfield units
     ds.save_as(tmp_path / "in12.dcm")
@@ -270,10 +270,17 @@ def test_dicom_writer_clips_to_bits_stored_and_says_so(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing clipped: no warning
         write_dicom(tmp_path / "quiet.dcm", v[:, 1:], tmp_path / "in12.dcm", "1.2")
-    with pytest.warns(UserWarning, match=r"2 of 16 pixels .* \(-1024 to 3071 in its units\)"):
+    with pytest.warns(UserWarning, match=r"2 of 16 pixels .* \(-1024 to 3071 in its units\) where the input did not"):
         write_dicom(tmp_path / "out.dcm", v, tmp_path / "in12.dcm", "1.2")
     hu = pydicom.dcmread(tmp_path / "out.dcm").pixel_array.astype(float) - 1024
     assert hu[0, 0] == -1024 and hu[0, 1] == 3071 and hu[1, 1] == 100
+    # where the input already sits at the limits (air at -1024 HU, saturation), clipping is expected: no warning
+    ds.PixelData = np.where(np.arange(16).reshape(4, 4) < 2, [[0, 4095, 0, 0]], 1124).astype(np.uint16).tobytes()
+    ds.save_as(tmp_path / "floor.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_dicom(tmp_path / "floor_out.dcm", v, tmp_path / "floor.dcm", "1.2")
+    assert (pydicom.dcmread(tmp_path / "floor_out.dcm").pixel_array[0, :2] == [0, 4095]).all()
 
 
 def test_dicom_writer_multiframe_and_big_endian_templates(tmp_path):
@@ -298,6 +305,71 @@ def test_dicom_writer_multiframe_and_big_endian_templates(tmp_path):
         assert back.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
         assert int(getattr(back, "NumberOfFrames", 1) or 1) == frames.shape[0]
         np.testing.assert_array_equal(back.pixel_array.reshape(frames.shape), frames[:, ::-1])
+
+
+def _enhanced_mr(path, frames: np.ndarray, intercepts: list[float], spacing: float):
+    """An enhanced (multi-frame) MR made from pydicom's bundled MR_small.dcm: rescale, pixel spacing and plane
+    positions only in the functional groups, as scanners write them (no top-level Rescale* or PixelSpacing)."""
+    import pydicom
+    import pydicom.data
+    from pydicom.dataset import Dataset
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
+    for tag in ("RescaleSlope", "RescaleIntercept", "PixelSpacing", "ImagePositionPatient",
+                "ImageOrientationPatient", "SliceThickness"):
+        if tag in ds:
+            del ds[tag]
+    ds.set_pixel_data(frames, "MONOCHROME2", int(ds.BitsStored))
+
+    def item(**macros):
+        out = Dataset()
+        for name, values in macros.items():
+            macro = Dataset()
+            for k, v in values.items():
+                setattr(macro, k, v)
+            setattr(out, name, [macro])
+        return out
+
+    ds.SharedFunctionalGroupsSequence = [item(
+        PixelMeasuresSequence={"PixelSpacing": [spacing, spacing], "SliceThickness": 3.0},
+        PlaneOrientationSequence={"ImageOrientationPatient": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]})]
+    ds.PerFrameFunctionalGroupsSequence = [item(
+        PixelValueTransformationSequence={"RescaleSlope": 2.0, "RescaleIntercept": b, "RescaleType": "US"},
+        PlanePositionSequence={"ImagePositionPatient": [0.0, 0.0, 3.0 * f]},
+        FrameContentSequence={"InStackPositionNumber": f + 1}) for f, b in enumerate(intercepts)]
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_enhanced_multiframe_units_and_geometry_come_from_the_functional_groups(tmp_path):
+    """Enhanced CT/MR objects keep the rescale and pixel spacing per frame in functional groups: read in the
+    object's units (stored * slope + each frame's intercept) with its pixel spacing; written back with the same
+    per-frame rescale, and a resized output updates the spacing and each frame's position where they are kept."""
+    import pydicom
+
+    from selfinv.data.readers import read_raw
+    from selfinv.data.writers import write_dicom
+
+    stored = np.stack([_ints((64, 64), seed=s, high=3000, dtype=np.uint16) for s in range(2)]).astype(np.int16)
+    _enhanced_mr(tmp_path / "enh.dcm", stored, intercepts=[-1000.0, 10.0], spacing=0.5)
+    values, meta = read_raw(tmp_path / "enh.dcm")
+    np.testing.assert_array_equal(values[:, 0], stored * 2.0 + np.array([-1000.0, 10.0])[:, None, None])
+    assert meta["pixel_spacing"] == [0.5, 0.5] and meta["pixel_size"]["z"] == 3.0
+    assert meta["rescale"] == [[2.0, -1000.0], [2.0, 10.0]]
+    out = write_dicom(tmp_path / "out.dcm", values[:, 0, ::-1], tmp_path / "enh.dcm", "1.2.3")
+    back, _ = read_raw(out)
+    np.testing.assert_array_equal(back[:, 0], values[:, 0, ::-1])
+    np.testing.assert_array_equal(pydicom.dcmread(out).pixel_array, stored[:, ::-1])  # same stored grid
+    # a super-resolved output (2x): spacing 0.25 in the functional group, no top-level PixelSpacing added,
+    # each frame's first-pixel centre moved by -(0.5 - 0.25) / 2 along x and y
+    write_dicom(tmp_path / "sr.dcm", np.zeros((2, 128, 128)), tmp_path / "enh.dcm", "1.2.4",
+                pixel_size={"x": 0.25, "y": 0.25, "unit": "mm"})
+    sr = pydicom.dcmread(tmp_path / "sr.dcm")
+    assert "PixelSpacing" not in sr and [float(v) for v in
+                                        sr.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing] \
+        == [0.25, 0.25]
+    assert [[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
+            for f in sr.PerFrameFunctionalGroupsSequence] == [[-0.125, -0.125, 0.0], [-0.125, -0.125, 3.0]]
+    assert read_raw(tmp_path / "sr.dcm")[1]["pixel_spacing"] == [0.25, 0.25]
 
 
 def test_dicom_objects_without_pixels_are_left_out_of_a_series(tmp_path):

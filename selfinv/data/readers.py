@@ -16,7 +16,8 @@ file. Both dispatch on the extension and return ``ReadResult(data, metadata)``.
   ``BSCALE``/``BZERO`` applied (row 0 is FITS's first row, the bottom of the sky image);
 * ``.dcm .dicom`` or DICOM files without extension (pydicom): one file, or a folder = a
   series sorted by slice position (``ImagePositionPatient`` along the slice normal), else
-  ``InstanceNumber``, else file name; ``RescaleSlope``/``RescaleIntercept`` applied.
+  ``InstanceNumber``, else file name; ``RescaleSlope``/``RescaleIntercept`` applied (per frame, from the
+  functional groups, for enhanced multi-frame CT/MR objects).
 
 A folder is read file by file in natural name order (``img2`` before ``img10``)
 and concatenated along ``N``; all files must give the same ``(C, H, W)``.
@@ -314,16 +315,66 @@ def _read_fits(path: Path) -> tuple[np.ndarray, dict]:
     return array_to_nchw(a, str(path)), meta
 
 
+def dicom_frame_value(ds, group: str, keyword: str, frame: int = 0) -> Any:
+    """The value of ``keyword`` for one frame of a DICOM object, or None.
+
+    An enhanced (multi-frame) object keeps per-frame attributes in functional groups: the item ``frame`` of
+    *Per-Frame Functional Groups Sequence*, else the one item of *Shared Functional Groups Sequence*, each
+    holding the macro sequence ``group`` (e.g. ``PixelValueTransformationSequence`` for the rescale,
+    ``PixelMeasuresSequence`` for the pixel spacing). A classic object has ``keyword`` at its top level.
+
+    Example::
+
+        >>> import pydicom.data, pydicom
+        >>> ds = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+        >>> float(dicom_frame_value(ds, "PixelValueTransformationSequence", "RescaleIntercept"))
+        -1024.0
+    """
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        items = ds.get(groups)
+        if items and len(items) > index:
+            macro = items[index].get(group)
+            if macro and keyword in macro[0]:
+                return macro[0][keyword].value
+    return ds[keyword].value if keyword in ds else None
+
+
+def dicom_frame_count(ds) -> int:
+    return int(getattr(ds, "NumberOfFrames", 1) or 1)
+
+
+def dicom_rescale(ds) -> list[tuple[float, float]]:
+    """``(RescaleSlope, RescaleIntercept)`` of every frame: stored value ``s`` means ``slope * s + intercept``
+    in the object's units (Hounsfield units for CT); ``(1, 0)`` where the object has none."""
+    out = []
+    for f in range(dicom_frame_count(ds)):
+        slope = dicom_frame_value(ds, "PixelValueTransformationSequence", "RescaleSlope", f)
+        intercept = dicom_frame_value(ds, "PixelValueTransformationSequence", "RescaleIntercept", f)
+        out.append((float(slope) if slope not in (None, "") and float(slope) != 0 else 1.0,
+                    float(intercept) if intercept not in (None, "") else 0.0))
+    return out
+
+
+def dicom_pixel_spacing(ds) -> list[float] | None:
+    """(between rows, between columns) in mm of the first frame (*Pixel Spacing*), or None."""
+    v = dicom_frame_value(ds, "PixelMeasuresSequence", "PixelSpacing")
+    spacing = [float(x) for x in v] if v not in (None, "") else []
+    return spacing if len(spacing) == 2 and all(x > 0 for x in spacing) else None
+
+
 def _dicom_pixels(ds, path: Path) -> np.ndarray:
     try:
         a = ds.pixel_array
     except Exception as e:  # compressed transfer syntaxes need extra handlers
-        raise ValueError(f"{path}: cannot decode DICOM pixel data ({e}); compressed DICOM may need "
-                         "pylibjpeg or gdcm") from e
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    if slope != 1 or intercept != 0:
-        a = a.astype(np.float64) * slope + intercept
+        reason = str(e).splitlines()[0].rstrip(":")
+        raise ValueError(f"{path}: cannot decode DICOM pixel data ({reason}); compressed DICOM needs a "
+                         "decoder: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or gdcm)") from e
+    rescale = dicom_rescale(ds)
+    if any(r != (1.0, 0.0) for r in rescale):
+        a = a.astype(np.float64)
+        frames = a.reshape(len(rescale), -1) if len(rescale) > 1 else a.reshape(1, -1)
+        for f, (slope, intercept) in enumerate(rescale):
+            frames[f] = frames[f] * slope + intercept
     return a
 
 
@@ -377,12 +428,11 @@ def _read_dicom_files(paths: list[Path]) -> tuple[np.ndarray, dict]:
             "slice_origins": [(str(p), k) for (p, _), arr in zip(series, arrays, strict=True)
                               for k in range(arr.shape[0])],
             "modality": str(getattr(ds0, "Modality", "")),
-            "pixel_spacing": [float(v) for v in getattr(ds0, "PixelSpacing", [])] or None,
-            "rescale": [[float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)]
-                        for _, ds in series],
+            "pixel_spacing": dicom_pixel_spacing(ds0),
+            "rescale": [list(r) for _, ds in series for r in dicom_rescale(ds)],  # per slice
             "stored_dtype": str(ds0.pixel_array.dtype), **_stats(a)}
     if meta["pixel_spacing"] and len(meta["pixel_spacing"]) == 2:  # DICOM: (row spacing, column spacing), mm
-        thickness = getattr(ds0, "SliceThickness", None)
+        thickness = dicom_frame_value(ds0, "PixelMeasuresSequence", "SliceThickness")
         meta["pixel_size"] = {"x": meta["pixel_spacing"][1], "y": meta["pixel_spacing"][0],
                               "z": float(thickness) if thickness not in (None, "") else None, "unit": "mm",
                               "imagej": False}

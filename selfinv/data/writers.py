@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from selfinv.data.readers import TIFF_RESOLUTION_UNITS
+from selfinv.data.readers import TIFF_RESOLUTION_UNITS, dicom_frame_count, dicom_frame_value, dicom_rescale
 
 WRITE_EXTENSIONS = (".tif", ".tiff", ".png", ".npy")
 #: formats ``write_stack`` writes, and the extension of each
@@ -202,8 +202,10 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
     the header of ``template``, the file they were reconstructed from.
 
     The stored values are ``round((v - RescaleIntercept) / RescaleSlope)`` in the template's pixel type and
-    *Bits Stored* range (values outside are clipped, with a warning above 1 % of the pixels), so a viewer shows
-    the reconstruction in the input's units and window. Patient, study, geometry (position, orientation) and
+    *Bits Stored* range (values outside are clipped, with a warning above 1 % of the pixels where the input was
+    not already at that limit), so a viewer shows the reconstruction in the input's units and window; an
+    enhanced (multi-frame) template's rescale, pixel spacing and positions are read and written per frame in
+    its functional groups. Patient, study, geometry (position, orientation) and
     window are kept; the file is a new instance (new SOP Instance UID) of the derived series ``series_uid``
     (*Image Type* ``DERIVED\\SECONDARY``, *Series Description* and *Derivation Description* say it was made by
     selfinv), written uncompressed (Explicit VR Little Endian). ``pixel_size`` (mm, ``writers.pixel_size_for``)
@@ -234,17 +236,27 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
         raise ValueError(f"{Path(template).name}: DICOM output keeps the input's pixel type, and selfinv writes "
                          f"8/16-bit grayscale only (this file: {kind[0]}-bit, {samples} sample(s) per pixel); "
                          f"use --format tiff")
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    rescale = dicom_rescale(ds)  # per frame: an enhanced object may rescale each frame differently
+    if len(rescale) != frames.shape[0]:
+        if len(rescale) > 1:
+            raise ValueError(f"{Path(template).name} holds {len(rescale)} frames, got {frames.shape[0]} to write")
+        rescale = rescale * frames.shape[0]
+    slope, intercept = (np.array(v, dtype=np.float64)[:, None, None] for v in zip(*rescale, strict=True))
     bits = int(getattr(ds, "BitsStored", kind[0]) or kind[0])
     lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if kind[1] else (0, 2**bits - 1)
     stored = np.rint((frames.astype(np.float64) - intercept) / slope)
-    clipped = int(((stored < lo) | (stored > hi)).sum())
+    outside = (stored < lo) | (stored > hi)
+    if (int(ds.Rows), int(ds.Columns), dicom_frame_count(ds)) == (*stored.shape[1:], stored.shape[0]):
+        # where the input itself sits at a limit (air at -1024 HU, a saturated detector), clipping is expected
+        source = ds.pixel_array.reshape(stored.shape)
+        outside &= ~(((source <= lo) & (stored < lo)) | ((source >= hi) & (stored > hi)))
+    clipped = int(outside.sum())
     if clipped > DICOM_CLIP_WARN * stored.size:
+        s0, i0 = rescale[0]
         warnings.warn(f"{path.name}: {clipped} of {stored.size} pixels ({100 * clipped / stored.size:.1f} %) fall "
-                      f"outside the range the input's pixel type stores ({lo * slope + intercept:g} to "
-                      f"{hi * slope + intercept:g} in its units) and were clipped; --format tiff keeps them",
-                      UserWarning, stacklevel=2)
+                      f"outside the range the input's pixel type stores ({lo * s0 + i0:g} to "
+                      f"{hi * s0 + i0:g} in its units) where the input did not, and were clipped; "
+                      f"--format tiff keeps them", UserWarning, stacklevel=2)
     stored = np.clip(stored, lo, hi).astype(_DICOM_DTYPES[kind])
     if not ds.original_encoding[1]:
         _to_little_endian(ds, path.name)
@@ -258,6 +270,9 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
     ds.SeriesInstanceUID = series_uid
     image_type = list(getattr(ds, "ImageType", []) or [])
     ds.ImageType = ["DERIVED", "SECONDARY", *image_type[2:]]
+    for item in ds.iterall():  # an enhanced object's per-frame Frame Type says the same
+        if item.keyword == "FrameType" and item.VM >= 2:
+            item.value = ["DERIVED", "SECONDARY", *list(item.value)[2:]]
     ds.SeriesDescription = (f"{getattr(ds, 'SeriesDescription', '') or ''} {description}").strip()[-64:]
     ds.DerivationDescription = f"reconstructed by {description} from SOP instance {source_sop[1]}"
     if all(source_sop):
@@ -265,19 +280,35 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
         ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = source_sop
         ds.SourceImageSequence = [ref]
     if pixel_size and pixel_size.get("x") and pixel_size.get("y"):
-        new_spacing = [float(pixel_size["y"]), float(pixel_size["x"])]  # (between rows, between columns), mm
-        if "PixelSpacing" in ds and "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
-            # the position is the centre of the first pixel: same field of view, smaller pixels -> it moves
-            # by half the difference of spacings along the row (IOP[:3]) and column (IOP[3:]) directions
-            old = [float(v) for v in ds.PixelSpacing]
-            iop = np.array([float(v) for v in ds.ImageOrientationPatient])
-            shift = (old[1] - new_spacing[1]) / 2 * iop[:3] + (old[0] - new_spacing[0]) / 2 * iop[3:]
-            ds.ImagePositionPatient = [float(v) for v in np.array([float(v) for v in ds.ImagePositionPatient])
-                                       - shift]
-        ds.PixelSpacing = new_spacing
+        _set_pixel_spacing(ds, [float(pixel_size["y"]), float(pixel_size["x"])])
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def _set_pixel_spacing(ds, spacing: list[float]) -> None:
+    """New *Pixel Spacing* (between rows, between columns; mm) over the same field of view, where the object
+    keeps it: at its top level (classic) or in its functional groups (enhanced: shared or per frame). A frame's
+    position is the centre of its first pixel: with smaller pixels it moves by half the change of spacing along
+    the row (orientation[:3]) and column (orientation[3:]) directions."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    positions = [(ds, 0)] + [((item.get("PlanePositionSequence") or [None])[0], f) for f, item in enumerate(per_frame)]
+    for target, frame in positions:  # first, while the old spacing is still there to read
+        old = dicom_frame_value(ds, "PixelMeasuresSequence", "PixelSpacing", frame)
+        iop = dicom_frame_value(ds, "PlaneOrientationSequence", "ImageOrientationPatient", frame)
+        if target is None or "ImagePositionPatient" not in target or old in (None, "") or iop in (None, ""):
+            continue
+        old, iop = [float(v) for v in old], np.array([float(v) for v in iop])
+        shift = (old[1] - spacing[1]) / 2 * iop[:3] + (old[0] - spacing[0]) / 2 * iop[3:]
+        target.ImagePositionPatient = [float(v) for v in np.array([float(v) for v in target.ImagePositionPatient])
+                                       - shift]
+    macros = [m for item in (*shared, *per_frame) for m in (item.get("PixelMeasuresSequence") or [])
+              if "PixelSpacing" in m]
+    for m in macros:
+        m.PixelSpacing = spacing
+    if "PixelSpacing" in ds or not macros:
+        ds.PixelSpacing = spacing
 
 
 def _to_little_endian(ds, name: str) -> None:
