@@ -303,12 +303,12 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
 
 def _check_dicom_template(output: str, m) -> None:
     """Refuse a ``.dcm`` output, before any training, unless the measurement is a single-frame grayscale DICOM."""
-    import pydicom
+    from selfinv.data.readers import dcmread
 
     if m.origin is None or m.y.shape[0] != 1:
         raise ValueError(f"--output {output}: DICOM output takes the header of a grayscale DICOM measurement, and "
                          f"{m.source} is not one; give a .tif output")
-    if int(getattr(pydicom.dcmread(m.origin[0], stop_before_pixels=True), "NumberOfFrames", 1) or 1) > 1:
+    if int(getattr(dcmread(m.origin[0], stop_before_pixels=True), "NumberOfFrames", 1) or 1) > 1:
         raise ValueError(f"--output {output}: {m.origin[0]} holds several frames and one is fine-tuned; give a "
                          f".tif output")
 

@@ -287,9 +287,9 @@ def _write_dicom(out_dir: Path, stem: str, ms: list, slices: list[np.ndarray], s
     """Write the reconstructions of one DICOM input as DICOM files with the headers of the files they came from,
     one derived series per input series: a folder gives ``OUT/<folder>/<each file's name>``, a file
     ``OUT/<its name>``."""
-    import pydicom
     from pydicom.uid import generate_uid
 
+    from selfinv.data.readers import dcmread
     from selfinv.data.writers import write_dicom
 
     derived: dict[str, str] = {}  # input series -> its derived series (a folder may hold several series)
@@ -301,7 +301,7 @@ def _write_dicom(out_dir: Path, stem: str, ms: list, slices: list[np.ndarray], s
         name = Path(file).name
         target = out_dir / stem / name if series else out_dir / (stem + Path(file).suffix)
         stack = np.stack([a for _, a in sorted(items, key=lambda t: t[0])])
-        source_series = str(getattr(pydicom.dcmread(file, stop_before_pixels=True), "SeriesInstanceUID", ""))
+        source_series = str(getattr(dcmread(file, stop_before_pixels=True), "SeriesInstanceUID", ""))
         series_uid = derived.setdefault(source_series, generate_uid())
         written.append(str(write_dicom(target, stack, file, series_uid, pixel_size, description)))
     return written

@@ -372,6 +372,45 @@ def test_dicom_enhanced_multiframe_units_and_geometry_come_from_the_functional_g
     assert read_raw(tmp_path / "sr.dcm")[1]["pixel_spacing"] == [0.25, 0.25]
 
 
+def test_dicom_palette_colour_and_files_without_a_preamble(tmp_path):
+    """A PALETTE COLOR image (ultrasound, secondary capture) is read as the RGB its colour table gives, not as the
+    table's indices, and refused as a DICOM output template; a .dcm written without the 128-byte preamble and
+    file meta header (old exports) is read, and written back as a proper DICOM file."""
+    import pydicom
+    import pydicom.data
+
+    from selfinv.data.readers import read_raw
+    from selfinv.data.writers import write_dicom
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
+    index = (np.arange(64 * 64).reshape(64, 64) % 4).astype(np.uint8)
+    ds.set_pixel_data(index, "MONOCHROME2", 8)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    table = {"Red": [0, 65535, 0, 0], "Green": [0, 0, 65535, 0], "Blue": [0, 0, 0, 65535]}
+    for colour, entries in table.items():
+        ds.add_new(pydicom.datadict.tag_for_keyword(f"{colour}PaletteColorLookupTableDescriptor"), "US", [4, 0, 16])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", np.array(entries, dtype="<u2").tobytes())
+    ds.save_as(tmp_path / "palette.dcm")
+    rgb, _ = read_raw(tmp_path / "palette.dcm")
+    assert rgb.shape == (1, 3, 64, 64)
+    np.testing.assert_array_equal(rgb[0, :, 0, :4], np.array(list(table.values())))
+    with pytest.raises(ValueError, match="PALETTE COLOR\\); use --format tiff"):
+        write_dicom(tmp_path / "out.dcm", np.zeros((1, 64, 64)), tmp_path / "palette.dcm", "1.2")
+
+    mr = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
+    bare = tmp_path / "bare.dcm"
+    mr_bare = pydicom.Dataset(mr)  # no preamble, no file meta: the data set from the first byte
+    mr_bare.file_meta = pydicom.dataset.FileMetaDataset()
+    pydicom.dcmwrite(bare, mr_bare, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    assert open(bare, "rb").read(132)[128:132] != b"DICM"
+    with pytest.raises(pydicom.errors.InvalidDicomError):
+        pydicom.dcmread(bare)
+    values, _ = read_raw(bare)
+    np.testing.assert_array_equal(values[0, 0], mr.pixel_array)
+    out = write_dicom(tmp_path / "bare_out.dcm", values[:, 0, ::-1].astype(np.float64), bare, "1.2")
+    np.testing.assert_array_equal(pydicom.dcmread(out).pixel_array, mr.pixel_array[::-1])
+
+
 def test_dicom_objects_without_pixels_are_left_out_of_a_series(tmp_path):
     """A CD export's folder: two CT slices and a non-image DICOM object (a report: no pixel data) — the series
     is the two slices, with a warning naming the other file; a folder of non-images is an error."""

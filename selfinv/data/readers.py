@@ -369,6 +369,10 @@ def _dicom_pixels(ds, path: Path) -> np.ndarray:
         reason = str(e).splitlines()[0].rstrip(":")
         raise ValueError(f"{path}: cannot decode DICOM pixel data ({reason}); compressed DICOM needs a "
                          "decoder: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or gdcm)") from e
+    if _is_palette(ds):  # stored values index a colour table: the image is the table's RGB
+        from pydicom.pixels import apply_color_lut
+
+        return apply_color_lut(a, ds)
     rescale = dicom_rescale(ds)
     if any(r != (1.0, 0.0) for r in rescale):
         a = a.astype(np.float64)
@@ -378,8 +382,12 @@ def _dicom_pixels(ds, path: Path) -> np.ndarray:
     return a
 
 
+def _is_palette(ds) -> bool:
+    return str(getattr(ds, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
+
+
 def _dicom_to_nchw(a: np.ndarray, ds, path: Path) -> np.ndarray:
-    spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    spp = 3 if _is_palette(ds) else int(getattr(ds, "SamplesPerPixel", 1) or 1)
     if spp > 1:  # (..., H, W, C)
         a = np.moveaxis(a, -1, -3)
         return a.reshape(-1, spp, *a.shape[-2:])
@@ -391,9 +399,29 @@ def _dicom_to_nchw(a: np.ndarray, ds, path: Path) -> np.ndarray:
 _DICOM_PIXEL_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
+def dcmread(path: str | Path, stop_before_pixels: bool = False):
+    """``pydicom.dcmread``, also for a ``.dcm`` file written without the 128-byte preamble and file meta header
+    (old ACR-NEMA-style exports): read anyway, its transfer syntax the encoding the data set was found in."""
+    pydicom, path = _lazy("pydicom", "DICOM files"), Path(path)
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except pydicom.errors.InvalidDicomError:
+        if path.suffix.lower() not in DICOM_EXTENSIONS:
+            raise
+    ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+    if "Rows" not in ds:
+        raise pydicom.errors.InvalidDicomError("no DICOM header ('DICM' prefix) and no image attributes")
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little = ds.original_encoding[:2]
+        ds.file_meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit else
+                                          pydicom.uid.ExplicitVRLittleEndian if little else
+                                          pydicom.uid.ExplicitVRBigEndian)
+    return ds
+
+
 def _read_dicom_files(paths: list[Path]) -> tuple[np.ndarray, dict]:
     pydicom = _lazy("pydicom", "DICOM files")
-    series = [(p, pydicom.dcmread(p)) for p in paths]
+    series = [(p, dcmread(p)) for p in paths]
     has_pixels = [any(e in ds for e in _DICOM_PIXEL_ELEMENTS) for _, ds in series]
     images = [item for item, keep in zip(series, has_pixels, strict=True) if keep]
     others = [p.name for (p, _), keep in zip(series, has_pixels, strict=True) if not keep]

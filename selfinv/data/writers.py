@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from selfinv.data.readers import TIFF_RESOLUTION_UNITS, dicom_frame_count, dicom_frame_value, dicom_rescale
+from selfinv.data.readers import TIFF_RESOLUTION_UNITS, dcmread, dicom_frame_count, dicom_frame_value, dicom_rescale
 
 WRITE_EXTENSIONS = (".tif", ".tiff", ".png", ".npy")
 #: formats ``write_stack`` writes, and the extension of each
@@ -229,13 +229,14 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
     path, frames = Path(path), np.asarray(frames)
     if frames.ndim != 3:
         raise ValueError(f"write_dicom expects frames (F, H, W), got shape {frames.shape}")
-    ds = pydicom.dcmread(template)
+    ds = dcmread(template)
     kind = (int(getattr(ds, "BitsAllocated", 16)), int(getattr(ds, "PixelRepresentation", 0)))
     samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if kind not in _DICOM_DTYPES or samples != 1 or "FloatPixelData" in ds:
+    photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
+    if kind not in _DICOM_DTYPES or samples != 1 or "FloatPixelData" in ds or photometric == "PALETTE COLOR":
         raise ValueError(f"{Path(template).name}: DICOM output keeps the input's pixel type, and selfinv writes "
-                         f"8/16-bit grayscale only (this file: {kind[0]}-bit, {samples} sample(s) per pixel); "
-                         f"use --format tiff")
+                         f"8/16-bit grayscale only (this file: {kind[0]}-bit, {samples} sample(s) per pixel, "
+                         f"{photometric or 'no photometric interpretation'}); use --format tiff")
     rescale = dicom_rescale(ds)  # per frame: an enhanced object may rescale each frame differently
     if len(rescale) != frames.shape[0]:
         if len(rescale) > 1:
