@@ -1319,7 +1319,7 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
             raise FileNotFoundError(f"--config: file not found: {config}")
         if physics is not None or physics_args is not None:
             raise ValueError("--physics/--physics_args and --config are exclusive (the config names the physics)")
-        run = parse_run_config([], config)
+        run = parse_run_config(["--data.path", data] if data is not None else [], config)
         extra: dict[str, Any] = {"template": load_yaml(config)}  # the user's file as written, losses replaced
         if noise is not None:
             extra["noise"] = noise
@@ -1342,30 +1342,49 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
     return text
 
 
+#: crop side of the blank-free areas of a FITS image the noise correlation is measured on
+ADVISE_CROP = 32
+
+
 def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str],
                         physics: Optional[str]) -> tuple[Optional[str], str]:
     """Read the user's measurements and measure the spatial correlation of their noise; returns the noise
     knowledge to advise for and a paragraph saying what was measured."""
     from selfinv import registry
+    from selfinv.data.readers import FITS_EXTENSIONS
     from selfinv.data.sources import read_source
+    from selfinv.data.user_data import blank_free_areas
     from selfinv.physics.noise_estimation import estimate_noise_correlation
 
     name, noise_name, offset = physics or "denoising", None, None
     if config is not None:
         from selfinv.config import parse_run_config
 
-        cfg = parse_run_config([], config)
+        cfg = parse_run_config(["--data.path", data], config)
         name, noise_name, offset = cfg.physics.name, cfg.physics.noise.name, cfg.data.offset
     if not registry.resolve("physics", name, "physics").image_domain:
         raise ValueError(f"--data: the noise can be measured on image-domain measurements (denoising, blur, "
                          f"downsampling), not on '{name}' measurements; say what you know with --noise")
-    ys = [m.y.float() for m in read_source(data)]
-    if any(y.is_complex() for y in ys):
+    ms = read_source(data)
+    if any(m.y.is_complex() for m in ms):
         raise ValueError(f"--data: {data} holds complex measurements; the noise correlation is measured on "
                          f"real images")
+    ys = []
+    for m in ms:
+        y = m.y.float()
+        if bool(torch.isnan(y).any()) and Path(m.source).suffix.lower() in FITS_EXTENSIONS:
+            ys += blank_free_areas(y, ADVISE_CROP)  # a FITS image's blank pixels: measured around them
+        elif not bool(torch.isfinite(y).all()):
+            raise ValueError(f"--data: {m.name} ({m.source}) holds {int((~torch.isfinite(y)).sum())} non-finite "
+                             f"value(s) (NaN/inf); remove or inpaint them first")
+        else:
+            ys.append(y)
+    if not ys:
+        raise ValueError(f"--data: no {ADVISE_CROP}-pixel area of {data} is free of blank (NaN) pixels")
     corr = estimate_noise_correlation(ys, warn=False)
     rho = corr.neighbours()
-    text = (f"Measured on {len(ys)} measurement(s) of {data}: noise {'white' if corr.white else 'CORRELATED'} "
+    around = f" (around blank pixels: {len(ys)} areas)" if len(ys) != len(ms) else ""
+    text = (f"Measured on {len(ms)} measurement(s) of {data}{around}: noise {'white' if corr.white else 'CORRELATED'} "
             f"(ρ(x±1) = {rho['x1']:+.2f}, ρ(y±1) = {rho['y1']:+.2f}; white up to |ρ| {corr.threshold:.2f}), "
             f"σ ≈ {corr.sigma:.4g} in the data's units.\n")
     if not corr.white:

@@ -5,6 +5,8 @@ a few steps of a tiny network: what is checked is the plumbing (formats, units, 
 the quality.
 """
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -316,6 +318,73 @@ def test_fits_in_fits_out_with_its_header(tmp_path, n2v_config):
                      str(tmp_path / "blank.fits"), "--output", str(tmp_path / "rec")]) == 0
     out = fits.getdata(tmp_path / "rec" / "blank.fits")
     assert np.array_equal(np.isnan(out), np.isnan(blanked)) and out.shape == (40, 40)
+
+
+@pytest.mark.parametrize("redraws", [1000, 0])  # 0: every position picked among the free ones directly
+def test_patches_avoid_blank_pixels_and_cover_the_free_positions_uniformly(monkeypatch, redraws):
+    """An image with a blank (NaN) band and blob: no patch ever holds a blank pixel, and the patch positions are
+    uniform over the positions free of them (chi-square over 24 positions x 4800 draws, p > 0.001 with seed 0),
+    by rejection and by the direct pick."""
+    from selfinv.data import user_data
+    from selfinv.data.user_data import RandomPatches, blank_free_positions
+
+    monkeypatch.setattr(user_data, "MAX_REDRAWS", redraws)
+    im = torch.rand(1, 8, 9)
+    im[:, :, :2] = float("nan")  # a mosaic's edge
+    im[:, 4, 5] = float("nan")
+    free = blank_free_positions(torch.isnan(im[0]), 3)
+    n_free = int(free.sum())
+    assert free.shape == (6, 7) and n_free == 5 * 6 - 9  # 30 positions right of the band, 9 cover (4, 5)
+    data = RandomPatches([im], 3, 4800, seed=0)
+    seen = torch.zeros(6, 7)
+    for k in range(len(data)):
+        y = data[k]["y"]
+        assert not bool(torch.isnan(y).any())
+        r, c = next((r, c) for r in range(6) for c in range(7) if torch.equal(im[:, r:r + 3, c:c + 3], y))
+        seen[r, c] += 1
+    assert bool((seen[~free] == 0).all()) and bool((seen[free] > 0).all())
+    expected = len(data) / n_free
+    chi2 = float(((seen[free] - expected) ** 2 / expected).sum())
+    assert chi2 < 49.7  # the 0.999 quantile of chi-square with 20 degrees of freedom
+
+
+def test_a_fits_image_with_blank_pixels_trains_around_them(tmp_path, n2v_config, capsys):
+    """Training on a FITS image whose edge and a blob are blank (NaN): a warning, patches and validation crops
+    free of blank pixels, a finite normalisation; the same NaN in a TIFF stays an error naming the file."""
+    import tifffile
+    from astropy.io import fits
+
+    from selfinv.data.sources import read_source
+    from selfinv.data.user_data import TrainingData
+
+    img = (100 + 50 * _phantom(64, 64, 0) + np.random.default_rng(0).normal(0, 3, (64, 64))).astype(np.float32)
+    img[:, :6] = np.nan
+    img[20:24, 30:34] = np.nan
+    fits.PrimaryHDU(img).writeto(tmp_path / "blank.fits")
+    ms = read_source(tmp_path / "blank.fits")
+    data = TrainingData.from_measurements(ms, image_domain=True, patch_size=16, num_patches=64, val_fraction=0.25,
+                                          affine=True)
+    assert np.isfinite([data.normalization.offset, data.normalization.scale]).all()
+    assert all(not bool(torch.isnan(data.train[k]["y"]).any()) for k in range(len(data.train)))
+    assert len(data.val) > 0 and all(not bool(torch.isnan(it["y"]).any()) for it in data.val.items)
+    assert all(not bool(torch.isnan(t).any()) for t in data.noise_samples)
+    with pytest.warns(UserWarning, match=r"blank: 400 blank \(NaN\) pixel\(s\) of 4096: training patches and "
+                                         r"validation crops avoid them"):
+        assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "blank.fits"),
+                     "--trainer.output_dir", str(tmp_path / "run"), *TINY]) == 0
+    # advise --data measures the noise around them, also for a config whose sigma is 'auto' (no data.path)
+    auto = tmp_path / "auto.yaml"
+    auto.write_text("physics: {name: denoising, noise: {name: gaussian, args: {sigma: auto}}}\n"
+                    "losses: [{name: sure}]\n")
+    capsys.readouterr()
+    assert main(["advise", "--config", str(auto), "--data", str(tmp_path / "blank.fits")]) == 0
+    assert "Measured on 1 measurement(s) of " in capsys.readouterr().out
+    tifffile.imwrite(tmp_path / "blank.tif", img)
+    assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "blank.tif"),
+                 "--trainer.output_dir", str(tmp_path / "run_tif"), *TINY]) == 2
+    assert re.search(r"blank .*blank.tif.*400 non-finite value\(s\)", capsys.readouterr().err)
+    assert main(["advise", "--data", str(tmp_path / "blank.tif")]) == 2
+    assert "blank.tif) holds 400 non-finite value(s)" in capsys.readouterr().err
 
 
 def test_dicom_output_needs_a_dicom_input(tmp_path, n2v_config):

@@ -114,9 +114,9 @@ def fit_normalization(values: Iterable[Tensor], affine: bool, mode: Mode = "auto
         raise ValueError(f"data.offset must be a finite number, got {offset}")
     if mode == "none":
         return Normalization() if not offset else Normalization(float(offset), 1.0, "given offset")
-    v = _sample(values, torch.Generator().manual_seed(int(seed)))
+    v = _sample([t[~torch.isnan(t)] for t in values], torch.Generator().manual_seed(int(seed)))  # blank: left out
     if not bool(torch.isfinite(v).all()):
-        raise ValueError("the training measurements hold non-finite values (NaN/inf); remove or inpaint them first")
+        raise ValueError("the training measurements hold infinite values; remove or inpaint them first")
     if offset is not None:
         top = _quantiles((v - offset).abs(), (HIGH,))[0]
         if not top > 0:

@@ -12,6 +12,9 @@
   them, at least one) and, when there is a single image, a **disjoint region**: the
   bottom ``val_fraction`` of its rows (at least one patch high), training patches
   never reaching into it. Validation items are fixed crops of the held-out area.
+  Blank pixels (NaN: a FITS image's undefined values, e.g. a mosaic's edge) are
+  avoided: training patches are drawn uniformly among the positions free of them,
+  validation crops holding one are left out, and the normalisation ignores them.
 * **other operators** (MRI k-space, CT sinograms, inpainting) and ``selfinv simulate``
   files (already cut to the training size): items are whole measurements with their operator parameters (the MRI mask
   of each file); ``val_fraction`` of them are held out. Measurements of different
@@ -46,12 +49,35 @@ from selfinv.data.normalization import Mode, Normalization, fit_normalization
 from selfinv.data.sources import Measurement
 
 
+#: redraws of a patch position that holds a blank pixel before picking among the free positions directly
+MAX_REDRAWS = 1000
+
+
+def blank_free_positions(blank: Tensor, size: int) -> Tensor:
+    """``(H - size + 1, W - size + 1)`` bool map: True where the ``size`` patch with that top-left corner holds
+    no blank pixel of ``blank`` ``(H, W)`` (box sums of an integral image).
+
+    Example::
+
+        >>> blank = torch.zeros(4, 5, dtype=torch.bool)
+        >>> blank[1, 1] = True
+        >>> blank_free_positions(blank, 2).int().tolist()
+        [[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 1, 1]]
+    """
+    integral = torch.nn.functional.pad(blank.double().cumsum(0).cumsum(1), (1, 0, 1, 0))
+    s = size
+    inside = integral[s:, s:] - integral[:-s, s:] - integral[s:, :-s] + integral[:-s, :-s]
+    return inside == 0
+
+
 class RandomPatches(Dataset):
     """``num_patches`` random ``size`` patches of ``images`` (``(C, H, W)``, sizes may differ) per epoch.
 
     Item ``v`` (an index the ``EpochSeededSampler`` offsets by ``epoch * len(self)``) is a patch whose image
     and position are drawn from a generator seeded with ``(seed, v)``: reproducible, fresh every epoch,
-    independent of the loading order. ``regions[i] = (top, bottom)`` limits the rows of image ``i``.
+    independent of the loading order. ``regions[i] = (top, bottom)`` limits the rows of image ``i``. A patch
+    never holds a blank (NaN) pixel: in an image that has some, positions are drawn uniformly among those
+    free of them (by rejection against the map of such positions).
     """
 
     fresh_each_epoch = True
@@ -62,12 +88,23 @@ class RandomPatches(Dataset):
         self.regions = list(regions) if regions is not None else [(0, im.shape[-2]) for im in self.images]
         self.targets = list(targets) if targets is not None else [None] * len(self.images)
         counts = []
+        #: per image: None (no blank pixel) or the bool map (rows, cols) of patch positions free of blank pixels
+        self._free: list[Tensor | None] = []
         for im, (top, bottom) in zip(self.images, self.regions, strict=True):
             rows, cols = bottom - top - self.size + 1, im.shape[-1] - self.size + 1
-            counts.append(max(rows, 0) * max(cols, 0))
+            blank = torch.isnan(im[:, top:bottom]).any(0) if im.is_floating_point() else None
+            if blank is None or rows <= 0 or cols <= 0 or not bool(blank.any()):
+                self._free.append(None)
+                counts.append(max(rows, 0) * max(cols, 0))
+            else:
+                free = blank_free_positions(blank, self.size)
+                self._free.append(free)
+                counts.append(int(free.sum()))
         if sum(counts) == 0:
+            blanks = any(f is not None for f in self._free)
             raise ValueError(f"data.patch_size {self.size} does not fit in any training image (sizes "
-                             f"{sorted({tuple(im.shape[-2:]) for im in self.images})})")
+                             f"{sorted({tuple(im.shape[-2:]) for im in self.images})})"
+                             + (" between their blank (NaN) pixels; lower data.patch_size" if blanks else ""))
         self._weights = torch.tensor(counts, dtype=torch.float64)
 
     def __len__(self) -> int:
@@ -84,6 +121,17 @@ class RandomPatches(Dataset):
         s = self.size
         r = top + int(torch.randint(0, bottom - top - s + 1, (1,), generator=g))
         c = int(torch.randint(0, im.shape[-1] - s + 1, (1,), generator=g))
+        free = self._free[i]
+        if free is not None:  # uniform among the blank-free positions: redraw until one is
+            for _ in range(MAX_REDRAWS):
+                if bool(free[r - top, c]):
+                    break
+                r = top + int(torch.randint(0, free.shape[0], (1,), generator=g))
+                c = int(torch.randint(0, free.shape[1], (1,), generator=g))
+            else:  # very few free positions: the k-th of them
+                k = int(torch.randint(0, int(free.sum()), (1,), generator=g))
+                pos = int(free.reshape(-1).nonzero()[k])
+                r, c = top + pos // free.shape[1], pos % free.shape[1]
         item: dict[str, Any] = {"y": im[:, r:r + s, c:c + s], "params": {}}
         if self.targets[i] is not None:
             item["x"] = self.targets[i][:, r:r + s, c:c + s]
@@ -124,6 +172,17 @@ def _crops(image: Tensor, target: Tensor | None, top: int, bottom: int, size: in
                 item["x"] = target[:, r:r + size, c:c + size]
             out.append(item)
     return out
+
+
+def blank_free_areas(image: Tensor, size: int, top: int = 0, bottom: int | None = None) -> list[Tensor]:
+    """Rows ``[top, bottom)`` of ``image`` ``(C, H, W)`` whole when they hold no blank (NaN) pixel, else their
+    non-overlapping ``size`` crops that hold none (what noise levels and correlations are estimated from)."""
+    area = image[:, top:bottom]
+    if not bool(torch.isnan(area).any()):
+        return [area]
+    bottom = image.shape[-2] if bottom is None else bottom
+    size = min(size, bottom - top, image.shape[-1])
+    return [c["y"] for c in _crops(image, None, top, bottom, size) if not bool(torch.isnan(c["y"]).any())]
 
 
 def _evenly(items: list, k: int) -> list:
@@ -237,7 +296,12 @@ class TrainingData:
                               [regions[i] for i in ids], [truths[i] for i in ids])
         val = None
         if val_regions:
-            crops = [c for i in sorted(val_regions) for c in _crops(images[i], truths[i], *val_regions[i], size)]
+            crops = [c for i in sorted(val_regions) for c in _crops(images[i], truths[i], *val_regions[i], size)
+                     if not bool(torch.isnan(c["y"]).any())]  # crops holding a blank (NaN) pixel left out
+            if not crops:
+                raise ValueError(f"every {size}-pixel validation crop holds blank (NaN) pixels; lower data.patch_size "
+                                 f"or use data.val_fraction: 0")
             val = FixedItems(_evenly(crops, max(8, math.ceil(val_fraction * num_patches))))
-        samples = [images[i][:, a:b] for i, (a, b) in regions.items()][:256]
-        return cls(train, val, norm, samples, all(truths[i] is not None for i in ids))
+        # what 'sigma: auto' is estimated from: whole training areas, or their blank-free crops
+        samples = [t for i, (a, b) in regions.items() for t in blank_free_areas(images[i], size, a, b)]
+        return cls(train, val, norm, samples[:256], all(truths[i] is not None for i in ids))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import warnings
+from pathlib import Path
 from typing import Sequence
 
 import lightning.pytorch as pl
@@ -124,7 +126,7 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingD
     measurements = read_source(d.path, d.key)
     check_channels(measurements, _image_channels(cfg), "data.path")
     for m in measurements:
-        check_measurement(m.y[None], noise_cls, f"{m.name} ({m.source})")
+        check_measurement(_blank_filled(m, op), noise_cls, f"{m.name} ({m.source})")
     if "y2" in build_loss(cfg).batch_keys and any(m.y2 is None for m in measurements):
         raise ValueError("Noise2Noise needs pairs of noisy measurements of the same images, which data.path "
                          "does not provide; use a 'selfinv simulate' file with pairs or another loss")
@@ -138,6 +140,23 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingD
         measurements, image_domain=op.image_domain, patch_size=d.patch_size, num_patches=d.num_patches,
         val_fraction=d.val_fraction, seed=d.seed, affine=affine, normalize=d.normalize, targets=targets,
         back_project=back_project, normalization=normalization, offset=d.offset)
+
+
+def _blank_filled(m: Measurement, op: Physics) -> Tensor:
+    """``m.y[None]``, its blank pixels filled for the checks, with a warning: NaN in a FITS image under an
+    image-domain operator is FITS's undefined value (a mosaic's edge), which training patches and validation
+    crops avoid (``selfinv.data.user_data``). Anywhere else a NaN stays an error of ``check_measurement``."""
+    from selfinv.data.readers import FITS_EXTENSIONS
+
+    y = m.y[None]
+    blank = torch.isnan(y)
+    if not op.image_domain or Path(m.source).suffix.lower() not in FITS_EXTENSIONS or not bool(blank.any()):
+        return y
+    if bool(blank.all()):
+        raise ValueError(f"{m.name} ({m.source}): every pixel is blank (NaN): nothing to train on")
+    warnings.warn(f"{m.name}: {int(blank.sum())} blank (NaN) pixel(s) of {y.numel()}: training patches and "
+                  f"validation crops avoid them", UserWarning, stacklevel=3)
+    return y.masked_fill(blank, float(y[~blank].median()))
 
 
 def operator_for(physics: Physics, m: Measurement) -> Physics:
