@@ -24,6 +24,7 @@ import copy
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -125,11 +126,13 @@ def _loss_specs(losses: str | Sequence[Mapping] | None, pretrained: Sequence[Any
 def finetune_config(pretrained: dict, y: Tensor, losses: str | Sequence[Mapping] | None = None,
                     steps: int = 200, lr: float = 1e-4, batch_size: int = 4, patch_size: int | None = None,
                     physics_args: Mapping[str, Any] | None = None, noise: Mapping[str, Any] | None = None,
-                    seed: int = 0, output_dir: str | None = None, scale: float = 1.0):
+                    seed: int = 0, output_dir: str | None = None, scale: float = 1.0,
+                    noise_samples: list[Tensor] | None = None):
     """The ``RunConfig`` of the fine-tuning: the pretrained run's physics and model with the overrides,
     the fine-tuning losses, Adam at ``lr`` for ``steps`` steps, one epoch over crops of ``y`` (in the
     pretrained run's normalised units; ``scale`` is that normalisation's, so an estimated noise level is
-    recorded in the data's own units)."""
+    recorded in the data's own units). ``noise_samples``: what an ``auto`` noise level is estimated from
+    (default ``y``; the blank-free areas of an image with blank pixels)."""
     from selfinv.config import from_dict
 
     base = from_dict(copy.deepcopy(pretrained))
@@ -157,7 +160,7 @@ def finetune_config(pretrained: dict, y: Tensor, losses: str | Sequence[Mapping]
             k: (1.0 if isinstance(v, str) and v.lower() == "auto" else v)
             for k, v in d["physics"]["noise"]["args"].items()}}}})
         probe.physics.noise.args = dict(d["physics"]["noise"]["args"])
-        cfg, record = resolve_auto_noise(probe, y[None], scale)
+        cfg, record = resolve_auto_noise(probe, noise_samples if noise_samples else y[None], scale)
         return cfg, record
     return from_dict(d), None
 
@@ -166,7 +169,7 @@ def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tens
              losses: str | Sequence[Mapping] | None = None, steps: int = 200, lr: float = 1e-4,
              batch_size: int = 4, patch_size: int | None = None,
              physics_args: Mapping[str, Any] | None = None, noise: Mapping[str, Any] | None = None,
-             seed: int = 0, output_dir: str | None = None) -> FinetuneResult:
+             seed: int = 0, output_dir: str | None = None, blank_pixels: bool = False) -> FinetuneResult:
     """Adapt the checkpoint's network to the single measurement ``y`` (C, H, W) with a self-supervised loss.
 
     Args:
@@ -181,10 +184,15 @@ def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tens
             from ``y``).
         seed: seed of the crops and of the loss draws.
         output_dir: run folder (logs, fine-tuned checkpoint); default a temporary folder.
+        blank_pixels: NaN values of ``y`` are blank pixels (a FITS image's undefined values) of an image-domain
+            measurement: the crops avoid them (``patch_size`` default: the largest of 64, 48, 32, 16 that a
+            blank-free crop has), the network sees them
+            filled with the median and the reconstructions keep them NaN. Otherwise a NaN is an error.
     """
     import lightning.pytorch as pl
 
     from selfinv.data.measurements import collate_measurements
+    from selfinv.data.user_data import FixedItems, RandomPatches, blank_free_areas
     from selfinv.physics.support import check_measurement
     from selfinv.training.datamodule import MeasurementDataModule
     from selfinv.training.engine import build_module, build_physics, build_trainer
@@ -196,33 +204,60 @@ def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tens
         raise ValueError(f"finetune expects one measurement (C, H, W), got shape {tuple(getattr(y, 'shape', ()))}")
     run = load_trained(checkpoint)
     norm = run.normalization
-    check_measurement(y[None], run.module.physics.noise, "the measurement to fine-tune on")
+    blank = torch.isnan(y) if blank_pixels and y.is_floating_point() else None
+    if blank is not None and not bool(blank.any()):
+        blank = None
+    if blank is not None:
+        if bool(blank.all()):
+            raise ValueError("the measurement to fine-tune on: every pixel is blank (NaN)")
+        if patch_size is None:  # the largest usual crop size some blank-free crop has
+            sizes = sorted({min(size, *y.shape[-2:]) for size in (64, 48, 32, 16)}, reverse=True)
+            patch_size = next((size for size in sizes if blank_free_areas(y, size)), sizes[-1])
+        warnings.warn(f"{int(blank.sum())} blank (NaN) pixel(s) of {y.numel()}: the {patch_size}-pixel crops avoid "
+                      f"them and the reconstruction keeps them blank", UserWarning, stacklevel=2)
+    filled = y if blank is None else y.masked_fill(blank, float(y[~blank].median()))
+    check_measurement(filled[None], run.module.physics.noise, "the measurement to fine-tune on")
     y = norm.apply(y.float())
+    areas = blank_free_areas(y, patch_size) if blank is not None else None
+    if areas == []:
+        raise ValueError(f"no {patch_size}-pixel crop of the measurement is free of blank (NaN) pixels; lower "
+                         f"--patch_size")
     cfg, record = finetune_config(run.checkpoint["hyper_parameters"]["config"], y, losses, steps, lr, batch_size,
-                                  patch_size, physics_args, noise, seed, output_dir, norm.scale)
+                                  patch_size, physics_args, noise, seed, output_dir, norm.scale, areas)
     pl.seed_everything(seed, workers=True, verbose=False)
     physics = build_physics(cfg, norm)
     if patch_size is not None and not physics.image_domain:
         raise ValueError(f"patch_size: random crops of the measurement need an image-domain physics (denoising, "
-                         f"blur, downsampling), got {type(physics).__name__}; leave patch_size unset")
+                         f"blur, downsampling), got {type(physics).__name__}; leave patch_size unset"
+                         + ("; blank (NaN) pixels are only skipped in image-domain measurements" if blank is not None
+                            else ""))
     physics = physics.for_measurement(tuple(y.shape))
     module = build_module(cfg, physics, norm)
     module.model.load_state_dict(run.module.model.state_dict())
     if record is not None:
         module.hparams["noise_estimate"] = record
     params = {k: v for k, v in dict(params or {}).items()}
-    batch = collate_measurements([{"y": y, "params": params}])
+    batch = collate_measurements([{"y": norm.apply(filled.float()), "params": params}])
     op = physics.with_params(**batch["params"]) if batch["params"] else physics
 
     def reconstruct() -> Tensor:
         module.eval()
         with torch.no_grad():
             x = module.loss.estimator(module.model)(batch["y"], op, torch.Generator().manual_seed(seed))
-            return norm.undo(x.detach().clone())
+            x = norm.undo(x.detach().clone())
+        if blank is not None:
+            mask = blank[None] if blank.shape[-2:] == x.shape[-2:] else torch.nn.functional.interpolate(
+                blank[None].float(), size=tuple(x.shape[-2:]), mode="nearest") > 0.5
+            x = x.masked_fill(mask.expand_as(x), float("nan"))
+        return x
 
     x_before = reconstruct()
-    train = SingleMeasurementDataset(y, params, patch_size, length=steps * batch_size, seed=seed)
-    val = SingleMeasurementDataset(y, params, None, length=1)
+    if blank is None:
+        train = SingleMeasurementDataset(y, params, patch_size, length=steps * batch_size, seed=seed)
+        val = SingleMeasurementDataset(y, params, None, length=1)
+    else:  # crops free of blank pixels; validation on (up to 4 of) the blank-free crops
+        train = RandomPatches([y], patch_size, steps * batch_size, seed)
+        val = FixedItems([{"y": a, "params": {}} for a in areas[::max(1, len(areas) // 4)][:4]])
     dm = MeasurementDataModule(train, val, batch_size=batch_size, num_workers=0, seed=seed)
     trainer = build_trainer(cfg, has_truth=False)
     module.train()
@@ -282,8 +317,9 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
             noise_over = copy.deepcopy(pretrained["physics"]["noise"])
         noise_over.setdefault("args", {})
         noise_over["args"]["sigma"] = value
+    blank_pixels = Path(m.source).suffix.lower() in FITS_EXTENSIONS  # NaN: FITS's undefined (blank) value
     r = finetune(checkpoint, y, params, spec, steps, lr, batch_size, patch_size, physics_args, noise_over, seed,
-                 run_dir)
+                 run_dir, blank_pixels)
     out_dtype = m.dtype if m.kind == "image" and r.x_after.shape[1:] == m.y.shape else "float32"
     image_domain = registry.resolve("physics", load_checkpoint_config(checkpoint)["physics"]["name"],
                                     "physics").image_domain  # else the measurement is a sinogram or k-space

@@ -144,3 +144,28 @@ def test_cli_finetune_fits_keeps_the_header(pretrained, noisy, tmp_path):
     with fits.open(tmp_path / "x.fits") as hdul:
         assert hdul[0].data.shape == (48, 48) and hdul[0].header["BUNIT"] == "ADU"
         assert hdul[0].header["CRPIX1"] == 24.5 and "selfinv finetune of y.fits" in str(hdul[0].header["HISTORY"])
+
+
+def test_cli_finetune_fits_with_blank_pixels(pretrained, noisy, tmp_path):
+    """A FITS image with a blank (NaN) edge and blob: fine-tuned on crops free of them, sigma estimated around
+    them, the output blank exactly where the input is; the same NaN in a .npy (no blank convention) stays an
+    error."""
+    from astropy.io import fits
+
+    from selfinv.cli import main
+
+    _, y = noisy
+    img = y[0].numpy().copy()
+    img[:, :4] = np.nan
+    img[30:33, 10:12] = np.nan
+    fits.PrimaryHDU(img).writeto(tmp_path / "y.fits")
+    # no 48-pixel crop avoids the blank edge: the default crop size is the next that does, 32
+    with pytest.warns(UserWarning, match=r"198 blank \(NaN\) pixel\(s\) of 2304: the 32-pixel crops avoid them"):
+        assert main(["finetune", "--checkpoint", pretrained, "--measurement", str(tmp_path / "y.fits"), "--steps",
+                     "2", "--batch_size", "2", "--sigma", "auto", "--loss", "sure",
+                     "--output", str(tmp_path / "x.fits"), "--run_dir", str(tmp_path / "run")]) == 0
+    out = fits.getdata(tmp_path / "x.fits")
+    assert np.array_equal(np.isnan(out), np.isnan(img)) and np.isfinite(out[~np.isnan(img)]).all()
+    np.save(tmp_path / "y.npy", img)
+    assert main(["finetune", "--checkpoint", pretrained, "--measurement", str(tmp_path / "y.npy"), "--steps", "1",
+                 "--patch_size", "16", "--output", str(tmp_path / "x.npy")]) == 2
