@@ -166,9 +166,10 @@ def figures(plan: Plan, results: dict[str, dict], images: dict[str, Tensor], gri
             continue
         files = []
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for row in rows:
+        palette = plt.get_cmap("tab20" if len(rows) > 10 else "tab10")  # no two curves of one colour
+        for i, row in enumerate(rows):
             c = results[row.key]["curve"]
-            ax.plot([p["step"] for p in c], [p["test_psnr"] for p in c], label=row.label,
+            ax.plot([p["step"] for p in c], [p["test_psnr"] for p in c], label=row.label, color=palette(i % 20),
                     lw=2.5 if row.reference is None else 1.2, ls="-" if row.reference is None else "--")
         for name, m in baselines.get(task_key, {}).items():
             ax.axhline(statistics.fmean(m["psnr"]), color="grey", lw=0.8, ls=":")
