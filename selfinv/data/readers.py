@@ -420,7 +420,6 @@ def dcmread(path: str | Path, stop_before_pixels: bool = False):
 
 
 def _read_dicom_files(paths: list[Path]) -> tuple[np.ndarray, dict]:
-    pydicom = _lazy("pydicom", "DICOM files")
     series = [(p, dcmread(p)) for p in paths]
     has_pixels = [any(e in ds for e in _DICOM_PIXEL_ELEMENTS) for _, ds in series]
     images = [item for item, keep in zip(series, has_pixels, strict=True) if keep]

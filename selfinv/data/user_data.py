@@ -48,7 +48,6 @@ from torch.utils.data import Dataset
 from selfinv.data.normalization import Mode, Normalization, fit_normalization
 from selfinv.data.sources import Measurement
 
-
 #: redraws of a patch position that holds a blank pixel before picking among the free positions directly
 MAX_REDRAWS = 1000
 
