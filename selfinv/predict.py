@@ -195,22 +195,16 @@ def _reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex_
 
 
 def _fill_blank(y: Tensor, m, op) -> tuple[Tensor, Tensor | None]:
-    """Blank pixels of a FITS image (NaN: FITS's "undefined value" of floating-point data, e.g. a mosaic's edge)
-    under an image-domain operator (denoising, deblurring, super-resolution): the network sees them filled with
-    the image's median and the output keeps them blank (NaN; the mask resized to the output by nearest
-    neighbour), with a warning. A NaN anywhere else (other formats, where it is no convention, sinograms,
-    k-space) stays an error (``_check_finite``)."""
-    from selfinv.data.readers import FITS_EXTENSIONS
+    """A FITS image's blank (NaN) pixels under an image-domain operator (``fill_blank_pixels``): the network
+    sees them filled with the image's median and the output keeps them blank (the mask resized to the output by
+    nearest neighbour), with a warning. A NaN anywhere else stays an error (``_check_finite``)."""
+    from selfinv.data.sources import fill_blank_pixels
 
-    if Path(m.source).suffix.lower() not in FITS_EXTENSIONS or not op.image_domain:
-        return y, None
-    blank = torch.isnan(y)
-    if not bool(blank.any()) or bool(blank.all()):
-        return y, None
-    n = int(blank.sum())
-    warnings.warn(f"{m.name}: {n} blank (NaN) pixel(s) of {y.numel()}: filled with the image's median for the "
-                  f"network and left blank in the output", UserWarning, stacklevel=3)
-    return y.masked_fill(blank, float(y[~blank].median())), blank
+    y, blank = fill_blank_pixels(y, m, op.image_domain)
+    if blank is not None:
+        warnings.warn(f"{m.name}: {int(blank.sum())} blank (NaN) pixel(s) of {y.numel()}: filled with the image's "
+                      f"median for the network and left blank in the output", UserWarning, stacklevel=3)
+    return y, blank
 
 
 def _check_finite(t: Tensor, m, what: str) -> None:

@@ -178,6 +178,29 @@ def read_source(path: str | Path, key: str | None = None) -> list[Measurement]:
     return out
 
 
+def fill_blank_pixels(y: Tensor, m: Measurement, image_domain: bool) -> tuple[Tensor, Tensor | None]:
+    """Blank pixels of a FITS image under an image-domain operator — NaN, FITS's undefined value (a mosaic's
+    edge) — filled with the median of the other pixels, and their mask: ``(filled y, mask)``. ``(y, None)``
+    when there are none, when every pixel is blank, and in any other format or domain, where a NaN is no
+    convention and stays an error of the finiteness checks.
+
+    Example::
+
+        >>> m = Measurement(y=torch.tensor([[[1.0, float("nan")], [3.0, 5.0]]]), name="a", source="a.fits")
+        >>> filled, blank = fill_blank_pixels(m.y, m, image_domain=True)
+        >>> filled.tolist(), blank.tolist()
+        ([[[1.0, 3.0], [3.0, 5.0]]], [[[False, True], [False, False]]])
+    """
+    from selfinv.data.readers import FITS_EXTENSIONS
+
+    if not image_domain or Path(m.source).suffix.lower() not in FITS_EXTENSIONS or not y.is_floating_point():
+        return y, None
+    blank = torch.isnan(y)
+    if not bool(blank.any()) or bool(blank.all()):
+        return y, None
+    return y.masked_fill(blank, float(y[~blank].median())), blank
+
+
 def check_channels(measurements: list[Measurement], channels: int, where: str) -> None:
     """Every measurement has ``channels`` channels; else a clear error naming the first that has not."""
     for m in measurements:

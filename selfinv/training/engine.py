@@ -17,7 +17,6 @@ import inspect
 import math
 import os
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import lightning.pytorch as pl
@@ -143,20 +142,15 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingD
 
 
 def _blank_filled(m: Measurement, op: Physics) -> Tensor:
-    """``m.y[None]``, its blank pixels filled for the checks, with a warning: NaN in a FITS image under an
-    image-domain operator is FITS's undefined value (a mosaic's edge), which training patches and validation
-    crops avoid (``selfinv.data.user_data``). Anywhere else a NaN stays an error of ``check_measurement``."""
-    from selfinv.data.readers import FITS_EXTENSIONS
+    """``m.y[None]`` with a FITS image's blank pixels filled for the checks (``fill_blank_pixels``), with a
+    warning: training patches and validation crops avoid them (``selfinv.data.user_data``)."""
+    from selfinv.data.sources import fill_blank_pixels
 
-    y = m.y[None]
-    blank = torch.isnan(y)
-    if not op.image_domain or Path(m.source).suffix.lower() not in FITS_EXTENSIONS or not bool(blank.any()):
-        return y
-    if bool(blank.all()):
-        raise ValueError(f"{m.name} ({m.source}): every pixel is blank (NaN): nothing to train on")
-    warnings.warn(f"{m.name}: {int(blank.sum())} blank (NaN) pixel(s) of {y.numel()}: training patches and "
-                  f"validation crops avoid them", UserWarning, stacklevel=3)
-    return y.masked_fill(blank, float(y[~blank].median()))
+    y, blank = fill_blank_pixels(m.y[None], m, op.image_domain)
+    if blank is not None:
+        warnings.warn(f"{m.name}: {int(blank.sum())} blank (NaN) pixel(s) of {y.numel()}: training patches and "
+                      f"validation crops avoid them", UserWarning, stacklevel=3)
+    return y
 
 
 def operator_for(physics: Physics, m: Measurement) -> Physics:
