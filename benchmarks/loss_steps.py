@@ -61,6 +61,7 @@ from selfinv import physics as P  # noqa: E402
 from selfinv import transforms as T  # noqa: E402
 from selfinv.config import DEFAULT_BACKBONE, from_dict  # noqa: E402
 from selfinv.models import BackProjection, BlindSpotNet, BottleneckAutoencoder, UNet  # noqa: E402
+from selfinv.training.optimizers import adam  # noqa: E402
 from selfinv.training.precision import resolve_precision  # noqa: E402
 
 from common import anchor_script, deepinv_python, environment, markdown_table, setup, write_results  # noqa: E402
@@ -230,7 +231,7 @@ def run_case(case: Case, init_states: dict, x: Tensor, warmup: int, steps: int, 
     xin = x.clamp_min(1e-3) if "Gamma" in case.name else x  # Gamma noise needs x > 0
     y, physics, extra = case.measure(xin, gen)
     loss_fn.check(physics)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    opt = adam(model.parameters(), lr=LR)  # the engine's optimiser
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)

@@ -39,6 +39,7 @@ from selfinv.losses.base import WeightedSum, set_input_checks
 from selfinv.physics.base import Physics
 from selfinv.training.divergence import DivergenceMonitor
 from selfinv.training.metrics import psnr, ssim
+from selfinv.training.optimizers import adam
 from selfinv.training.schedules import warmup_cosine
 
 _RNG_KEY = "selfinv_rng"
@@ -181,7 +182,7 @@ class SelfSupervisedModule(pl.LightningModule):
     # -- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = adam(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.scheduler == "none":
             return opt
         if self.scheduler == "warmup_cosine":
