@@ -596,6 +596,35 @@ def test_splitting_never_reads_the_hidden_pixels(replace):
     assert model.conv.weight.grad.abs().sum() > 0
 
 
+def test_splitting_replaces_a_hidden_pixel_by_a_uniformly_drawn_kept_neighbour():
+    """Noise2Void's replacement: one of the pixel's kept 8-neighbours, each with probability 1 / (number
+    kept). Distinct pixel values identify the neighbour taken; a chi-square test per number kept (fixed
+    seeds; threshold p > 1e-3, the false-alarm rate of a correct sampler)."""
+    from scipy.stats import chisquare
+
+    B, H, W = 16, 34, 34
+    y = torch.arange(B * H * W, dtype=DT).reshape(B, 1, H, W) / (B * H * W)
+    loss = SplittingLoss(mask_prob=0.3)
+    y_a, mask = loss.split(y, torch.Generator().manual_seed(0))
+    ring = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    ranks: dict[int, list[int]] = {}
+    for b, _, i, j in torch.nonzero(mask[:, :, 1:-1, 1:-1]).tolist():
+        i, j = i + 1, j + 1
+        kept = [(dy, dx) for dy, dx in ring if mask[b, 0, i + dy, j + dx] == 0]
+        taken = [(dy, dx) for dy, dx in ring if y[b, 0, i + dy, j + dx] == y_a[b, 0, i, j]]
+        if not kept:
+            continue
+        assert len(taken) == 1 and taken[0] in kept
+        ranks.setdefault(len(kept), []).append(kept.index(taken[0]))
+    tested = 0
+    for n, rs in ranks.items():
+        if len(rs) >= 20 * n:
+            counts = torch.bincount(torch.tensor(rs), minlength=n).tolist()
+            assert chisquare(counts).pvalue > 1e-3, (n, counts)
+            tested += 1
+    assert tested >= 3
+
+
 def test_splitting_test_time_modes():
     physics = Denoising(GaussianNoise(0.1))
     y = torch.full((2, 1, 8, 8), 0.37, dtype=DT)

@@ -136,11 +136,12 @@ class SplittingLoss(Loss):
             kpad = F.pad(keep, (s, s, s, s), mode="reflect")
             cand = torch.stack([ypad[..., s + dy:s + dy + H, s + dx:s + dx + W] for dy, dx in offsets])
             ok = torch.stack([kpad[..., s + dy:s + dy + H, s + dx:s + dx + W] for dy, dx in offsets])
-            score = rng.rand(ok.shape, generator=generator, device=y.device, dtype=y.dtype)
-            score = torch.where(ok > 0, score, torch.full_like(score, -1.0))
-            best, idx = score.max(dim=0)  # (B,1,H,W)
+            # the k-th kept candidate, k uniform in {0, …, n_ok - 1}: one uniform draw per pixel
+            n_ok = ok.sum(0)  # (B,1,H,W)
+            k = torch.floor(rng.rand(n_ok.shape, generator=generator, device=y.device, dtype=y.dtype) * n_ok)
+            idx = (ok.cumsum(0) <= k).sum(0).clamp_max(len(offsets) - 1)
             value = torch.gather(cand, 0, idx.unsqueeze(0).expand(1, B, C, H, W)).squeeze(0)
-            fallback = best < 0  # every candidate excluded: use a random value
+            fallback = n_ok == 0  # every candidate excluded: use a random value
         else:
             fallback = excluded > 0
             value = y
