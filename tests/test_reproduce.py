@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -163,8 +164,8 @@ def test_the_theory_claims_hold():
 def test_reproduce_cmd_is_typed_for_the_cli():
     from selfinv.reproduce import reproduce_cmd
 
-    args = parse_function_args(reproduce_cmd, ["--quick", "--only", "sei-sr2", "--device", "cpu"])
-    assert args == {"quick": True, "only": "sei-sr2", "device": "cpu"}
+    args = parse_function_args(reproduce_cmd, ["--quick", "--only", "sei-sr2", "--device", "cpu", "--seeds", "3"])
+    assert args == {"quick": True, "only": "sei-sr2", "device": "cpu", "seeds": 3}
 
 
 @pytest.mark.slow
@@ -184,3 +185,21 @@ def test_quick_rows_end_to_end(tmp_path):
     runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), configs=str(FOLDER),
                      log=lambda *a: None)
     assert {p: p.stat().st_mtime for p in cache.glob("*.json")} == stamp  # cached: nothing retrained
+    # a second training seed: only the seed +1 rows train (seed 0 is the cached row), claims use the seed mean
+    logs: list[str] = []
+    data = runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), configs=str(FOLDER),
+                            seeds=2, log=lambda *a: logs.append(" ".join(map(str, a))))
+    assert {p: p.stat().st_mtime for p in stamp} == stamp and len(list(cache.glob("*.json"))) == 4
+    assert any("2 to train" in line for line in logs)
+    seed_rows = [json.loads(p.read_text()) for p in sorted(cache.glob("*.json"))]
+    mc = [r for r in seed_rows if r["row"] == "inpainting/mc"]
+    assert sorted(r["config"]["trainer"]["seed"] for r in mc) == [0, 1]
+    merged = data["rows"]["inpainting/mc"]
+    by_seed = sorted(mc, key=lambda r: r["config"]["trainer"]["seed"])
+    assert merged["seed_psnr"] == [statistics.fmean(r["psnr"]) for r in by_seed]
+    assert merged["psnr"] == pytest.approx([(a + b) / 2 for a, b in zip(by_seed[0]["psnr"], by_seed[1]["psnr"],
+                                                                         strict=True)])
+    text = (out / "claims_quick.md").read_text()
+    assert "--seeds 2" in text and "2 training seeds per row" in text and "(seeds " in text
+    with pytest.raises(ValueError, match="--seeds must be >= 1"):
+        runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), seeds=0)

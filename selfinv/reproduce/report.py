@@ -142,7 +142,11 @@ def _task_table(task_key: str, plan: Plan, results: dict[str, dict], baselines: 
         gain_s = "-" if gain is None else f"{gain:+.2f}" + (" ✗" if row.reference is None and gain >= CONVERGENCE_DB
                                                           else "")
         ms = r.get("ms_per_step")
-        lines.append(f"| {row.label} | {p:.2f} ± {se:.2f} | {s:.3f} | {delta} | {pick} | {gain_s} | "
+        seeds = r.get("seed_psnr")
+        spread = ""
+        if seeds and len(seeds) > 1:
+            spread = f" (seeds {' / '.join(f'{v:.2f}' for v in seeds)}; sd {statistics.stdev(seeds):.2f})"
+        lines.append(f"| {row.label} | {p:.2f} ± {se:.2f}{spread} | {s:.3f} | {delta} | {pick} | {gain_s} | "
                      f"{'-' if ms is None else f'{ms:.1f}'} | {r.get('evaluations_per_step', '')} | "
                      f"`{row.config}` |")
     return lines
@@ -214,7 +218,7 @@ def figures(plan: Plan, results: dict[str, dict], images: dict[str, Tensor], gri
 
 
 def write(plan: Plan, claims: list[Claim], results: dict[str, dict], images: dict[str, Tensor], preset: str,
-          device: str, out: str, code: str, elapsed: float, log=print) -> dict:
+          device: str, out: str, code: str, elapsed: float, log=print, seeds: int = 1) -> dict:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = NAMES[preset]
@@ -228,7 +232,8 @@ def write(plan: Plan, claims: list[Claim], results: dict[str, dict], images: dic
     counts = {s: sum(e["status"] == s for e in entries) for s in ("holds", "misses", "contradicts", "not run")}
     md = [f"# Claims of the tutorial and papers, reproduced ({preset} preset)", "",
           f"`selfinv reproduce{' --quick' if preset == 'quick' else ''}"
-          f"{' --device cuda' if device == 'cuda' else ''}` — {len(results)} trained rows, {len(entries)} claims: "
+          f"{' --device cuda' if device == 'cuda' else ''}{f' --seeds {seeds}' if seeds > 1 else ''}` — "
+          f"{len(results)} trained rows{f' × {seeds} training seeds' if seeds > 1 else ''}, {len(entries)} claims: "
           f"{counts['holds']} hold, {counts['misses']} miss, {counts['contradicts']} contradict, "
           f"{counts['not run']} not run. Training + evaluation time of the rows: {row_seconds / 60:.1f} min "
           f"(summed over the rows, whenever they ran; this invocation: {elapsed / 60:.1f} min). Code version "
@@ -244,6 +249,12 @@ def write(plan: Plan, claims: list[Claim], results: dict[str, dict], images: dic
            "estimator. ± is the standard error over test items; differences between methods are paired "
            "(per-item differences). A supervised reference is *converged* when its last 20 % of steps gain "
            f"< {CONVERGENCE_DB} dB; claims resting on one that is not are marked.", ""]
+    if seeds > 1:
+        md += [f"**{seeds} training seeds per row** (the config's `trainer.seed` + 0 … {seeds - 1}: initialisation "
+               "and the losses' random draws; data, noise and test set unchanged). Every number below is of the "
+               "seed-averaged per-item metrics (item by item, the mean over the seeds), so the ± does not "
+               "contain the spread over seeds: the rows' tables list each seed's PSNR and their standard "
+               "deviation; the curve, the val/loss pick and ms/step are the first seed's.", ""]
     for family in dict.fromkeys(e["family"] for e in entries):
         md += [f"## {family}", ""] + _claims_table([e for e in entries if e["family"] == family]) + [""]
     md += ["## Rows by task", ""]

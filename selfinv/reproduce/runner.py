@@ -200,6 +200,50 @@ def preset_test(spec: TestSpec, preset: str) -> TestSpec:
     return replace(spec, limit=min(spec.limit or 8, 8)) if preset == "quick" else spec
 
 
+def seeded(cfg: dict, k: int) -> dict:
+    """The row's config trained with seed ``trainer.seed + k`` (initialisation and the losses' random
+    draws; data, noise and test set unchanged) in its own training folder; ``k = 0`` is ``cfg`` itself."""
+    if k == 0:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    t = cfg["trainer"]
+    t["seed"] = int(t.get("seed", 0)) + k
+    t["output_dir"] = f"{t['output_dir']}__seed{k}"
+    return cfg
+
+
+#: per-item metric lists of a row's result, averaged over training seeds by ``merge_seeds``
+PER_ITEM = ("psnr", "mse", "ssim")
+
+
+def merge_seeds(results: list[dict]) -> dict:
+    """One row's results over training seeds (``results[k]`` trained with seed offset ``k``).
+
+    The per-item metrics are averaged over the seeds, item by item, so every claim compares
+    seed-averaged networks on the same test items; ``seed_psnr`` keeps each seed's mean PSNR (the
+    report shows their spread); the curve, the val/loss pick and the timings are the first seed's.
+
+    >>> merge_seeds([{"psnr": [30.0, 20.0], "mse": [1.0, 3.0], "ssim": None, "wall_seconds": 5.0},
+    ...              {"psnr": [31.0, 22.0], "mse": [2.0, 1.0], "ssim": None, "wall_seconds": 7.0}])["psnr"]
+    [30.5, 21.0]
+    """
+    if len(results) == 1:
+        return results[0]
+    merged = dict(results[0])
+    for metric in PER_ITEM:
+        lists = [r.get(metric) for r in results]
+        if any(v is None for v in lists):
+            merged[metric] = None
+            continue
+        if len({len(v) for v in lists}) != 1:
+            raise ValueError(f"the seeds of row {results[0].get('row')} were evaluated on different test sets")
+        merged[metric] = [statistics.fmean(vals) for vals in zip(*lists, strict=True)]
+    merged["seed_psnr"] = [statistics.fmean(r["psnr"]) for r in results]
+    merged["seed_keys"] = [r.get("key") for r in results]
+    merged["wall_seconds"] = sum(r.get("wall_seconds", 0.0) for r in results)
+    return merged
+
+
 # -- cache ---------------------------------------------------------------------------------------------------------
 
 def code_version() -> str:
@@ -513,11 +557,15 @@ def check_plan(plan: Plan, folder: Path) -> None:
 
 def reproduce(quick: bool = False, only: str | None = None, device: str = "cpu", out: str = "benchmarks/results",
               cache: str = "runs/reproduce/cache", configs: str | None = None, dry_run: bool = False,
-              cached_only: bool = False, log=print) -> dict:
+              cached_only: bool = False, seeds: int = 1, log=print) -> dict:
     """Run (or read from the cache) the selected rows and write the report; returns the report data.
-    ``cached_only``: train nothing; rows not in the cache are left out (their claims read "not run")."""
+    ``cached_only``: train nothing; rows not in the cache are left out (their claims read "not run").
+    ``seeds``: train every row with ``seeds`` training seeds (``trainer.seed + 0 … seeds-1``) and judge the
+    claims on the seed-averaged per-item metrics (``merge_seeds``)."""
     from selfinv.reproduce import report
 
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
     preset = "quick" if quick else ("gpu" if device == "cuda" else "cpu")
     folder = configs_dir(configs)
     _ACTIVE_CONFIGS[:] = [folder]
@@ -531,46 +579,53 @@ def reproduce(quick: bool = False, only: str | None = None, device: str = "cpu",
     results: dict[str, dict] = {}
     images: dict[str, Tensor] = {}
     tests: dict[str, TestSet] = {}
-    resolved: dict[str, tuple[dict, TestSpec, str]] = {}
+    resolved: dict[str, list[tuple[dict, TestSpec, str]]] = {}
     for row in rows:
         task = plan.tasks[row.task]
         spec = preset_test(task.test, preset)
         cfg = apply_preset(load_row_config(row, folder), preset, device,
                            str(runs_root / row.key.replace("/", "__")))
-        resolved[row.key] = (cfg, spec, row_key(row, cfg, spec, code))
-    todo = [r for r in rows if store.load(r, resolved[r.key][2]) is None]
-    log(f"[reproduce] preset {preset}: {len(rows)} rows selected, {len(rows) - len(todo)} cached, {len(todo)} to "
-        f"train; {len(claims)} claims; code {code}; cache {store.folder}")
+        resolved[row.key] = [(c, spec, row_key(row, c, spec, code)) for c in (seeded(cfg, k) for k in range(seeds))]
+    todo = [(r, k) for r in rows for k, (_, _, key) in enumerate(resolved[r.key]) if store.load(r, key) is None]
+    log(f"[reproduce] preset {preset}: {len(rows)} rows selected × {seeds} training seed(s), "
+        f"{len(rows) * seeds - len(todo)} cached, {len(todo)} to train; {len(claims)} claims; code {code}; "
+        f"cache {store.folder}")
     if dry_run:
-        for r in todo:
-            cfg = resolved[r.key][0]
-            log(f"  would train {r.key} ({r.config}): {cfg['trainer']['max_steps']} steps")
+        for r, k in todo:
+            cfg = resolved[r.key][k][0]
+            log(f"  would train {r.key} ({r.config}{f', seed +{k}' if k else ''}): "
+                f"{cfg['trainer']['max_steps']} steps")
         return {}
     quiet_lightning()
     for i, row in enumerate(rows):
-        cfg, spec, key = resolved[row.key]
-        cached = store.load(row, key)
-        if cached is None and cached_only:
+        per_seed: list[dict] = []
+        for k, (cfg, spec, key) in enumerate(resolved[row.key]):
+            cached = store.load(row, key)
+            if cached is None and cached_only:
+                break
+            if cached is None:
+                if row.task not in tests:
+                    tests[row.task] = build_test_set(cfg, spec, device)
+                t0 = time.perf_counter()
+                result, grid = train_row(row, cfg, tests[row.task], device)
+                result.update({"key": key, "preset": preset, "code": code, "test": asdict(spec),
+                               "wall_seconds": time.perf_counter() - t0, "environment": environment(device),
+                               "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                store.save(row, key, result, grid)
+                cached = result
+                log(f"[reproduce] {i + 1}/{len(rows)} {row.key}{f' (seed +{k})' if k else ''}: PSNR "
+                    f"{statistics.fmean(result['psnr']):.2f} dB, {result['steps']} steps, "
+                    f"{result['ms_per_step']:.1f} ms/step, {result['wall_seconds']:.0f} s "
+                    f"(total {time.perf_counter() - t_start:.0f} s)")
+            per_seed.append(cached)
+        if len(per_seed) < seeds:  # cached_only and a seed not in the cache: the row is not reported
             continue
-        if cached is None:
-            if row.task not in tests:
-                tests[row.task] = build_test_set(cfg, spec, device)
-            t0 = time.perf_counter()
-            result, grid = train_row(row, cfg, tests[row.task], device)
-            result.update({"key": key, "preset": preset, "code": code, "test": asdict(spec),
-                           "wall_seconds": time.perf_counter() - t0, "environment": environment(device),
-                           "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-            store.save(row, key, result, grid)
-            cached = result
-            log(f"[reproduce] {i + 1}/{len(rows)} {row.key}: PSNR {statistics.fmean(result['psnr']):.2f} dB, "
-                f"{result['steps']} steps, {result['ms_per_step']:.1f} ms/step, {result['wall_seconds']:.0f} s "
-                f"(total {time.perf_counter() - t_start:.0f} s)")
-        results[row.key] = cached
-        img = store.image(row, key)
+        results[row.key] = merge_seeds(per_seed)
+        img = store.image(row, resolved[row.key][0][2])
         if img is not None:
             images[row.key] = img
     data = report.write(plan, claims, results, images, preset, device, out, code,
-                        time.perf_counter() - t_start, log=log)
+                        time.perf_counter() - t_start, log=log, seeds=seeds)
     return data
 
 
@@ -587,7 +642,7 @@ def quiet_lightning() -> None:
 def reproduce_cmd(quick: bool = False, only: Optional[str] = None, device: Literal["cpu", "cuda"] = "cpu",
                   out: str = "benchmarks/results", cache: str = "runs/reproduce/cache",
                   configs: Optional[str] = None, threads: Optional[int] = None, dry_run: bool = False,
-                  cached_only: bool = False) -> str:
+                  cached_only: bool = False, seeds: int = 1) -> str:
     """Reproduce the claims of the tutorial and papers: train every claim's networks, cache each row, report.
 
     Args:
@@ -602,6 +657,8 @@ def reproduce_cmd(quick: bool = False, only: Optional[str] = None, device: Liter
         threads: torch CPU threads (default: the available cores).
         dry_run: list what would be trained and exit.
         cached_only: train nothing: report the rows already in the cache (the others' claims read "not run").
+        seeds: training seeds per row (the config's seed + 0, 1, …): claims are judged on the seed-averaged
+            per-item metrics and the report lists each seed's PSNR.
     """
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is available to this torch")
@@ -610,5 +667,5 @@ def reproduce_cmd(quick: bool = False, only: Optional[str] = None, device: Liter
             raise ValueError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     data = reproduce(quick=quick, only=only, device=device, out=out, cache=cache, configs=configs,
-                     dry_run=dry_run, cached_only=cached_only)
+                     dry_run=dry_run, cached_only=cached_only, seeds=seeds)
     return data.get("markdown_path", "") if data else ""
