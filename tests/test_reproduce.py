@@ -199,6 +199,9 @@ def test_quick_rows_end_to_end(tmp_path):
     assert merged["seed_psnr"] == [statistics.fmean(r["psnr"]) for r in by_seed]
     assert merged["psnr"] == pytest.approx([(a + b) / 2 for a, b in zip(by_seed[0]["psnr"], by_seed[1]["psnr"],
                                                                          strict=True)])
+    assert merged["best"]["psnr"] == pytest.approx([(a + b) / 2 for a, b in zip(
+        by_seed[0]["best"]["psnr"], by_seed[1]["best"]["psnr"], strict=True)])
+    assert merged["best"]["seed_steps"] == [r["best"]["step"] for r in by_seed]
     text = (out / "claims_quick.md").read_text()
     assert "--seeds 2" in text and "2 training seeds per row" in text and "(seeds " in text
     with pytest.raises(ValueError, match="--seeds must be >= 1"):

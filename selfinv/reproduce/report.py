@@ -254,7 +254,8 @@ def write(plan: Plan, claims: list[Claim], results: dict[str, dict], images: dic
                "and the losses' random draws; data, noise and test set unchanged). Every number below is of the "
                "seed-averaged per-item metrics (item by item, the mean over the seeds), so the ± does not "
                "contain the spread over seeds: the rows' tables list each seed's PSNR and their standard "
-               "deviation; the curve, the val/loss pick and ms/step are the first seed's.", ""]
+               "deviation; the val/loss pick is averaged the same way (its step: the first seed's); the curve and "
+               "ms/step are the first seed's.", ""]
     for family in dict.fromkeys(e["family"] for e in entries):
         md += [f"## {family}", ""] + _claims_table([e for e in entries if e["family"] == family]) + [""]
     md += ["## Rows by task", ""]

@@ -221,7 +221,8 @@ def merge_seeds(results: list[dict]) -> dict:
 
     The per-item metrics are averaged over the seeds, item by item, so every claim compares
     seed-averaged networks on the same test items; ``seed_psnr`` keeps each seed's mean PSNR (the
-    report shows their spread); the curve, the val/loss pick and the timings are the first seed's.
+    report shows their spread). The val/loss pick's per-item PSNR is averaged the same way (its step is
+    the first seed's, ``seed_steps`` all of them); the curve and the timings are the first seed's.
 
     >>> merge_seeds([{"psnr": [30.0, 20.0], "mse": [1.0, 3.0], "ssim": None, "wall_seconds": 5.0},
     ...              {"psnr": [31.0, 22.0], "mse": [2.0, 1.0], "ssim": None, "wall_seconds": 7.0}])["psnr"]
@@ -238,6 +239,14 @@ def merge_seeds(results: list[dict]) -> dict:
         if len({len(v) for v in lists}) != 1:
             raise ValueError(f"the seeds of row {results[0].get('row')} were evaluated on different test sets")
         merged[metric] = [statistics.fmean(vals) for vals in zip(*lists, strict=True)]
+    bests = [r.get("best") or {} for r in results]
+    if all(b.get("psnr") for b in bests) and len({len(b["psnr"]) for b in bests}) == 1:
+        # the val/loss pick, averaged like the final weights, so "pick − final" compares like with like
+        merged["best"] = dict(bests[0], psnr=[statistics.fmean(v) for v in zip(*(b["psnr"] for b in bests),
+                                                                                  strict=True)],
+                              seed_steps=[b.get("step") for b in bests])
+    else:
+        merged["best"] = {}
     merged["seed_psnr"] = [statistics.fmean(r["psnr"]) for r in results]
     merged["seed_keys"] = [r.get("key") for r in results]
     merged["wall_seconds"] = sum(r.get("wall_seconds", 0.0) for r in results)
