@@ -157,6 +157,42 @@ def test_sure_exact_divergence_mode_is_unbiased(noise, size, batch, chunks):
     assert abs(mean) < 4 * se, (mean, se)
 
 
+@pytest.mark.parametrize("noise", ["gaussian", "poisson"])
+def test_sure_probes_average_independent_monte_carlo_estimates(noise):
+    """``probes: K`` keeps the mean of the one-probe estimate and divides its variance by K, at the declared
+    cost of K (Gaussian) or 2K (Poisson second order) evaluations besides ``f(y)``."""
+    physics = Denoising(SURE_CASES[noise]())
+    model = frozen_cnn()
+    calls = []
+    model.register_forward_hook(lambda mod, args, out: calls.append(out.shape[0]))  # samples evaluated
+    y = physics(clean_image().expand(2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    values = {}
+    for k in (1, 4):
+        loss = SURE(noise=noise, tau=1e-3, probes=k)
+        assert loss.evaluations_per_step == 1 + (1 if noise == "gaussian" else 2) * k
+        g = torch.Generator().manual_seed(k)
+        vals = []
+        with torch.no_grad():
+            for _ in range(400):
+                calls.clear()
+                vals.append(float(loss(y, physics, model, generator=g)))
+                assert sum(calls) == loss.evaluations_per_step * len(y)
+        values[k] = torch.tensor(vals, dtype=DT)
+    m1, se1 = mean_and_se(values[1])
+    m4, se4 = mean_and_se(values[4])
+    assert abs(m1 - m4) < 4 * math.hypot(se1, se4), (m1, m4, se1, se4)
+    # sd ratio 1/2 in theory; with 400 draws each sd is estimated to ~3.5 % (1/sqrt(2*400)), so 0.40-0.60
+    # is > 4 standard errors of the ratio either side; K = 1 (ratio 1) or K = 2 (0.71) would be caught
+    ratio = float(values[4].std() / values[1].std())
+    assert 0.40 < ratio < 0.60, ratio
+
+
+def test_sure_probes_must_be_a_positive_integer():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(LossConfigError, match="probes must be an integer >= 1"):
+            SURE(probes=bad)
+
+
 def test_sure_margin_estimates_the_interior_risk():
     physics = Denoising(GaussianNoise(0.1))
     model = smoothing_filter()

@@ -34,7 +34,8 @@ Poisson–Gaussian noise", we replace it by its second-order Taylor expansion in
 ``second_order=False``).
 
 Derivatives are estimated by Monte Carlo (Ramani et al. 2008; Le Montagner et
-al. 2014) with a single probe ``μ`` per sample, ``E[μ_i μ_j] = δ_ij``:
+al. 2014) with a single probe ``μ`` per sample, ``E[μ_i μ_j] = δ_ij`` (``probes=K`` averages ``K``
+independent ones: variance / K, K times the derivative evaluations):
 
 * Gaussian: ``Σ w_i ∂_i h_i ≈ (w∘ω)ᵀ (h(y + τω) - h(y)) / τ`` with
   ``ω ~ N(0, I)`` (2 evaluations);
@@ -347,6 +348,22 @@ class SURE(Loss):
         max_exact_entries: ``divergence="exact"`` refuses measurements with more entries per
             sample than this (it costs one double-backward pass per entry, and as much again
             in the backward pass of training).
+        batch_evaluations: evaluate ``f(y)`` and ``f(y + τω)`` as one doubled batch (Gaussian, one probe).
+        probes: independent Monte-Carlo probes averaged per step (``divergence="mc"``): the variance of
+            the derivative estimate divided by ``probes``, at ``probes`` (Gaussian) or ``2 × probes``
+            (Poisson, second order) network evaluations besides ``f(y)``.
+
+    Example:
+        >>> import torch
+        >>> from selfinv.physics import Denoising, GaussianNoise
+        >>> physics = Denoising(GaussianNoise(0.1))
+        >>> y = physics(torch.rand(2, 1, 16, 16), generator=torch.Generator().manual_seed(0))
+        >>> loss = SURE(tau=0.005, probes=2)
+        >>> loss.evaluations_per_step
+        3
+        >>> identity = lambda v, physics: v  # h(y) = y: risk E||y - x||²/n = σ²
+        >>> round(float(loss(y, physics, identity)), 2)
+        0.01
     """
 
     #: assumes pixel-wise independent noise (``Loss.tolerated_noise_correlation``)
@@ -354,7 +371,8 @@ class SURE(Loss):
 
     def __init__(self, noise: Literal["gaussian", "poisson", "poisson_gaussian"] = "gaussian",
                  tau: float | Literal["auto"] = 1e-2, divergence: Literal["mc", "exact"] = "mc", margin: int = 0,
-                 second_order: bool = True, max_exact_entries: int = 4096, batch_evaluations: bool = True):
+                 second_order: bool = True, max_exact_entries: int = 4096, batch_evaluations: bool = True,
+                 probes: int = 1):
         super().__init__()
         if noise not in ("gaussian", "poisson", "poisson_gaussian"):
             raise LossConfigError(f"SURE noise must be 'gaussian', 'poisson' or 'poisson_gaussian', got {noise!r}")
@@ -372,6 +390,8 @@ class SURE(Loss):
             raise LossConfigError(f"margin must be >= 0, got {margin}")
         if max_exact_entries < 1:
             raise LossConfigError(f"max_exact_entries must be >= 1, got {max_exact_entries}")
+        if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
+            raise LossConfigError(f"probes must be an integer >= 1 (Monte-Carlo probes per step), got {probes!r}")
         self.noise = noise
         #: the finite-difference step, or None for ``tau: auto`` (``σ/20`` per batch, ``step_size``)
         self.tau: float | None = None if isinstance(tau, str) else float(tau)
@@ -380,13 +400,16 @@ class SURE(Loss):
         self.second_order = bool(second_order) and noise != "gaussian"
         self.max_exact_entries = int(max_exact_entries)
         self.batch_evaluations = bool(batch_evaluations)
+        #: independent Monte-Carlo probes averaged per step (``divergence: mc``): variance / K, K (Gaussian) or
+        #: 2K (Poisson second order) evaluations besides ``f(y)``
+        self.probes = int(probes)
         self._step_checked = False
 
     @property
     def evaluations_per_step(self) -> int:  # type: ignore[override]
         if self.divergence == "exact":
             return 1
-        return 3 if self.second_order else 2
+        return 1 + (2 if self.second_order else 1) * self.probes
 
     def check(self, physics: Physics) -> None:
         kind = physics.noise.kind
@@ -474,17 +497,21 @@ class SURE(Loss):
                     f"max_exact_entries if the time is acceptable)")
             hy = h(y)
             div = exact_weighted_derivatives(h, y, w.expand_as(y), None if v is None else v.expand_as(y)).sum()
-        elif v is None and self.batch_evaluations and _can_batch(model, y, physics):
+        elif v is None and self.probes == 1 and self.batch_evaluations and _can_batch(model, y, physics):
             omega = rng.randn_like(y, generator)
             hy, hp = _evaluate_pair(model, y, y + tau * omega, physics)
             div = ((w * omega) * (hp - hy)).sum() / tau
         elif v is None:
             hy = h(y)
-            div = mc_divergence(h, y, tau, generator, weight=w, fy=hy).sum()
+            div = sum(mc_divergence(h, y, tau, generator, weight=w, fy=hy).sum()
+                      for _ in range(self.probes)) / self.probes
         else:
             hy = h(y)
-            d1, d2 = mc_second_order_derivatives(h, y, tau, generator, w, v, fy=hy)
-            div = (d1 - d2).sum()
+            div = 0
+            for _ in range(self.probes):
+                d1, d2 = mc_second_order_derivatives(h, y, tau, generator, w, v, fy=hy)
+                div = div + (d1 - d2).sum()
+            div = div / self.probes
         res = (y - hy) ** 2
         if m is not None:
             res = res * m
@@ -494,5 +521,6 @@ class SURE(Loss):
         tau = "auto" if self.tau is None else self.tau
         return (f"noise={self.noise!r}, tau={tau}, divergence={self.divergence!r}, "
                 f"batch_evaluations={self.batch_evaluations}, "
+                + (f"probes={self.probes}, " if self.probes != 1 else "") +
                 f"margin={self.margin}, second_order={self.second_order}"
                 + (f", max_exact_entries={self.max_exact_entries}" if self.divergence == "exact" else ""))
