@@ -503,15 +503,15 @@ class SURE(Loss):
             div = ((w * omega) * (hp - hy)).sum() / tau
         elif v is None:
             hy = h(y)
-            div = sum(mc_divergence(h, y, tau, generator, weight=w, fy=hy).sum()
-                      for _ in range(self.probes)) / self.probes
+            div = torch.stack([mc_divergence(h, y, tau, generator, weight=w, fy=hy).sum()
+                               for _ in range(self.probes)]).mean()
         else:
             hy = h(y)
-            div = 0
+            terms = []
             for _ in range(self.probes):
                 d1, d2 = mc_second_order_derivatives(h, y, tau, generator, w, v, fy=hy)
-                div = div + (d1 - d2).sum()
-            div = div / self.probes
+                terms.append((d1 - d2).sum())
+            div = torch.stack(terms).mean()
         res = (y - hy) ** 2
         if m is not None:
             res = res * m
