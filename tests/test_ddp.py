@@ -143,3 +143,18 @@ def test_torchrun_launch_matches_lightning_launch(tmp_path):
                       weights_only=True)
     assert "MEMBER: 2/2" in r.stderr + r.stdout
     assert _max_diff(lightning_run, ckpt) < 1e-6
+
+
+def test_cli_closes_the_process_group_it_leaves_behind(tmp_path):
+    """After a command, ``selfinv.cli`` destroys an initialised process group (a torchrun worker's), so that
+    its threads are joined before the interpreter exits instead of aborting the finished process."""
+    import torch.distributed as dist
+
+    from selfinv.cli import close_process_group, main
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    assert dist.is_initialized()
+    assert main(["advise", "--physics", "denoising", "--noise", "unknown"]) == 0
+    assert not dist.is_initialized()
+    close_process_group()  # nothing left: a no-op
