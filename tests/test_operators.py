@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -420,13 +421,42 @@ def test_blur_per_channel_kernels():
 def test_downsampling_decimates_filtered_image():
     x = torch.randn(2, 1, 16, 16, generator=_g(14), dtype=torch.float64)
     assert torch.equal(Downsampling((1, 16, 16), 2, filter=None).A(x), x[..., ::2, ::2])
-    op = Downsampling((1, 16, 16), 4, filter="bicubic")
-    assert torch.allclose(op.A(x), Blur(kernel=bicubic_kernel(4).double()).A(x)[..., ::4, ::4], atol=1e-12)
+    op = Downsampling((1, 16, 16), 4, filter="bicubic")  # sampling phase f/2 - 1 = 1: block centres
+    assert torch.allclose(op.A(x), Blur(kernel=bicubic_kernel(4).double()).A(x)[..., 1::4, 1::4], atol=1e-12)
+    op2 = Downsampling((1, 16, 16), 2, filter="bicubic")  # phase 0
+    assert torch.allclose(op2.A(x), Blur(kernel=bicubic_kernel(2).double()).A(x)[..., ::2, ::2], atol=1e-12)
     c = torch.full((1, 1, 16, 16), 2.0, dtype=torch.float64)
     assert torch.allclose(op.A(c), torch.full((1, 1, 4, 4), 2.0, dtype=torch.float64), atol=1e-6)
     # the aliased spectrum of plain decimation is 1 everywhere (A Aᵀ = I)
     plain = Downsampling((1, 8, 8), 2, filter=None)
     assert torch.allclose(plain.aliased_spectrum(x), torch.ones(4, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_bicubic_downsampling_is_image_resizing(factor):
+    """The docstring's convention: away from the (circular) border, ``A`` is the anti-aliased bicubic
+    downscaling of ``PIL.Image.resize`` (each low-resolution pixel centred on its f x f block)."""
+    from PIL import Image
+
+    x = torch.rand(1, 1, 64, 64, generator=_g(41), dtype=torch.float64)
+    y = Downsampling((1, 64, 64), factor, filter="bicubic").A(x)[0, 0]
+    img = Image.fromarray(x[0, 0].float().numpy(), mode="F").resize((64 // factor,) * 2, Image.BICUBIC)
+    ref = torch.from_numpy(np.array(img)).double()
+    inner = slice(3, 64 // factor - 3)  # PIL clamps at the border, A wraps around
+    assert float((y[inner, inner] - ref[inner, inner]).abs().max()) < 1e-5  # float32 PIL; a 1-px shift gives > 0.05
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+@pytest.mark.parametrize("size", [48, 64])
+def test_bicubic_downsampling_commutes_with_rotations_and_flips(factor, size):
+    """Block-centred sampling: the grid is symmetric about the image centre, so ``A R = R' A`` for the
+    90° rotations and flips ``R`` (the premise of the SEI paper's "rotations do not help SR")."""
+    x = torch.rand(2, 1, size, size, generator=_g(42), dtype=torch.float64)
+    op = Downsampling((1, size, size), factor, filter="bicubic")
+    for k in (1, 2, 3):
+        assert torch.allclose(op.A(torch.rot90(x, k, (-2, -1))), torch.rot90(op.A(x), k, (-2, -1)), atol=1e-12)
+    for dims in ((-1,), (-2,)):
+        assert torch.allclose(op.A(torch.flip(x, dims)), torch.flip(op.A(x), dims), atol=1e-12)
 
 
 def test_compressed_sensing_matrix_statistics():

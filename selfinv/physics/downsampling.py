@@ -1,8 +1,9 @@
 """Super-resolution operator ``y = S (h * x)``: anti-alias filter, then keep every ``factor``-th pixel.
 
 ``h * x`` is the circular convolution of ``selfinv.physics.blur`` (kernel centre
-``(kh // 2, kw // 2)``) and ``S`` keeps the pixels ``(factor i, factor j)``, so
-``y[i, j] = Σ_{a,b} h[a, b] x[f i + kh//2 - a, f j + kw//2 - b]`` (indices mod H, W).
+``(kh // 2, kw // 2)``) and ``S`` keeps the pixels ``(f i + p, f j + p)`` (``f = factor``,
+sampling phase ``p``, see the filters), so
+``y[i, j] = Σ_{a,b} h[a, b] x[f i + p + kh//2 - a, f j + p + kw//2 - b]`` (indices mod H, W).
 The adjoint ``Aᵀ y = h ⋆ (Sᵀ y)`` inserts zeros between samples, then correlates
 with the filter.
 
@@ -16,12 +17,17 @@ truncated for the built-in filters at the default ``1e-6``).
 Filters:
 
 * ``"bicubic"``: separable Keys cubic (a = -0.5) stretched by ``factor``,
-  ``4 factor`` taps at offsets ``(j - 2f + 1/2) / f``, normalised to sum 1
-  (the anti-aliased bicubic of image resizing; even size, so its centre lies half
-  a pixel before ``kh // 2``).
-* ``"gaussian"``: ``gaussian_kernel(σ = factor / 2)`` (size ``2⌈3σ⌉+1``); its
-  response at the low-resolution Nyquist frequency is ``exp(-π²/8) ≈ 0.29``.
-* ``None``: plain decimation.
+  ``4 factor`` taps at offsets ``(j - 2f + 1/2) / f``, normalised to sum 1, sampling
+  phase ``p = f/2 - 1``: low-resolution pixel ``i`` is centred on the high-resolution
+  coordinate ``f i + (f - 1)/2``, the centre of its ``f × f`` block — the anti-aliased
+  bicubic downscaling of image resizing (equal to ``PIL.Image.resize(..., BICUBIC)``
+  away from the border, tested at ``f = 2`` and ``4``), and, the sampling grid being
+  symmetric about the image centre, ``A`` commutes with 90° rotations and flips.
+* ``"gaussian"``: ``gaussian_kernel(σ = factor / 2)`` (size ``2⌈3σ⌉+1``), ``p = 0``
+  (pixel ``i`` centred on ``f i``, an odd kernel cannot centre on ``f i + (f - 1)/2``:
+  this ``A`` does not commute with rotations); its response at the low-resolution Nyquist
+  frequency is ``exp(-π²/8) ≈ 0.29``.
+* ``None``: plain decimation, ``p = 0``.
 
 Used for self-supervised super-resolution in Scanvic et al., "Scale-Equivariant
 Imaging" (2023); Keys, "Cubic convolution interpolation" (IEEE TASSP 1981).
@@ -60,6 +66,12 @@ def bicubic_kernel(factor: int) -> Tensor:
     w = keys_cubic(t)
     w = w / w.sum()
     return (w[:, None] * w[None, :]).float()
+
+
+def sampling_phase(name: str | None, factor: int) -> int:
+    """The sampling phase ``p`` of the filter ``name`` (module docstring): ``factor / 2 - 1`` for the
+    even-size bicubic kernel (samples at block centres), 0 otherwise."""
+    return int(factor) // 2 - 1 if name == "bicubic" else 0
 
 
 def antialias_filter(name: str | None, factor: int) -> Tensor:
@@ -121,6 +133,8 @@ class Downsampling(LinearPhysics):
         self.boundary = boundary
         self.dagger_eps = float(dagger_eps)
         self.register_buffer("filter_kernel", kernel, persistent=False)
+        #: sampling phase ``p``: ``A`` keeps the pixels ``(f i + p, f j + p)`` of ``h * x`` (module docstring)
+        self.phase = sampling_phase(filter, self.factor)
 
     def measurement_shape(self, image_shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
         """``(C, H / factor, W / factor)`` (of this operator's image size by default)."""
@@ -141,23 +155,24 @@ class Downsampling(LinearPhysics):
 
     def A(self, x: Tensor) -> Tensor:
         self._check_image(x, "Downsampling.A", channels=self.img_size[0], size=self.img_size[1:])
-        f = self.factor
+        f, p = self.factor, self.phase
         if self.filter_name is None:
-            return x[..., ::f, ::f]
-        return circular_conv(x, self.filter_kernel)[..., ::f, ::f]
+            return x[..., p::f, p::f]
+        return circular_conv(x, self.filter_kernel)[..., p::f, p::f]
 
     def A_adjoint(self, y: Tensor) -> Tensor:
         C, h, w = self.measurement_shape()
         self._check_image(y, "Downsampling.A_adjoint", channels=C, size=(h, w))
-        f = self.factor
+        f, p = self.factor, self.phase
         up = y.new_zeros(y.shape[:2] + self.img_size[1:])
-        up[..., ::f, ::f] = y
+        up[..., p::f, p::f] = y
         if self.filter_name is None:
             return up
         return circular_conv(up, self.filter_kernel, adjoint=True)
 
     def aliased_spectrum(self, like: Tensor) -> Tensor:
-        """Eigenvalues ``G`` of ``A Aᵀ`` on the low-resolution DFT grid, shape ``(H/f, W/f)``."""
+        """Eigenvalues ``G`` of ``A Aᵀ`` on the low-resolution DFT grid, shape ``(H/f, W/f)`` (the sampling
+        phase is a circular shift, which ``A Aᵀ`` does not see)."""
         _, H, W = self.img_size
         f = self.factor
         k = self.filter_kernel.to(device=like.device, dtype=like.dtype)
