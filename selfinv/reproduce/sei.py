@@ -4,9 +4,12 @@ on natural photographs.
 
 Rows per task: supervised; SURE alone; robust EI (SURE + re-noised EI) with shifts and with 90° rotations;
 SEI (SURE + re-noised EI with random downscalings and stop-gradient). The stop-gradient ablation (SEI
-without it) runs on deblurring σ = 2 and SR ×2. The network sees ``Aᵀy`` (deblurring) or ``A†y`` (SR); the
-classical reference is the blurred measurement ``y`` or bicubic interpolation, which the supervised network
-must clearly beat for the setting to test anything.
+without it) runs on deblurring σ = 2 and SR ×2. SR also trains robust EI with the identity transform (no
+group: SURE + the self-consistency ``f(A x̂ + n) ≈ x̂``), the reference a group that commutes with ``A``
+cannot improve on: the bicubic downsampling commutes with the 90° rotations, so they add no information.
+The network sees ``Aᵀy`` (deblurring) or ``A†y`` (SR); the classical reference is the blurred
+measurement ``y`` or bicubic interpolation, which the supervised network must clearly beat for the setting to
+test anything.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ METHODS = [("supervised", "supervised", None), ("sure", "SURE alone", "supervise
            ("ei_rot", "EI-rotate (REI: SURE + EI, 90° rotations)", "supervised"),
            ("sei", "SEI (SURE + scale EI, stop-gradient)", "supervised")]
 ABLATION = ("sei-deblur2", "sei-sr2")
+#: SR only: robust EI with the identity transform (``shift`` with ``max_shift: 0``)
+IDENTITY = ("ei_id", "EI-identity (REI: SURE + EI, no transform)", "supervised")
 
 
 def tasks() -> list[Task]:
@@ -43,7 +48,8 @@ def tasks() -> list[Task]:
 def rows() -> list[Row]:
     out = []
     for t in TASKS:
-        methods = METHODS + ([("sei_nostop", "SEI without stop-gradient", "supervised")] if t in ABLATION else [])
+        methods = METHODS + ([IDENTITY] if TASKS[t][1] == "sr" else []) \
+            + ([("sei_nostop", "SEI without stop-gradient", "supervised")] if t in ABLATION else [])
         out += [Row(f"{t}/{m}", label, f"{t.replace('-', '_')}_{m}.yaml", None if ref is None else f"{t}/{ref}")
                 for m, label, ref in methods]
     return out
@@ -71,6 +77,10 @@ def claims() -> list[Claim]:
             add("rot-is-sure", f"{name}: EI with 90° rotations = SURE alone (A commutes with them; within 0.3 dB)",
                 f"{SEI}, Theorem; tutorial Part 4 '(Non)-Equivariant Operators'", (f"{t}/ei_rot", f"{t}/sure"),
                 equal(f"{t}/ei_rot", f"{t}/sure", 0.3))
+            add("rot-is-identity", f"{name}: EI with 90° rotations = EI with no transform (A commutes with the "
+                f"rotations: they add no information to SURE + self-consistency; within 0.3 dB)",
+                f"{SEI}, Theorem; tutorial Part 4 '(Non)-Equivariant Operators'", (f"{t}/ei_rot", f"{t}/ei_id"),
+                equal(f"{t}/ei_rot", f"{t}/ei_id", 0.3))
         if t in ABLATION:
             add("stop-gradient", f"{name}: without the stop-gradient SEI is worse",
                 f"{SEI}: 'One of our key contributions is stopping the gradient'", (sei, f"{t}/sei_nostop"),
