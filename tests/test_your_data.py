@@ -642,3 +642,69 @@ def test_data_offset_is_refused_where_it_has_no_meaning(tmp_path):
                                        val_fraction=0.5, offset=10.0)
     with pytest.raises(ValueError, match="data.offset must be a finite number"):
         fit_normalization([torch.ones(3)], affine=False, offset=float("nan"))
+
+
+def _bright_counts(gain, seed=0):
+    """Four 128x128 scikit-image images at 100-500 photons (coins: its bright coins are textured, which the
+    variance fit reads as noise growing with the level), ``gain`` ADU per photon, uint16."""
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    clean = np.stack([100 + 400 * im.astype(np.float64)[:128, :128] / 255
+                      for im in (data.coins(), data.moon(), data.camera(), data.coins()[128:, 128:])])
+    return (gain * rng.poisson(clean)).astype(np.uint16)
+
+
+def test_count_lattice_finds_the_step_of_scaled_counts():
+    from selfinv.training.auto_noise import count_lattice
+
+    counts = torch.from_numpy(_bright_counts(1).astype(np.float32))
+    assert count_lattice(counts) == 1.0
+    assert count_lattice(3 * counts) == 3.0
+    assert count_lattice((0.1 * counts).float()) == pytest.approx(0.1, rel=1e-7)
+    assert count_lattice(60000 + counts) == 1.0  # large values: the step is read off the smallest ones
+    assert count_lattice(counts + 0.01 * torch.rand(counts.shape, generator=torch.Generator().manual_seed(0))) is None
+    assert count_lattice(counts - 200) is None  # negative: not counts
+    assert count_lattice(torch.full((8, 8), 5.0)) is None  # one value: no step
+
+
+def test_gain_auto_on_photon_counts_is_the_count_step_and_poisson_r2r_trains(tmp_path):
+    """uint16 photon counts (gain 1 and 2) of textured images: ``gain: auto`` used to take the variance fit, which
+    read 0.89 on such files and refused Poisson R2R ("y / gain is not a non-negative integer"); the values are
+    integer multiples of the gain, which is now taken, and R2R trains."""
+    import json
+
+    import tifffile
+
+    for gain in (1, 2):
+        f = tmp_path / f"counts{gain}.tif"
+        tifffile.imwrite(f, _bright_counts(gain), photometric="minisblack")
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("data: {patch_size: 16, num_patches: 8, val_fraction: 0.25}\n"
+                       "physics: {name: denoising, noise: {name: poisson, args: {gain: auto}}}\n"
+                       "losses: [{name: r2r, args: {noise: poisson}}]\n")
+        out = tmp_path / f"run{gain}"
+        assert main(["fit", "--config", str(cfg), "--data.path", str(f), "--trainer.output_dir", str(out),
+                     *TINY]) == 0
+        record = json.loads((out / "noise_estimate.json").read_text())
+        assert record["estimated"]["gain"] == gain and record["method"].startswith("count lattice"), record
+
+
+def test_gain_auto_warns_when_the_count_step_is_not_the_noise_gain():
+    """Integer ADU from 0.3 ADU per photon (rounded): a lattice of step 1, a variance of 0.3 × the level: not
+    1 × Poisson counts. The fit is kept and a warning says why."""
+    from skimage import data
+
+    from selfinv.config import from_dict
+    from selfinv.training.auto_noise import CountLatticeWarning, resolve_auto_noise
+
+    rng = np.random.default_rng(1)
+    cam = data.camera().astype(np.float64)[:256, :256]
+    clean = np.stack([100 + 400 * cam / 255, 100 + 400 * cam.T / 255])
+    y = torch.from_numpy(np.round(0.3 * rng.poisson(clean / 0.3)).astype(np.float32))[:, None]
+    cfg = from_dict({"data": {"path": "unused.npz", "dataset": None},
+                     "physics": {"name": "denoising", "noise": {"name": "poisson", "args": {"gain": "auto"}}},
+                     "losses": [{"name": "sure", "args": {"noise": "poisson"}}]})
+    with pytest.warns(CountLatticeWarning, match="integer multiples of 1, but their noise variance grows"):
+        out, record = resolve_auto_noise(cfg, list(y.unbind(0)))
+    assert record["method"].startswith("variance-vs-mean") and 0.2 < out.physics.noise.args["gain"] < 0.45, record
