@@ -1391,6 +1391,15 @@ def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str],
         text += corr.advice + "\n"
         if noise is None:
             noise = "correlated"
+    if noise_name not in ("poisson", "poisson_gaussian"):
+        from selfinv.training.auto_noise import count_lattice
+
+        q = count_lattice(ys)
+        if q is not None:
+            text += (f"Every value is an integer multiple of {q:g}: photon counts × {q:g}? Their noise variance then "
+                     f"grows with the signal (Poisson), which a Gaussian model with one σ does not describe: if they "
+                     f"are counts, declare the noise {{name: poisson, args: {{gain: {q:g}}}}} (gain: auto finds "
+                     f"{q:g}) — Poisson SURE and R2R are exact for it.\n")
     if noise_name is not None:
         from selfinv.training.auto_noise import detector_offset_warning
 

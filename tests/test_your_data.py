@@ -708,3 +708,19 @@ def test_gain_auto_warns_when_the_count_step_is_not_the_noise_gain():
     with pytest.warns(CountLatticeWarning, match="integer multiples of 1, but their noise variance grows"):
         out, record = resolve_auto_noise(cfg, list(y.unbind(0)))
     assert record["method"].startswith("variance-vs-mean") and 0.2 < out.physics.noise.args["gain"] < 0.45, record
+
+
+def test_advise_on_undeclared_photon_counts_suggests_poisson(tmp_path, capsys):
+    """``selfinv advise --data`` on uint16 counts without a noise model says they look like counts and how to
+    declare them; float data with the same noise get no such note."""
+    import tifffile
+
+    counts = _bright_counts(2)
+    tifffile.imwrite(tmp_path / "counts.tif", counts, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "float.tif", counts.astype(np.float32) + np.float32(0.25) * np.random.default_rng(0)
+                     .random(counts.shape, dtype=np.float32), photometric="minisblack")
+    assert main(["advise", "--data", str(tmp_path / "counts.tif")]) == 0
+    out = capsys.readouterr().out
+    assert "Every value is an integer multiple of 2: photon counts × 2?" in out and "gain: 2" in out, out[:600]
+    assert main(["advise", "--data", str(tmp_path / "float.tif")]) == 0
+    assert "integer multiple" not in capsys.readouterr().out
