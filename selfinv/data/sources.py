@@ -164,6 +164,9 @@ def read_source(path: str | Path, key: str | None = None) -> list[Measurement]:
         raise FileNotFoundError(f"no such file or folder: {p}")
     if p.is_file():
         return read_file(p, key)
+    if not p.is_dir():
+        raise ValueError(f"{p} is neither a file nor a folder (a device, pipe or socket): expected an image file "
+                         f"or a folder of them")
     files = list_folder(p)
     kinds = {k for _, k in files}
     if kinds == {"dicom"}:  # one series: slices sorted by position, not by file name

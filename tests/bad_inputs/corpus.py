@@ -721,6 +721,10 @@ _cli_clear("cli_unknown_command", "a command that does not exist", ("train", "--
            ("train", "fit"))
 _cli_clear("cli_data_path_missing", "data.path of a file that does not exist",
            FIT + ("--data.path", "nope.npz"), ("nope.npz",))
+_cli_clear("cli_data_path_device", "data.path of a device (/dev/null): neither a file nor a folder",
+           FIT + ("--data.path", "/dev/null"), ("/dev/null", "neither a file nor a folder"))
+_cli_clear("cli_advise_data_device", "advise --data of a device (/dev/null)",
+           ("advise", "--data", "/dev/null"), ("/dev/null", "neither a file nor a folder"))
 _cli_clear("cli_validate_without_checkpoint", "validate with no --checkpoint (would score a random network)",
            VALIDATE, ("--checkpoint",))
 _cli_clear("cli_validate_missing_checkpoint", "validate with a checkpoint that does not exist",
