@@ -1,8 +1,10 @@
-"""What each SR method recovers in the null space of the downsampling: the theorem behind "rotations do not help".
+"""What each method recovers in the null space of ``A``: the statements "measurement consistency learns nothing
+there" and "a group that commutes with ``A`` does not help", measured as they are meant.
 
 With ``P_R = A†A`` (orthogonal projection on the row space of ``A``) every image splits into
-``x = P_R x + P_N x``; the measurements see only ``P_R x``. For the networks of the ``sei-sr2`` /
-``sei-sr4`` rows of ``selfinv reproduce`` this prints, on the rows' fixed test set:
+``x = P_R x + P_N x``; the measurements see only ``P_R x``. For the networks of the rows of a linear
+inverse-problem task of ``selfinv reproduce`` (``sei-sr2``, ``sei-sr4``, ``mri``, ``inpainting`` ...) this
+prints, on the rows' fixed test set:
 
 * the **null-space error** ``||P_N(x̂ - x)|| / ||P_N x||`` (mean over test items): 1 is what ``A†y`` scores
   (it puts 0 there), below 1 means the method recovered something of the null space, above 1 that what it
@@ -10,15 +12,16 @@ With ``P_R = A†A`` (orthogonal projection on the row space of ``A``) every ima
 * the null-space energy it put there, ``||P_N x̂|| / ||P_N x||``;
 * the row-space error ``||P_R(x̂ - x)|| / ||P_R x||`` (noise and what ``A`` sees).
 
-A group that commutes with ``A`` (the 90° rotations for the block-centred bicubic downsampling) gives the
-equivariant-imaging loss no information on the null space (Chen, Tachella & Davies; Scanvic et al. 2024):
-its network should not do better than 1 there, whatever its PSNR.
+Measurement consistency alone constrains only ``P_R x̂`` (tutorial, Part 3), and a group that commutes
+with ``A`` (the 90° rotations for the block-centred bicubic downsampling) gives the equivariant-imaging loss
+no information on the null space (Chen, Tachella & Davies; Scanvic et al. 2024): their networks should not do
+better than 1 there, whatever their PSNR.
 
 Usage:
-    python benchmarks/sr_null_space.py RUNS [--tasks sei-sr2 sei-sr4] [--threads 2] [--out DIR]
+    python benchmarks/null_space.py RUNS [--tasks sei-sr2 sei-sr4 mri] [--threads 2] [--out DIR] [--name NAME]
 
-``RUNS`` is the ``runs/<device>`` folder of a ``selfinv reproduce`` invocation (``<task>__<method>/checkpoints/
-last.ckpt``); the configs are read from ``configs/claims``.
+``RUNS`` is the ``runs/<device>`` folder of a ``selfinv reproduce`` invocation (``<task>__<row>/checkpoints/
+last.ckpt``, every row of the task found there); the row configs are read from ``configs/claims``.
 """
 
 from __future__ import annotations
@@ -31,16 +34,13 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from selfinv.reproduce import sei  # noqa: E402
-from selfinv.reproduce.runner import baseline_fn, build_test_set, reconstruct  # noqa: E402
+from selfinv.reproduce.runner import baseline_fn, build_test_set, full_plan, reconstruct  # noqa: E402
 from selfinv.training.loading import load_trained  # noqa: E402
 
 from common import environment, markdown_table, setup, write_results  # noqa: E402
 
-NAME = "sr_null_space"
+NAME = "null_space"
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "claims"
-METHODS = ("supervised", "sure", "ei_id", "ei_rot", "ei_shift", "sei", "sei_nostop")
-BASELINES = {"A†y": "dagger", "bicubic interpolation": "bicubic"}
 
 
 def decomposition_errors(x_hat: torch.Tensor, x: torch.Tensor, physics) -> dict[str, float]:
@@ -61,22 +61,26 @@ def decomposition_errors(x_hat: torch.Tensor, x: torch.Tensor, physics) -> dict[
 
 
 def run_task(task: str, runs: Path) -> list[dict]:
-    spec = {t.key: t.test for t in sei.tasks()}[task]
-    cfg = yaml.safe_load((CONFIGS / f"{task.replace('-', '_')}_supervised.yaml").read_text())
+    plan = full_plan()
+    rows = [r for k, r in plan.rows.items() if k.split("/", 1)[0] == task
+            and (runs / f"{task}__{k.split('/', 1)[1]}" / "checkpoints" / "last.ckpt").exists()]
+    if not rows:
+        raise SystemExit(f"no trained row of task {task!r} in {runs}")
+    spec = plan.tasks[task].test
+    cfg = yaml.safe_load((CONFIGS / rows[0].config).read_text())
     test = build_test_set(cfg, spec)
-    physics = test.physics.double()
+    physics = test.operator(slice(None)).double()  # per-item operators where the physics draws them
     out = []
-    for label, kind in BASELINES.items():
-        out.append({"task": task, "method": label, **decomposition_errors(
-            reconstruct(baseline_fn(kind), test), test.x, physics)})
-    for method in METHODS:
-        ckpt = runs / f"{task}__{method}" / "checkpoints" / "last.ckpt"
-        if not ckpt.exists():
-            continue
+    for label, kind in plan.tasks[task].baselines.items():
+        if kind in ("dagger", "bicubic"):
+            out.append({"task": task, "method": label, **decomposition_errors(
+                reconstruct(baseline_fn(kind), test), test.x, physics)})
+    for row in rows:
+        ckpt = runs / f"{task}__{row.key.split('/', 1)[1]}" / "checkpoints" / "last.ckpt"
         module = load_trained(str(ckpt)).module.eval()
         x_hat = reconstruct(lambda y, p, g: module(y, p, g), test)
-        out.append({"task": task, "method": method, **decomposition_errors(x_hat, test.x, physics)})
-        print(f"[{NAME}] {task} {method}: {out[-1]}", flush=True)
+        out.append({"task": task, "method": row.label, **decomposition_errors(x_hat, test.x, physics)})
+        print(f"[{NAME}] {task} {row.label}: {out[-1]}", flush=True)
     return out
 
 
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", help="runs/<device> folder of a selfinv reproduce invocation")
     ap.add_argument("--tasks", nargs="+", default=["sei-sr2", "sei-sr4"])
+    ap.add_argument("--name", default=NAME, help="results file name (default null_space)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     args = ap.parse_args(argv)
@@ -94,13 +99,14 @@ def main(argv: list[str] | None = None) -> int:
                            [[r["task"], r["method"], f"{r['null_error']:.3f}", f"{r['null_energy']:.2f}",
                              f"{r['row_error']:.4f}"] for r in rows])
     md = "\n".join([
-        "# What SR methods recover in the null space of the downsampling", "",
-        f"`python benchmarks/sr_null_space.py {args.runs}` on the networks of `selfinv reproduce --only "
+        "# What the methods recover in the null space of A", "",
+        f"`python benchmarks/null_space.py {args.runs} --tasks {' '.join(args.tasks)}` on the networks of `selfinv reproduce --only "
         f"'{','.join(args.tasks)}'`; test set and configs of those rows. Null-space error 1 = A†y (nothing "
-        "recovered there); < 1: something of the null space recovered; > 1: worse than nothing.", "",
+        "recovered there); < 1: something of the null space recovered; > 1: worse than nothing. Magnitude "
+        "images (MRI) are decomposed as the 2-channel complex images the operator acts on.", "",
         table, "", f"Environment: {environment()}", ""])
     print(md)
-    write_results(args.out, NAME, {"rows": rows, "environment": environment()}, md)
+    write_results(args.out, args.name, {"rows": rows, "environment": environment()}, md)
     return 0
 
 
