@@ -724,3 +724,32 @@ def test_advise_on_undeclared_photon_counts_suggests_poisson(tmp_path, capsys):
     assert "Every value is an integer multiple of 2: photon counts × 2?" in out and "gain: 2" in out, out[:600]
     assert main(["advise", "--data", str(tmp_path / "float.tif")]) == 0
     assert "integer multiple" not in capsys.readouterr().out
+
+
+def test_predict_dtype_float32_keeps_low_counts_unrounded(tmp_path, capsys):
+    """int16 photon counts at 2-32 per pixel: the default output is int16 (rounded, with a note saying what that
+    costs); ``--dtype float32`` writes the same reconstruction unrounded, in the same units."""
+    import mrcfile
+
+    rng = np.random.default_rng(3)
+    clean = 2 + 30 * np.linspace(0, 1, 64)[None, :] * np.ones((64, 1))
+    f = tmp_path / "counts.mrc"
+    with mrcfile.new(f) as m:
+        m.set_data(np.stack([rng.poisson(clean) for _ in range(4)]).astype(np.int16))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {patch_size: 16, num_patches: 8, val_fraction: 0.25}\n"
+                   "physics: {name: denoising, noise: {name: poisson, args: {gain: auto}}}\n"
+                   "losses: [{name: sure, args: {noise: poisson}}]\n")
+    assert main(["fit", "--config", str(cfg), "--data.path", str(f), "--trainer.output_dir", str(tmp_path / "r"),
+                 *TINY]) == 0
+    ck = str(tmp_path / "r" / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", ck, "--input", str(f), "--output", str(tmp_path / "i")]) == 0
+    assert "--dtype float32 writes them unrounded" in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", ck, "--input", str(f), "--output", str(tmp_path / "f"),
+                 "--dtype", "float32"]) == 0
+    assert "unrounded" not in capsys.readouterr().out
+    rounded, unrounded = mrcfile.read(tmp_path / "i" / "counts.mrc"), mrcfile.read(tmp_path / "f" / "counts.mrc")
+    assert rounded.dtype == np.int16 and unrounded.dtype == np.float32
+    assert np.abs(unrounded - np.round(unrounded)).max() > 0.1  # not integers
+    assert np.array_equal(np.clip(np.rint(unrounded), -32768, 32767).astype(np.int16), rounded)
