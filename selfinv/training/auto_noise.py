@@ -11,7 +11,7 @@ estimated from the **training measurements** (``selfinv.physics.noise_estimation
   (Foi et al. 2008) over (at most ``max_items``) measurements;
 * Poisson whose measurements all lie on a lattice ``{q k : k = 0, 1, 2, ...}`` (photon counts, possibly
   scaled): ``gain = q`` exactly (``count_lattice``) — under the model ``y = gain × counts`` the smallest
-  step between values is the gain, whereas the variance fit is off by 10–80 % on textured images (image
+  step between values is the gain, whereas the variance fit is off by up to 80 % on textured images (image
   texture adds variance that grows with brightness); the fit is kept as a check and a warning says when it
   disagrees with ``q`` by more than ``LATTICE_AGREEMENT`` (the data are then not ``q × Poisson counts``).
 
@@ -101,7 +101,7 @@ def estimate_noise_args(y: Tensor | list[Tensor], noise_name: str, which: list[s
 
 #: the variance fit must lie within this factor of the lattice step for the lattice to be taken silently:
 #: measured on Poisson counts (100-500 photons, 4 x 256², 3 draws) of moon, camera, coins and cell, the fit
-#: read 0.70-1.80 x the true gain of 1 (coins: bright, textured coins), 0.77-1.19 at 5-40 photons
+#: read 0.70-1.80 x the true gain of 1 (coins: bright, textured coins), 0.77-1.11 at 5-40 photons
 LATTICE_AGREEMENT = 2.0
 #: a set of values counts as a lattice only if it has at most this fraction of distinct values
 LATTICE_MAX_DISTINCT = 0.5
@@ -117,8 +117,8 @@ def count_lattice(y: Tensor | list[Tensor], max_values: int = 2**22, dtype: torc
 
     Photon counts scaled by a gain ``g`` (``y = g k``, ``k`` integer) give ``q = g``: the smallest positive
     difference between two values, provided every value is a non-negative integer multiple of it (to
-    ``1e-3 q + 1e-6 y``: float32 storage) and the data have at most ``LATTICE_MAX_DISTINCT`` distinct values
-    per value (continuous data have as many as pixels). The first ``max_values`` values are read. ``q`` is the
+    ``1e-3 q + 1e-6 y``: float32 storage) and there are at most ``LATTICE_MAX_DISTINCT`` distinct values per
+    value read (continuous data have about as many as pixels). The first ``max_values`` values are read. ``q`` is the
     least-squares step of the lattice, rounded to ``dtype`` (default: that of ``y``; float32 data whose
     step is 1 give exactly 1).
 
