@@ -21,6 +21,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
 Status = Literal["holds", "misses", "contradicts", "not run"]
+#: a null-space error at or above this counts as "nothing recovered there" (``null_space_error``). Measured
+#: (benchmarks/results/null_space_*_avx512bf16.md): networks that recover part of the null space score
+#: 0.57-0.86 (supervised, EI + MC on MRI, SEI), those that cannot 1.01-1.64 (measurement consistency on MRI,
+#: EI with rotations that commute with A, EI-shift on SR x4), A†y exactly 1
+NULL_SPACE_THRESHOLD = 0.95
 
 
 @dataclass
@@ -33,6 +38,9 @@ class TestSpec:
     crop: int | None = 128
     seed: int = 1234
     limit: int | None = None
+    #: also measure each row's null-space error ``‖P_N(x̂ − x)‖ / ‖P_N x‖`` (``P_N = I − A†A``; operators whose
+    #: ``A_dagger`` is the exact pseudo-inverse): what the network recovered where ``A`` sees nothing
+    null_space: bool = False
 
 
 @dataclass
@@ -116,6 +124,10 @@ class Results:
         if name.startswith("@"):
             return list(self.baselines[task][name[1:]][metric])
         return list(self.rows[key][metric])
+
+    def has_metric(self, key: str, metric: str) -> bool:
+        """Whether row ``key`` was measured with ``metric`` (rows cached before a metric existed were not)."""
+        return self.rows.get(key, {}).get(metric) is not None
 
     def label(self, key: str) -> str:
         task, name = key.split("/", 1)
@@ -216,6 +228,26 @@ def above(row: str, base: str, margin: float, below: str | None = None) -> Calla
                 status = "misses" if status == "holds" else status
                 problems.append(f"not below {res.label(below)}")
         return Verdict(status, "; ".join(parts), ", ".join(problems), {"difference": d, "se": se})
+
+    return check
+
+
+def null_space_error(row: str, recovers: bool, threshold: float = NULL_SPACE_THRESHOLD
+                     ) -> Callable[[Results], Verdict]:
+    """The mean null-space error ``‖P_N(x̂ − x)‖ / ‖P_N x‖`` of ``row`` (1: what ``A†y`` scores, 0 there):
+    ``recovers=False``: ``≥ threshold`` (nothing recovered where ``A`` sees nothing); ``True``: ``< threshold``."""
+
+    def check(res: Results) -> Verdict:
+        if not res.has_metric(row, "null_error"):
+            return Verdict("not run", f"{res.label(row)}: no null-space error in its result (measured before the "
+                           f"metric existed; retrain the row)")
+        m, se = mean_se(res.items(row, "null_error"))
+        ok = m < threshold if recovers else m >= threshold
+        status: Status = "holds" if ok else ("contradicts" if abs(m - threshold) > 2 * se else "misses")
+        measured = (f"{res.label(row)}: null-space error ‖P_N(x̂−x)‖/‖P_N x‖ = {m:.3f} ± {se:.3f} (A†y: 1; "
+                    f"needed {'<' if recovers else '≥'} {threshold})")
+        return Verdict(status, measured, "" if ok else f"by {abs(m - threshold):.3f}",
+                       {"null_error": m, "se": se})
 
     return check
 

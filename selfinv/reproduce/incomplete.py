@@ -14,16 +14,30 @@ imaging, equivariant imaging, robust EI and SSDU, on inpainting, accelerated MRI
 
 from __future__ import annotations
 
-from selfinv.reproduce.claims import Claim, Row, Task, TestSpec, above, ahead, equal, gap_fraction, within
+from selfinv.reproduce.claims import (
+    NULL_SPACE_THRESHOLD,
+    Claim,
+    Row,
+    Task,
+    TestSpec,
+    above,
+    ahead,
+    equal,
+    gap_fraction,
+    null_space_error,
+    within,
+)
 
 MRI_TEST = TestSpec(dataset="mri-slices", dataset_args={"size": 64}, crop=None)
+#: MRI with its exact pseudo-inverse (zero-filled inverse FFT): the null-space error is measured too
+MRI_NULL = TestSpec(dataset="mri-slices", dataset_args={"size": 64}, crop=None, null_space=True)
 T3 = "tutorial, Part 3"
 T4 = "tutorial, Part 4"
 
 TASKS = {
-    "inpainting": ("Inpainting, 50 % of pixels, σ = 0.01, natural photographs", TestSpec(),
+    "inpainting": ("Inpainting, 50 % of pixels, σ = 0.01, natural photographs", TestSpec(null_space=True),
                    {"A†y (masked image)": "dagger"}, "A†y (masked image)"),
-    "mri": ("MRI ×4, one fixed Cartesian mask, σ = 0.005, 64×64 slices (simulated k-space)", MRI_TEST,
+    "mri": ("MRI ×4, one fixed Cartesian mask, σ = 0.005, 64×64 slices (simulated k-space)", MRI_NULL,
             {"zero-filled A†y": "dagger"}, "zero-filled A†y"),
     "mri-noisy": ("MRI ×4, one fixed Cartesian mask, σ = 0.1, 64×64 slices (simulated k-space)", MRI_TEST,
                   {"zero-filled A†y": "dagger"}, "zero-filled A†y"),
@@ -80,6 +94,14 @@ def claims() -> list[Claim]:
     add("mri", "mc", "MRI ×4: measurement consistency recovers nothing in the null space (= zero-filled A†y, "
         "within 0.5 dB)", f"{T3}, 'Naïve measurement consistency'", ("mri/mc",),
         equal("mri/mc", "mri/@zero-filled A†y", 0.5))
+    for task, a_dagger in (("inpainting", "A†y"), ("mri", "zero-filled A†y")):
+        name = "Inpainting" if task == "inpainting" else "MRI ×4"
+        add(task, "mc-null-space", f"{name}: measurement consistency recovers nothing in the null space, measured "
+            f"there: null-space error ‖P_N(x̂−x)‖/‖P_N x‖ ≥ {NULL_SPACE_THRESHOLD} ({a_dagger}: 1)",
+            f"{T3}, 'Naïve measurement consistency'", (f"{task}/mc",), null_space_error(f"{task}/mc", False))
+    add("mri", "ei-null-space", f"MRI ×4: EI + MC recovers part of the null space: null-space error < "
+        f"{NULL_SPACE_THRESHOLD}", f"{T4}, 'Equivariant Imaging': rotations do not commute with the mask",
+        ("mri/ei",), null_space_error("mri/ei", True))
     for m, label, src in (("moi", "MOI", f"{T3}, 'Multi Operator Imaging' (Tachella et al., NeurIPS 2022)"),
                           ("ei", "EI + MC", f"{T4}, 'Equivariant Imaging' (Chen, Davies & Tachella, ICCV 2021)"),
                           ("ssdu", "SSDU", f"{T3}, 'Measurement Splitting Revisited' (Yaman et al. 2020; "

@@ -213,7 +213,7 @@ def seeded(cfg: dict, k: int) -> dict:
 
 
 #: per-item metric lists of a row's result, averaged over training seeds by ``merge_seeds``
-PER_ITEM = ("psnr", "mse", "ssim")
+PER_ITEM = ("psnr", "mse", "ssim", "null_error")
 
 
 def merge_seeds(results: list[dict]) -> dict:
@@ -331,6 +331,7 @@ class TestSet:
     params: dict[str, Tensor]
     physics: Any
     grid_index: int
+    null_space: bool = False
 
     def operator(self, sl: slice):
         return self.physics.with_params(**{k: v[sl] for k, v in self.params.items()}) if self.params \
@@ -372,7 +373,7 @@ def build_test_set(cfg: dict, spec: TestSpec, device: str = "cpu") -> TestSet:
     with torch.no_grad():
         y = op(x, generator=g)
     grid = int(torch.argmax(magnitude(x).flatten(1).std(1)))  # the most textured item
-    return TestSet(x, y, params, physics, grid)
+    return TestSet(x, y, params, physics, grid, spec.null_space)
 
 
 def per_item_metrics(x_hat: Tensor, x: Tensor, with_ssim: bool = True) -> dict[str, list[float]]:
@@ -410,6 +411,21 @@ def baseline_fn(kind: str):
     raise ValueError(f"unknown baseline kind {kind!r}")
 
 
+@torch.no_grad()
+def null_space_errors(x_hat: Tensor, test: TestSet, chunk: int = 8) -> list[float]:
+    """Per item ``‖P_N(x̂ − x)‖ / ‖P_N x‖`` with ``P_N = I − A†A`` (the item's operator): 1 for ``A†y`` (it puts
+    0 there), below 1 when the reconstruction recovered part of what ``A`` does not see."""
+    out: list[float] = []
+    for i in range(0, x_hat.shape[0], chunk):
+        sl = slice(i, i + chunk)
+        op = test.operator(sl)
+        d = (x_hat[sl] - test.x[sl]).to(test.y.dtype)
+        xt = test.x[sl].to(test.y.dtype)
+        dn, xn = d - op.A_dagger(op.A(d)), xt - op.A_dagger(op.A(xt))
+        out += (dn.double().flatten(1).norm(dim=1) / xn.double().flatten(1).norm(dim=1)).tolist()
+    return out
+
+
 def evaluate_module(module, test: TestSet, with_ssim: bool = True) -> tuple[dict[str, list[float]], Tensor]:
     was = module.training
     module.eval()
@@ -417,7 +433,10 @@ def evaluate_module(module, test: TestSet, with_ssim: bool = True) -> tuple[dict
         x_hat = reconstruct(lambda y, p, g: module(y, p, g), test)
     finally:
         module.train(was)
-    return per_item_metrics(x_hat, test.x, with_ssim), x_hat[test.grid_index]
+    metrics = per_item_metrics(x_hat, test.x, with_ssim)
+    if test.null_space:
+        metrics["null_error"] = null_space_errors(x_hat, test)
+    return metrics, x_hat[test.grid_index]
 
 
 def _curve_probe(test: TestSet):
@@ -518,7 +537,8 @@ def train_row(row: Row, cfg: dict, test: TestSet, device: str) -> tuple[dict, Te
     result = {
         "row": row.key, "label": row.label, "config_file": row.config, "reference": row.reference,
         "config": cfg, "steps": int(trainer.global_step), "psnr": final["psnr"], "mse": final["mse"],
-        "ssim": final.get("ssim"), "curve": curve, "convergence_gain": convergence_gain(curve),
+        "ssim": final.get("ssim"), "null_error": final.get("null_error"), "curve": curve,
+        "convergence_gain": convergence_gain(curve),
         "best": best, "ms_per_step": 1e3 * statistics.median(times) if times else None,
         "train_seconds": train_s, "parameters": sum(p.numel() for p in module.model.parameters()),
         "evaluations_per_step": int(module.loss.evaluations_per_step), "extras": extras,

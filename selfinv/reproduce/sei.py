@@ -14,7 +14,18 @@ test anything.
 
 from __future__ import annotations
 
-from selfinv.reproduce.claims import Claim, Row, Task, TestSpec, above, ahead, equal, within
+from selfinv.reproduce.claims import (
+    NULL_SPACE_THRESHOLD,
+    Claim,
+    Row,
+    Task,
+    TestSpec,
+    above,
+    ahead,
+    equal,
+    null_space_error,
+    within,
+)
 
 SEI = "SEI paper (Scanvic et al. 2024)"
 #: task -> (short name, kind, paper's supervised / SEI PSNR)
@@ -41,7 +52,8 @@ def tasks() -> list[Task]:
     out = []
     for k, (name, kind, _) in TASKS.items():
         base, inp = BASELINES[kind]
-        out.append(Task(k, "sei", f"{name}, {DETAILS[kind]}, natural photographs", TestSpec(), dict(base), inp))
+        out.append(Task(k, "sei", f"{name}, {DETAILS[kind]}, natural photographs",
+                        TestSpec(null_space=kind == "sr"), dict(base), inp))
     return out
 
 
@@ -81,6 +93,13 @@ def claims() -> list[Claim]:
                 f"rotations: they add no information to SURE + self-consistency; within 0.3 dB)",
                 f"{SEI}, Theorem; tutorial Part 4 '(Non)-Equivariant Operators'", (f"{t}/ei_rot", f"{t}/ei_id"),
                 equal(f"{t}/ei_rot", f"{t}/ei_id", 0.3))
+            add("rot-null-space", f"{name}: EI with 90° rotations recovers nothing in the null space of A, measured "
+                f"there: null-space error ‖P_N(x̂−x)‖/‖P_N x‖ ≥ {NULL_SPACE_THRESHOLD} (A†y: 1)",
+                f"{SEI}, Theorem; tutorial Part 4 '(Non)-Equivariant Operators'", (f"{t}/ei_rot",),
+                null_space_error(f"{t}/ei_rot", False))
+            add("sei-null-space", f"{name}: SEI recovers part of the null space: null-space error < "
+                f"{NULL_SPACE_THRESHOLD}", f"{SEI}: scale invariance recovers high frequencies A removes", (sei,),
+                null_space_error(sei, True))
         if t in ABLATION:
             add("stop-gradient", f"{name}: without the stop-gradient SEI is worse",
                 f"{SEI}: 'One of our key contributions is stopping the gradient'", (sei, f"{t}/sei_nostop"),
