@@ -206,3 +206,31 @@ def test_quick_rows_end_to_end(tmp_path):
     assert "--seeds 2" in text and "2 training seeds per row" in text and "(seeds " in text
     with pytest.raises(ValueError, match="--seeds must be >= 1"):
         runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), seeds=0)
+
+
+def test_null_space_errors_of_the_pseudo_inverse_the_truth_and_junk():
+    """``‖P_N(x̂ − x)‖ / ‖P_N x‖``: 1 for A†y (0 in the null space), 0 for the truth, ``‖P_N z‖ / ‖P_N x‖`` for the
+    truth plus any ``z`` — against the explicit projection ``P_N = (1 − m) ⊙ ·`` of a pixel mask."""
+    from selfinv.physics import Inpainting
+
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(1, 1, 8, 8, generator=g) < 0.5).double()
+    op = Inpainting((1, 8, 8), mask=mask, per_sample=False)
+    x = torch.rand(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    test = runner.TestSet(x, op.A(x), {}, op, 0, True)
+    assert runner.null_space_errors(op.A_dagger(op.A(x)), test) == pytest.approx([1.0] * 3)
+    assert runner.null_space_errors(x, test) == pytest.approx([0.0] * 3)
+    z = torch.rand(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    xn, zn = (1 - mask) * x, (1 - mask) * z
+    expected = (zn.flatten(1).norm(dim=1) / xn.flatten(1).norm(dim=1)).tolist()
+    assert runner.null_space_errors(x + z, test) == pytest.approx(expected)
+
+
+def test_null_space_claims():
+    res = C.Results({"t/mc": {"null_error": [1.3, 1.2, 1.25]}, "t/ei": {"null_error": [0.6, 0.62, 0.58]},
+                     "t/old": {"psnr": [30.0]}}, {}, {})
+    assert C.null_space_error("t/mc", recovers=False)(res).status == "holds"
+    assert C.null_space_error("t/ei", recovers=True)(res).status == "holds"
+    assert C.null_space_error("t/ei", recovers=False)(res).status == "contradicts"
+    assert C.null_space_error("t/mc", recovers=True)(res).status == "contradicts"
+    assert C.null_space_error("t/old", recovers=False)(res).status == "not run"  # cached before the metric
