@@ -22,9 +22,9 @@ from typing import Callable, Literal, Sequence
 
 Status = Literal["holds", "misses", "contradicts", "not run"]
 #: a null-space error at or above this counts as "nothing recovered there" (``null_space_error``). Measured
-#: (benchmarks/results/null_space_*_avx512bf16.md): networks that recover part of the null space score
-#: 0.57-0.86 (supervised, EI + MC on MRI, SEI), those that cannot 1.01-1.64 (measurement consistency on MRI,
-#: EI with rotations that commute with A, EI-shift on SR x4), A†y exactly 1
+#: (benchmarks/results/null_space_*_avx512bf16.md, claims_null_space_avx512bf16.md): the networks that recovered
+#: part of the null space scored 0.57-0.92 (supervised, EI + MC on MRI, SEI), those that did not 1.01-1.64
+#: (measurement consistency on MRI, EI with the rotations that commute with A, EI-shift on SR x4), A†y exactly 1
 NULL_SPACE_THRESHOLD = 0.95
 
 
