@@ -27,6 +27,7 @@ last.ckpt``, every row of the task found there); the row configs are read from `
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -34,7 +35,13 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from selfinv.reproduce.runner import baseline_fn, build_test_set, full_plan, reconstruct  # noqa: E402
+from selfinv.reproduce.runner import (  # noqa: E402
+    baseline_fn,
+    build_test_set,
+    full_plan,
+    null_space_errors,
+    reconstruct,
+)
 from selfinv.training.loading import load_trained  # noqa: E402
 
 from common import environment, markdown_table, setup, write_results  # noqa: E402
@@ -43,20 +50,18 @@ NAME = "null_space"
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "claims"
 
 
-def decomposition_errors(x_hat: torch.Tensor, x: torch.Tensor, physics) -> dict[str, float]:
-    """Mean over items of the null-space error, null-space energy and row-space error (module docstring)."""
-    x_hat, x = x_hat.double(), x.double()
-
-    def row(v: torch.Tensor) -> torch.Tensor:
-        return physics.A_dagger(physics.A(v))
+def decomposition_errors(x_hat: torch.Tensor, test) -> dict[str, float]:
+    """Mean over items of the null-space error (``selfinv reproduce``'s per-item metric,
+    ``runner.null_space_errors``), the null-space energy and the row-space error (module docstring)."""
+    op = test.operator(slice(None))  # per-item operators where the physics draws them
+    x_hat, x = x_hat.to(test.y.dtype), test.x.to(test.y.dtype)
 
     def norm(v: torch.Tensor) -> torch.Tensor:
-        return v.flatten(1).norm(dim=1)
+        return v.double().flatten(1).norm(dim=1)
 
-    xr, hr = row(x), row(x_hat)
-    xn, hn = x - xr, x_hat - hr
-    return {"null_error": float((norm(hn - xn) / norm(xn)).mean()),
-            "null_energy": float((norm(hn) / norm(xn)).mean()),
+    xr, hr = op.A_dagger(op.A(x)), op.A_dagger(op.A(x_hat))
+    return {"null_error": statistics.fmean(null_space_errors(x_hat, test)),
+            "null_energy": float((norm(x_hat - hr) / norm(x - xr)).mean()),
             "row_error": float((norm(hr - xr) / norm(xr)).mean())}
 
 
@@ -69,17 +74,16 @@ def run_task(task: str, runs: Path) -> list[dict]:
     spec = plan.tasks[task].test
     cfg = yaml.safe_load((CONFIGS / rows[0].config).read_text())
     test = build_test_set(cfg, spec)
-    physics = test.operator(slice(None)).double()  # per-item operators where the physics draws them
     out = []
     for label, kind in plan.tasks[task].baselines.items():
         if kind in ("dagger", "bicubic"):
             out.append({"task": task, "method": label, **decomposition_errors(
-                reconstruct(baseline_fn(kind), test), test.x, physics)})
+                reconstruct(baseline_fn(kind), test), test)})
     for row in rows:
         ckpt = runs / f"{task}__{row.key.split('/', 1)[1]}" / "checkpoints" / "last.ckpt"
         module = load_trained(str(ckpt)).module.eval()
         x_hat = reconstruct(lambda y, p, g: module(y, p, g), test)
-        out.append({"task": task, "method": row.label, **decomposition_errors(x_hat, test.x, physics)})
+        out.append({"task": task, "method": row.label, **decomposition_errors(x_hat, test)})
         print(f"[{NAME}] {task} {row.label}: {out[-1]}", flush=True)
     return out
 
