@@ -172,7 +172,7 @@ def test_reproduce_cmd_is_typed_for_the_cli():
 def test_quick_rows_end_to_end(tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     data = runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), configs=str(FOLDER),
-                            log=lambda *a: None)
+                            workers=1, log=lambda *a: None)
     assert (out / "claims_quick.md").exists() and (out / "claims_quick.json").exists()
     assert (out / "claims_quick" / "inpainting_curves.png").exists()
     entry = next(e for e in data["claims"] if e["key"] == "inpainting/mc")
@@ -206,6 +206,50 @@ def test_quick_rows_end_to_end(tmp_path):
     assert "--seeds 2" in text and "2 training seeds per row" in text and "(seeds " in text
     with pytest.raises(ValueError, match="--seeds must be >= 1"):
         runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), seeds=0)
+
+
+def test_plan_workers_never_more_threads_than_cores(monkeypatch):
+    from selfinv.utils import threads as T
+
+    monkeypatch.setattr(T, "available_cores", lambda: 2)
+    assert runner.plan_workers(None, None, "cpu", 80) == (2, 1)  # one row per core, one thread each
+    assert runner.plan_workers(None, None, "cpu", 1) == (1, 2)  # one row to train: all cores on it
+    assert runner.plan_workers(None, 2, "cpu", 80) == (1, 2)
+    assert runner.plan_workers(1, None, "cpu", 80) == (1, 2)
+    assert runner.plan_workers(None, None, "cpu", 0) == (1, 2)
+    monkeypatch.setattr(T, "available_cores", lambda: 64)
+    assert runner.plan_workers(None, None, "cpu", 80) == (runner.MAX_AUTO_WORKERS, 64 // runner.MAX_AUTO_WORKERS)
+    assert runner.plan_workers(None, 4, "cpu", 80) == (runner.MAX_AUTO_WORKERS, 4)
+    monkeypatch.setattr(T, "available_cores", lambda: 2)
+    with pytest.raises(ValueError, match="--workers 2 × --threads 2 = 4 compute threads, more than the 2 cores"):
+        runner.plan_workers(2, 2, "cpu", 80)
+    with pytest.raises(ValueError, match="--workers must be >= 1, got 0"):
+        runner.plan_workers(0, None, "cpu", 80)
+    with pytest.raises(ValueError, match="--threads must be >= 1, got 0"):
+        runner.plan_workers(None, 0, "cpu", 80)
+
+
+@pytest.mark.slow
+def test_rows_trained_in_worker_processes(tmp_path):
+    """Two rows, two worker processes of one thread each: both rows cached by their workers (their
+    environment says so), the report as from one process, and its wall-time span covers the rows."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    logs: list[str] = []
+    data = runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), configs=str(FOLDER),
+                            workers=2, threads=1, log=lambda *a: logs.append(" ".join(map(str, a))))
+    assert any("2 worker(s) × 1 thread(s)" in line for line in logs)
+    assert sum("[reproduce] " in line and "/2 inpainting/" in line for line in logs) == 2
+    rows = [json.loads(p.read_text()) for p in sorted(cache.glob("*.json"))]
+    assert sorted(r["row"] for r in rows) == ["inpainting/mc", "inpainting/supervised"]
+    assert all(r["environment"]["workers"] == 2 and r["environment"]["threads"] == 1 for r in rows)
+    assert all(r["steps"] == 40 and r["curve"][0]["step"] == 0 for r in rows)
+    assert sorted(data["rows"]) == ["inpainting/mc", "inpainting/supervised"]
+    assert data["training_span"]["first_start"] <= data["training_span"]["last_finish"]
+    assert "2 worker process(es) at a time" in (out / "claims_quick.md").read_text()
+    stamp = {p: p.stat().st_mtime for p in cache.glob("*.json")}
+    runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), configs=str(FOLDER),
+                     workers=2, threads=1, log=lambda *a: None)
+    assert {p: p.stat().st_mtime for p in cache.glob("*.json")} == stamp  # cached: no worker started
 
 
 def test_null_space_errors_of_the_pseudo_inverse_the_truth_and_junk():

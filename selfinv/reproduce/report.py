@@ -229,6 +229,7 @@ def write(plan: Plan, claims: list[Claim], results: dict[str, dict], images: dic
     fig_dir = out_dir / name
     made = figures(plan, results, images, grids, baselines, fig_dir) if results else {}
     row_seconds = sum(r.get("wall_seconds", 0.0) for r in results.values())
+    span = training_span(results)
     counts = {s: sum(e["status"] == s for e in entries) for s in ("holds", "misses", "contradicts", "not run")}
     md = [f"# Claims of the tutorial and papers, reproduced ({preset} preset)", "",
           f"`selfinv reproduce{' --quick' if preset == 'quick' else ''}"
@@ -236,8 +237,8 @@ def write(plan: Plan, claims: list[Claim], results: dict[str, dict], images: dic
           f"{len(results)} trained rows{f' × {seeds} training seeds' if seeds > 1 else ''}, {len(entries)} claims: "
           f"{counts['holds']} hold, {counts['misses']} miss, {counts['contradicts']} contradict, "
           f"{counts['not run']} not run. Training + evaluation time of the rows: {row_seconds / 60:.1f} min "
-          f"(summed over the rows, whenever they ran; this invocation: {elapsed / 60:.1f} min). Code version "
-          f"{code}.", ""]
+          f"(summed over the rows, whenever they ran; this invocation: {elapsed / 60:.1f} min)"
+          f"{span[2] if span else ''}. Code version {code}.", ""]
     if preset == "quick":
         md += ["**QUICK PRESET: a smoke test of the pipeline (40 steps per row, 8 test items). The verdicts below "
                "are NOT measurements of the claims.**", ""]
@@ -281,11 +282,35 @@ def write(plan: Plan, claims: list[Claim], results: dict[str, dict], images: dic
     data = {"preset": preset, "device": device, "code": code, "claims": entries, "baselines": baselines,
             "rows": {k: {kk: vv for kk, vv in r.items() if kk != "config"} | {"config_file": r.get("config_file")}
                      for k, r in results.items()},
-            "row_seconds": row_seconds, "invocation_seconds": elapsed, "figures": made,
+            "row_seconds": row_seconds, "invocation_seconds": elapsed,
+            "training_span": {"first_start": span[0], "last_finish": span[1]} if span else None, "figures": made,
             "markdown_path": str(md_path)}
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     log(f"[reproduce] wrote {md_path} and {out_dir / (name + '.json')} ({counts})")
     return data
+
+
+def training_span(results: dict[str, dict]) -> tuple[str, str, str] | None:
+    """``(first start, last finish, sentence)`` of the rows' training, from each row's finish time and wall
+    seconds: the wall time of the table when its rows trained side by side (``--workers``) or over
+    several invocations (then it includes the time between them)."""
+    import datetime as dt
+
+    spans = []
+    for r in results.values():
+        for sr in r.get("seed_times") or [r]:
+            if sr.get("finished") and sr.get("wall_seconds") is not None:
+                end = dt.datetime.strptime(sr["finished"], "%Y-%m-%d %H:%M:%S")
+                spans.append((end - dt.timedelta(seconds=float(sr["wall_seconds"])), end))
+    if not spans:
+        return None
+    start, end = min(s for s, _ in spans), max(e for _, e in spans)
+    workers = sorted({int((sr.get("environment") or {}).get("workers", 1)) for r in results.values()
+                      for sr in (r.get("seed_times") or [r])})
+    hours = (end - start).total_seconds() / 3600
+    sentence = (f"; the rows trained from {start:%Y-%m-%d %H:%M} to {end:%H:%M} ({hours:.2f} h of wall time, "
+                f"{' / '.join(map(str, workers))} worker process(es) at a time)")
+    return f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}", sentence
 
 
 def _wrap(label: str, width: int = 32) -> str:
