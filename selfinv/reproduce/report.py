@@ -305,11 +305,18 @@ def training_span(results: dict[str, dict]) -> tuple[str, str, str] | None:
     if not spans:
         return None
     start, end = min(s for s, _ in spans), max(e for _, e in spans)
-    workers = sorted({int((sr.get("environment") or {}).get("workers", 1)) for r in results.values()
-                      for sr in (r.get("seed_times") or [r])})
+    # the most rows training at one moment (their intervals overlap): 1 for a sequential run, whose rows
+    # follow each other within the 1 s resolution of the finish times (hence the 2 s of slack)
+    slack = dt.timedelta(seconds=2)
+    events = sorted([(min(s + slack, e), 1) for s, e in spans] + [(e, -1) for _, e in spans],
+                    key=lambda t: (t[0], t[1]))
+    at_once = running = 0
+    for _, step in events:
+        running += step
+        at_once = max(at_once, running)
     hours = (end - start).total_seconds() / 3600
     sentence = (f"; the rows trained from {start:%Y-%m-%d %H:%M} to {end:%H:%M} ({hours:.2f} h of wall time, "
-                f"{' / '.join(map(str, workers))} worker process(es) at a time)")
+                f"at most {at_once} row(s) at a time)")
     return f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}", sentence
 
 
