@@ -1351,8 +1351,7 @@ def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str],
     """Read the user's measurements and measure the spatial correlation of their noise; returns the noise
     knowledge to advise for and a paragraph saying what was measured."""
     from selfinv import registry
-    from selfinv.data.readers import FITS_EXTENSIONS
-    from selfinv.data.sources import read_source
+    from selfinv.data.sources import blank_pixels_allowed, read_source
     from selfinv.data.user_data import blank_free_areas
     from selfinv.physics.noise_estimation import estimate_noise_correlation
 
@@ -1372,8 +1371,9 @@ def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str],
     ys = []
     for m in ms:
         y = m.y.float()
-        if bool(torch.isnan(y).any()) and Path(m.source).suffix.lower() in FITS_EXTENSIONS:
-            ys += blank_free_areas(y, ADVISE_CROP)  # a FITS image's blank pixels: measured around them
+        blank = bool(torch.isnan(y).any()) and blank_pixels_allowed(m, image_domain=True)
+        if blank and not bool(torch.isinf(y).any()):
+            ys += blank_free_areas(y, ADVISE_CROP)  # blank (NaN) pixels: measured around them
         elif not bool(torch.isfinite(y).all()):
             raise ValueError(f"--data: {m.name} ({m.source}) holds {int((~torch.isfinite(y)).sum())} non-finite "
                              f"value(s) (NaN/inf); remove or inpaint them first")

@@ -184,10 +184,10 @@ def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tens
             from ``y``).
         seed: seed of the crops and of the loss draws.
         output_dir: run folder (logs, fine-tuned checkpoint); default a temporary folder.
-        blank_pixels: NaN values of ``y`` are blank pixels (a FITS image's undefined values) of an image-domain
-            measurement: the crops avoid them (``patch_size`` default: the largest of 64, 48, 32, 16 that a
-            blank-free crop has), the network sees them
-            filled with the median and the reconstructions keep them NaN. Otherwise a NaN is an error.
+        blank_pixels: NaN values of ``y`` are blank pixels (no data: a FITS image's undefined values, a
+            mosaic's edges) of an image-domain measurement: the crops avoid them (``patch_size`` default: the
+            largest of 64, 48, 32, 16 that a blank-free crop has), the network sees them filled with the median
+            and the reconstructions keep them NaN. Otherwise a NaN is an error.
     """
     import lightning.pytorch as pl
 
@@ -296,6 +296,7 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
     from selfinv import registry, safe_yaml
     from selfinv.data.normalization import cast_to
     from selfinv.data.readers import FITS_EXTENSIONS
+    from selfinv.data.sources import blank_pixels_allowed
     from selfinv.data.writers import pixel_size_for, write_stack
 
     spec: Any = loss
@@ -317,12 +318,11 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
             noise_over = copy.deepcopy(pretrained["physics"]["noise"])
         noise_over.setdefault("args", {})
         noise_over["args"]["sigma"] = value
-    blank_pixels = Path(m.source).suffix.lower() in FITS_EXTENSIONS  # NaN: FITS's undefined (blank) value
-    r = finetune(checkpoint, y, params, spec, steps, lr, batch_size, patch_size, physics_args, noise_over, seed,
-                 run_dir, blank_pixels)
-    out_dtype = m.dtype if m.kind == "image" and r.x_after.shape[1:] == m.y.shape else "float32"
     image_domain = registry.resolve("physics", load_checkpoint_config(checkpoint)["physics"]["name"],
                                     "physics").image_domain  # else the measurement is a sinogram or k-space
+    r = finetune(checkpoint, y, params, spec, steps, lr, batch_size, patch_size, physics_args, noise_over, seed,
+                 run_dir, blank_pixels_allowed(m, image_domain))
+    out_dtype = m.dtype if m.kind == "image" and r.x_after.shape[1:] == m.y.shape else "float32"
     pixel = pixel_size_for(m.pixel_size, tuple(m.y.shape[-2:]), tuple(r.x_after.shape[-2:])) \
         if image_domain else None
     if to_dicom:

@@ -350,7 +350,8 @@ def test_patches_avoid_blank_pixels_and_cover_the_free_positions_uniformly(monke
 
 def test_a_fits_image_with_blank_pixels_trains_around_them(tmp_path, n2v_config, capsys):
     """Training on a FITS image whose edge and a blob are blank (NaN): a warning, patches and validation crops
-    free of blank pixels, a finite normalisation; the same NaN in a TIFF stays an error naming the file."""
+    free of blank pixels, a finite normalisation; the same in a float TIFF (a stitched mosaic's edge), whose
+    reconstruction keeps them blank; an infinity stays an error naming the file."""
     import tifffile
     from astropy.io import fits
 
@@ -380,11 +381,25 @@ def test_a_fits_image_with_blank_pixels_trains_around_them(tmp_path, n2v_config,
     assert main(["advise", "--config", str(auto), "--data", str(tmp_path / "blank.fits")]) == 0
     assert "Measured on 1 measurement(s) of " in capsys.readouterr().out
     tifffile.imwrite(tmp_path / "blank.tif", img)
-    assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "blank.tif"),
-                 "--trainer.output_dir", str(tmp_path / "run_tif"), *TINY]) == 2
-    assert re.search(r"blank .*blank.tif.*400 non-finite value\(s\)", capsys.readouterr().err)
-    assert main(["advise", "--data", str(tmp_path / "blank.tif")]) == 2
-    assert "blank.tif) holds 400 non-finite value(s)" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match=r"blank: 400 blank \(NaN\) pixel\(s\) of 4096"):
+        assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "blank.tif"),
+                     "--trainer.output_dir", str(tmp_path / "run_tif"), *TINY]) == 0
+    with pytest.warns(UserWarning, match=r"left blank in the output"):
+        assert main(["predict", "--checkpoint", str(tmp_path / "run_tif" / "checkpoints" / "last.ckpt"),
+                     "--input", str(tmp_path / "blank.tif"), "--output", str(tmp_path / "rec")]) == 0
+    rec = tifffile.imread(next((tmp_path / "rec").glob("*.tif")))
+    assert rec.dtype == np.float32 and np.array_equal(np.isnan(rec), np.isnan(img))
+    capsys.readouterr()
+    assert main(["advise", "--data", str(tmp_path / "blank.tif")]) == 0
+    assert "Measured on 1 measurement(s) of " in capsys.readouterr().out
+    img[40, 40] = np.inf
+    tifffile.imwrite(tmp_path / "inf.tif", img)
+    assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "inf.tif"),
+                 "--trainer.output_dir", str(tmp_path / "run_inf"), *TINY]) == 2
+    assert re.search(r"inf .*inf.tif.*: the measurements hold 1 non-finite value\(s\) .* at index \(0, 0, 40, 40\)",
+                     capsys.readouterr().err)  # the 400 blank pixels are not counted: only the infinity
+    assert main(["advise", "--data", str(tmp_path / "inf.tif")]) == 2
+    assert "inf.tif) holds 401 non-finite value(s)" in capsys.readouterr().err
 
 
 def test_dicom_output_needs_a_dicom_input(tmp_path, n2v_config):

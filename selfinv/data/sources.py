@@ -181,22 +181,27 @@ def read_source(path: str | Path, key: str | None = None) -> list[Measurement]:
     return out
 
 
+def blank_pixels_allowed(m: Measurement, image_domain: bool) -> bool:
+    """Whether NaN in ``m`` marks blank pixels — no data, e.g. a FITS image's undefined values, a stitched
+    mosaic's or a registered stack's edges in a float TIFF, NPY or MRC file: a real floating-point image under
+    an image-domain operator (denoising, blur, downsampling). Elsewhere (k-space, sinograms, integer data) a
+    NaN is no convention and stays an error of the finiteness checks; infinities always are."""
+    return image_domain and m.y.is_floating_point()
+
+
 def fill_blank_pixels(y: Tensor, m: Measurement, image_domain: bool) -> tuple[Tensor, Tensor | None]:
-    """Blank pixels of a FITS image under an image-domain operator — NaN, FITS's undefined value (a mosaic's
-    edge) — filled with the median of the other pixels, and their mask: ``(filled y, mask)``. ``(y, None)``
-    when there are none, when every pixel is blank, and in any other format or domain, where a NaN is no
-    convention and stays an error of the finiteness checks.
+    """Blank (NaN) pixels of an image (``blank_pixels_allowed``) filled with the median of the other pixels,
+    and their mask: ``(filled y, mask)``. ``(y, None)`` when there are none, when every pixel is blank, and
+    where NaN marks no blank pixel.
 
     Example::
 
-        >>> m = Measurement(y=torch.tensor([[[1.0, float("nan")], [3.0, 5.0]]]), name="a", source="a.fits")
+        >>> m = Measurement(y=torch.tensor([[[1.0, float("nan")], [3.0, 5.0]]]), name="a", source="a.tif")
         >>> filled, blank = fill_blank_pixels(m.y, m, image_domain=True)
         >>> filled.tolist(), blank.tolist()
         ([[[1.0, 3.0], [3.0, 5.0]]], [[[False, True], [False, False]]])
     """
-    from selfinv.data.readers import FITS_EXTENSIONS
-
-    if not image_domain or Path(m.source).suffix.lower() not in FITS_EXTENSIONS or not y.is_floating_point():
+    if not blank_pixels_allowed(m, image_domain) or not y.is_floating_point():
         return y, None
     blank = torch.isnan(y)
     if not bool(blank.any()) or bool(blank.all()):

@@ -12,7 +12,7 @@
   them, at least one) and, when there is a single image, a **disjoint region**: the
   bottom ``val_fraction`` of its rows (at least one patch high), training patches
   never reaching into it. Validation items are fixed crops of the held-out area.
-  Blank pixels (NaN: a FITS image's undefined values, e.g. a mosaic's edge) are
+  Blank pixels (NaN in a floating-point image: FITS's undefined values, a mosaic's edge) are
   avoided: training patches are drawn uniformly among the positions free of them,
   validation crops holding one are left out, and the normalisation ignores them.
 * **other operators** (MRI k-space, CT sinograms, inpainting) and ``selfinv simulate``

@@ -142,7 +142,7 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingD
 
 
 def _blank_filled(m: Measurement, op: Physics) -> Tensor:
-    """``m.y[None]`` with a FITS image's blank pixels filled for the checks (``fill_blank_pixels``), with a
+    """``m.y[None]`` with its blank (NaN) pixels filled for the checks (``fill_blank_pixels``), with a
     warning: training patches and validation crops avoid them (``selfinv.data.user_data``)."""
     from selfinv.data.sources import fill_blank_pixels
 
