@@ -661,6 +661,31 @@ def test_splitting_replaces_a_hidden_pixel_by_a_uniformly_drawn_kept_neighbour()
     assert tested >= 3
 
 
+@pytest.mark.parametrize("radius", [0, 2])
+def test_splitting_takes_every_channel_from_one_kept_ring_pixel(radius):
+    """Colour images: a pixel of the excluded set takes all its channels from the same kept pixel of the ring
+    at distance radius + 1 (reflected at the border); the other pixels are unchanged."""
+    B, C, H, W = 3, 3, 13, 11
+    y = torch.arange(B * C * H * W, dtype=DT).reshape(B, C, H, W)  # every value names its position
+    loss = SplittingLoss(mask_prob=0.1, exclusion_radius=radius)
+    y_a, mask = loss.split(y, torch.Generator().manual_seed(1))
+    excluded = mask if radius == 0 else torch.nn.functional.max_pool2d(mask, 2 * radius + 1, 1, radius)
+    assert torch.equal(y_a[(excluded == 0).expand_as(y)], y[(excluded == 0).expand_as(y)])
+    s = radius + 1
+    reflect = [(lambda v, n: abs(v) if v < n else 2 * (n - 1) - v)]
+    checked = 0
+    for b, _, i, j in torch.nonzero(excluded).tolist():
+        ring = {(reflect[0](i + dy, H), reflect[0](j + dx, W)) for dy in range(-s, s + 1) for dx in range(-s, s + 1)
+                if max(abs(dy), abs(dx)) == s}
+        kept = {p for p in ring if excluded[b, 0, p[0], p[1]] == 0}
+        if not kept:  # no kept pixel in the ring: a random value (tested elsewhere)
+            continue
+        src = divmod(int(y_a[b, 0, i, j]) - b * C * H * W, W)
+        assert src in kept and all(int(y_a[b, c, i, j]) == int(y[b, c, src[0], src[1]]) for c in range(C))
+        checked += 1
+    assert checked > 10
+
+
 def test_splitting_test_time_modes():
     physics = Denoising(GaussianNoise(0.1))
     y = torch.full((2, 1, 8, 8), 0.37, dtype=DT)
