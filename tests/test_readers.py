@@ -411,6 +411,29 @@ def test_dicom_palette_colour_and_files_without_a_preamble(tmp_path):
     np.testing.assert_array_equal(pydicom.dcmread(out).pixel_array, mr.pixel_array[::-1])
 
 
+def test_dicom_rt_dose_in_dose_units_and_32_bit_output(tmp_path):
+    """An RT dose grid (32-bit, no rescale, *Dose Grid Scaling* 1e-6) is read in dose units, not as stored
+    integers, and a 32-bit template is a DICOM output: stored = value / scaling, in 32 bits, read back exactly."""
+    import pydicom
+    import pydicom.data
+
+    from selfinv.data.readers import read_raw
+    from selfinv.data.writers import write_dicom
+
+    src = pydicom.data.get_testdata_file("rtdose.dcm")
+    ds = pydicom.dcmread(src)
+    assert ds.BitsAllocated == 32 and "RescaleSlope" not in ds and float(ds.DoseGridScaling) == 1e-6
+    dose, _ = read_raw(src)
+    assert dose.shape == (15, 1, 10, 10)
+    np.testing.assert_allclose(dose[:, 0], ds.pixel_array * 1e-6, rtol=1e-12)
+    out = write_dicom(tmp_path / "half.dcm", dose[:, 0] / 2, src, pydicom.uid.generate_uid())
+    back = pydicom.dcmread(out)
+    assert back.BitsAllocated == 32 and back.pixel_array.dtype == np.uint32 and back.NumberOfFrames == 15
+    np.testing.assert_array_equal(back.pixel_array, np.rint(ds.pixel_array / 2).astype(np.uint32))
+    again, _ = read_raw(out)
+    np.testing.assert_allclose(again[:, 0], np.rint(ds.pixel_array / 2) * 1e-6, rtol=1e-12)
+
+
 def test_dicom_objects_without_pixels_are_left_out_of_a_series(tmp_path):
     """A CD export's folder: two CT slices and a non-image DICOM object (a report: no pixel data) — the series
     is the two slices, with a warning naming the other file; a folder of non-images is an error."""

@@ -345,10 +345,14 @@ def dicom_frame_count(ds) -> int:
 
 def dicom_rescale(ds) -> list[tuple[float, float]]:
     """``(RescaleSlope, RescaleIntercept)`` of every frame: stored value ``s`` means ``slope * s + intercept``
-    in the object's units (Hounsfield units for CT); ``(1, 0)`` where the object has none."""
+    in the object's units (Hounsfield units for CT; for an RT dose without a rescale, *Dose Grid Scaling*
+    as the slope: gray or relative dose, *Dose Units*); ``(1, 0)`` where the object has none."""
     out = []
+    dose_scaling = getattr(ds, "DoseGridScaling", None) if "RescaleSlope" not in ds else None
     for f in range(dicom_frame_count(ds)):
         slope = dicom_frame_value(ds, "PixelValueTransformationSequence", "RescaleSlope", f)
+        if slope in (None, "") and dose_scaling not in (None, ""):
+            slope = dose_scaling
         intercept = dicom_frame_value(ds, "PixelValueTransformationSequence", "RescaleIntercept", f)
         out.append((float(slope) if slope not in (None, "") and float(slope) != 0 else 1.0,
                     float(intercept) if intercept not in (None, "") else 0.0))

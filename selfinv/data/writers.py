@@ -191,7 +191,8 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
 
 
 #: numpy dtype of DICOM pixel data by (Bits Allocated, Pixel Representation)
-_DICOM_DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int16}
+_DICOM_DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int16,
+                 (32, 0): np.uint32, (32, 1): np.int32}
 #: reconstructions outside the template's stored range are clipped; warn above this fraction of the pixels
 DICOM_CLIP_WARN = 0.01
 
@@ -235,7 +236,7 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
     if kind not in _DICOM_DTYPES or samples != 1 or "FloatPixelData" in ds or photometric == "PALETTE COLOR":
         raise ValueError(f"{Path(template).name}: DICOM output keeps the input's pixel type, and selfinv writes "
-                         f"8/16-bit grayscale only (this file: {kind[0]}-bit, {samples} sample(s) per pixel, "
+                         f"8/16/32-bit grayscale only (this file: {kind[0]}-bit, {samples} sample(s) per pixel, "
                          f"{photometric or 'no photometric interpretation'}); use --format tiff")
     rescale = dicom_rescale(ds)  # per frame: an enhanced object may rescale each frame differently
     if len(rescale) != frames.shape[0]:
@@ -266,7 +267,7 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
         if tag in ds:
             del ds[tag]
     source_sop = (str(getattr(ds, "SOPClassUID", "")), str(getattr(ds, "SOPInstanceUID", "")))
-    ds.set_pixel_data(stored if stored.shape[0] > 1 else stored[0], str(ds.PhotometricInterpretation), bits)
+    _set_pixels(ds, stored, bits)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.SeriesInstanceUID = series_uid
     image_type = list(getattr(ds, "ImageType", []) or [])
@@ -285,6 +286,21 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def _set_pixels(ds, stored: np.ndarray, bits: int) -> None:
+    """New uncompressed pixel data ``(F, H, W)`` and the elements that describe it. pydicom's
+    ``set_pixel_data`` takes 8/16-bit arrays; 32-bit ones (an RT dose grid) are written here the same way."""
+    if stored.dtype.itemsize <= 2:
+        ds.set_pixel_data(stored if stored.shape[0] > 1 else stored[0], str(ds.PhotometricInterpretation), bits)
+        return
+    ds.PixelData = np.ascontiguousarray(stored, dtype=stored.dtype.newbyteorder("<")).tobytes()
+    ds["PixelData"].VR = "OW"
+    ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[2])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, bits, bits - 1
+    ds.SamplesPerPixel = 1
+    if stored.shape[0] > 1 or "NumberOfFrames" in ds:
+        ds.NumberOfFrames = int(stored.shape[0])
 
 
 def _set_pixel_spacing(ds, spacing: list[float]) -> None:
