@@ -184,9 +184,10 @@ def read_source(path: str | Path, key: str | None = None) -> list[Measurement]:
 def blank_pixels_allowed(m: Measurement, image_domain: bool) -> bool:
     """Whether NaN in ``m`` marks blank pixels — no data, e.g. a FITS image's undefined values, a stitched
     mosaic's or a registered stack's edges in a float TIFF, NPY or MRC file: a real floating-point image under
-    an image-domain operator (denoising, blur, downsampling). Elsewhere (k-space, sinograms, integer data) a
-    NaN is no convention and stays an error of the finiteness checks; infinities always are."""
-    return image_domain and m.y.is_floating_point()
+    an image-domain operator (denoising, blur, downsampling), which training cuts into patches that avoid
+    them. Elsewhere (k-space, sinograms, integer data, ``selfinv simulate`` files, used whole) a NaN is no
+    convention and stays an error of the finiteness checks; infinities always are."""
+    return image_domain and m.kind == "image" and m.y.is_floating_point()
 
 
 def fill_blank_pixels(y: Tensor, m: Measurement, image_domain: bool) -> tuple[Tensor, Tensor | None]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bad_inputs.harness import (
     Case,
+    all_of,
     api,
     bytes_file,
     ckpt_variant,
@@ -37,6 +38,7 @@ from bad_inputs.harness import (
     npy_file,
     npz_file,
     outputs_finite,
+    outputs_keep_blank,
     png_file,
     random_bytes,
     returns,
@@ -1177,19 +1179,35 @@ case("fault_divergence_lr_1000", "faults", "--optim.lr 1000: the loss becomes no
      None, cli(*FIT, "--optim.lr", "1000", "--trainer.max_steps", "6", "--data.num_patches", "16"),
      "clear", any_nonzero=True, mentions=("step", "sure", ("nan", "non-finite", "inf", "diverge")),
      invariants=(no_nonfinite_checkpoints("out"),))
-_predict_case("fault_nan_pixel_in_predict_input", "a NaN pixel in the image given to predict",
-              npy_file("y.npy", lambda: __import__("numpy").where(image() > 0.99, float("nan"), image())), "clear",
-              group="faults", any_nonzero=True, mentions=(("nan", "non-finite", "not finite"),),
-              invariants=(no_nonfinite_outputs(),))
+_predict_case("fault_nan_pixel_in_predict_input", "NaN (blank) pixels in the float image given to predict",
+              npy_file("y.npy", lambda: __import__("numpy").where(image() > 0.99, float("nan"), image())), "handled",
+              group="faults", check=all_of(warned("blank", "nan"), outputs_keep_blank()),
+              sensible="a warning; the reconstruction keeps the blank pixels blank and is finite elsewhere")
 _predict_case("fault_inf_pixel_in_predict_input", "a +inf pixel in the image given to predict",
               npy_file("y.npy", lambda: __import__("numpy").where(image() > 0.99, float("inf"), image())), "clear",
               group="faults", any_nonzero=True, mentions=(("inf", "non-finite", "not finite"),),
               invariants=(no_nonfinite_outputs(),))
-case("fault_nan_in_training_measurements", "faults", "a NaN in the training measurements (data.path)",
+case("fault_nan_in_training_measurements", "faults", "a NaN in training measurements used whole (an .npz 'y')",
      npz_file("meas.npz", lambda: {"y": __import__("numpy").where(image((8, 1, 16, 16)) > 0.999, float("nan"),
                                                                   image((8, 1, 16, 16)))}),
      cli(*FIT, "--data.path", "<file>", "--data.dataset", "null"), "clear",
      mentions=(("meas.npz", "data.path", "measurement"), ("nan", "non-finite", "not finite")))
+
+
+def _blank_rows(shape=(64, 64), fill=float("nan")):
+    a = image(shape)
+    a[:8] = fill  # the edge of a registered or stitched image
+    return a
+
+
+case("fault_blank_pixels_in_training_image", "faults", "NaN (blank) rows in a float training image (data.path)",
+     npy_file("img.npy", _blank_rows), cli(*FIT, "--data.path", "<file>", "--data.dataset", "null"), "handled",
+     check=warned("blank", "nan"), sensible="a warning; training patches avoid the blank pixels",
+     invariants=(no_nonfinite_checkpoints("out", "*.ckpt"),))
+case("fault_inf_in_training_image", "faults", "an infinity in a float training image (data.path)",
+     npy_file("img.npy", lambda: _blank_rows(fill=float("inf"))),
+     cli(*FIT, "--data.path", "<file>", "--data.dataset", "null"), "clear",
+     mentions=(("img.npy", "data.path", "measurement"), ("inf", "non-finite", "not finite")))
 case("fault_disk_full_torch_save", "faults", "disk full while writing a checkpoint (torch.save raises ENOSPC)",
      None, cli(*FIT, patches=[("torch.save", enospc("torch.save"))]), "clear", any_nonzero=True,
      mentions=(("no space", "disk full", "disk"),), invariants=(no_tmp_files("out"),))

@@ -1024,6 +1024,30 @@ def outputs_finite(n: int | None = None, shape: tuple | None = None, folder_key:
     return check
 
 
+def outputs_keep_blank(input_key: str = "file", folder_key: str = "out") -> Callable:
+    """One reconstruction was written to ``v[folder_key]``, NaN exactly where the input ``v[input_key]`` is
+    NaN (its blank pixels) and finite everywhere else."""
+
+    def check(o: Outcome, v: Vars) -> tuple[bool, str]:
+        import numpy as np
+
+        root = Path(v[folder_key])
+        files = sorted(p for p in root.glob("*") if p.is_file()) if root.exists() else []
+        if len(files) != 1:
+            return False, f"{len(files)} outputs written to {v[folder_key]}, expected 1"
+        a, x = np.squeeze(read_array(files[0])), np.squeeze(read_array(v[input_key]))
+        if a.shape != x.shape:
+            return False, f"{files[0].name} has shape {a.shape}, the input {x.shape}"
+        blank = np.isnan(x)
+        bad = int((~np.isfinite(a[~blank])).sum())
+        if not np.array_equal(np.isnan(a), blank) or bad:
+            return False, (f"{files[0].name}: NaN at {int(np.isnan(a).sum())} pixels, the input's blank pixels: "
+                           f"{int(blank.sum())}; non-finite elsewhere: {bad}")
+        return True, f"{int(np.isnan(x).sum())} blank pixel(s) kept blank, finite elsewhere"
+
+    return check
+
+
 def warned(*tokens) -> Callable:
     """A warning (or a log line on stderr) naming every token -- a string or a tuple of alternatives,
     case-insensitive -- was emitted."""
