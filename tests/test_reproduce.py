@@ -239,7 +239,8 @@ def test_rows_trained_in_worker_processes(tmp_path):
     data = runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), configs=str(FOLDER),
                             workers=2, threads=1, log=lambda *a: logs.append(" ".join(map(str, a))))
     assert any("2 worker(s) × 1 thread(s)" in line for line in logs)
-    assert sum("[reproduce] " in line and "/2 inpainting/" in line for line in logs) == 2
+    progress = [line for line in logs if "[reproduce] " in line and "/2 inpainting/" in line]
+    assert [line.split()[1] for line in progress] == ["1/2", "2/2"]  # one line per row, as each finishes
     rows = [json.loads(p.read_text()) for p in sorted(cache.glob("*.json"))]
     assert sorted(r["row"] for r in rows) == ["inpainting/mc", "inpainting/supervised"]
     assert all(r["environment"]["workers"] == 2 and r["environment"]["threads"] == 1 for r in rows)

@@ -296,19 +296,21 @@ def training_span(results: dict[str, dict]) -> tuple[str, str, str] | None:
     several invocations (then it includes the time between them)."""
     import datetime as dt
 
-    spans = []
+    spans = []  # (start, end, slack): rows cached before start/end times were kept have a 1 s resolution
     for r in results.values():
         for sr in r.get("seed_times") or [r]:
-            if sr.get("finished") and sr.get("wall_seconds") is not None:
+            if sr.get("start_time") is not None and sr.get("end_time") is not None:
+                spans.append((dt.datetime.fromtimestamp(float(sr["start_time"])),
+                              dt.datetime.fromtimestamp(float(sr["end_time"])), dt.timedelta(0)))
+            elif sr.get("finished") and sr.get("wall_seconds") is not None:
                 end = dt.datetime.strptime(sr["finished"], "%Y-%m-%d %H:%M:%S")
-                spans.append((end - dt.timedelta(seconds=float(sr["wall_seconds"])), end))
+                spans.append((end - dt.timedelta(seconds=float(sr["wall_seconds"])), end, dt.timedelta(seconds=2)))
     if not spans:
         return None
-    start, end = min(s for s, _ in spans), max(e for _, e in spans)
+    start, end = min(s for s, _, _ in spans), max(e for _, e, _ in spans)
     # the most rows training at one moment (their intervals overlap): 1 for a sequential run, whose rows
-    # follow each other within the 1 s resolution of the finish times (hence the 2 s of slack)
-    slack = dt.timedelta(seconds=2)
-    events = sorted([(min(s + slack, e), 1) for s, e in spans] + [(e, -1) for _, e in spans],
+    # follow each other (within the 1 s resolution of the finish times of older rows: 2 s of slack)
+    events = sorted([(min(s + slack, e), 1) for s, e, slack in spans] + [(e, -1) for _, e, _ in spans],
                     key=lambda t: (t[0], t[1]))
     at_once = running = 0
     for _, step in events:

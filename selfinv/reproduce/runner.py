@@ -254,7 +254,8 @@ def merge_seeds(results: list[dict]) -> dict:
     merged["seed_psnr"] = [statistics.fmean(r["psnr"]) for r in results]
     merged["seed_keys"] = [r.get("key") for r in results]
     merged["wall_seconds"] = sum(r.get("wall_seconds", 0.0) for r in results)
-    merged["seed_times"] = [{k: r.get(k) for k in ("finished", "wall_seconds", "environment")} for r in results]
+    merged["seed_times"] = [{k: r.get(k) for k in ("finished", "wall_seconds", "start_time", "end_time",
+                                                   "environment")} for r in results]
     return merged
 
 
@@ -606,11 +607,12 @@ def plan_workers(workers: int | None, threads: int | None, device: str, jobs: in
 
 def _train_and_save(row: Row, cfg: dict, spec: TestSpec, key: str, test: TestSet, preset: str, code: str,
                     device: str, store: Cache, workers: int) -> dict:
-    t0 = time.perf_counter()
+    t0, start_time = time.perf_counter(), time.time()
     result, grid = train_row(row, cfg, test, device)
     result.update({"key": key, "preset": preset, "code": code, "test": asdict(spec),
                    "wall_seconds": time.perf_counter() - t0, "environment": environment(device, workers),
-                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                   "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "start_time": start_time,
+                   "end_time": time.time()})
     store.save(row, key, result, grid)
     return result
 
@@ -648,7 +650,7 @@ def _train_in_workers(jobs: list[tuple], workers: int, threads: int, preset: str
     worker as it finishes. A failing row stops the others once their current rows are cached; its error is
     raised here."""
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch's thread pools
     done = 0
@@ -658,7 +660,7 @@ def _train_in_workers(jobs: list[tuple], workers: int, threads: int, preset: str
                    for row, cfg, spec, key, k in jobs}
         pending = set(futures)
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)  # a line per row as it finishes
             for f in finished:
                 row, k = futures[f]
                 if f.exception() is not None:
