@@ -338,13 +338,20 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
 
 
 def _check_dicom_template(output: str, m) -> None:
-    """Refuse a ``.dcm`` output, before any training, unless the measurement is a single-frame grayscale DICOM."""
+    """Refuse a ``.dcm`` output, before any training, unless the measurement is a single-frame DICOM image read
+    with its own channels (grayscale or RGB)."""
     from selfinv.data.readers import dcmread
+    from selfinv.data.writers import dicom_is_colour
 
-    if m.origin is None or m.y.shape[0] != 1:
-        raise ValueError(f"--output {output}: DICOM output takes the header of a grayscale DICOM measurement, and "
+    if m.origin is None:
+        raise ValueError(f"--output {output}: DICOM output takes the header of a DICOM measurement, and "
                          f"{m.source} is not one; give a .tif output")
-    if int(getattr(dcmread(m.origin[0], stop_before_pixels=True), "NumberOfFrames", 1) or 1) > 1:
+    ds = dcmread(m.origin[0], stop_before_pixels=True)
+    if m.y.shape[0] != (3 if dicom_is_colour(ds) else 1):  # (C, H, W): a grayscale or an RGB image
+        raise ValueError(f"--output {output}: {m.source} was read with {m.y.shape[0]} channel(s), and its DICOM "
+                         f"header describes {'RGB' if dicom_is_colour(ds) else 'grayscale'} pixels; give a .tif "
+                         f"output")
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
         raise ValueError(f"--output {output}: {m.origin[0]} holds several frames and one is fine-tuned; give a "
                          f".tif output")
 
@@ -355,7 +362,7 @@ def _write_dicom(output: str, x, m, pixel: dict | None) -> Path:
 
     from selfinv.data.writers import write_dicom
 
-    return write_dicom(output, x[0].detach().cpu().double().numpy(), m.origin[0], generate_uid(), pixel,
+    return write_dicom(output, x.detach().cpu().double().numpy(), m.origin[0], generate_uid(), pixel,
                        "selfinv finetune")
 
 

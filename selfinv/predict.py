@@ -278,12 +278,17 @@ def _write(out_dir: Path, stem: str, fmt: str, slices: list[np.ndarray], input_s
 
 def _dicom_writable(ms: list, slices: list[np.ndarray], image_domain: bool) -> str | None:
     """None when the reconstructions of one input can be written as DICOM with their inputs' headers, else why
-    not: the input is not DICOM, the output has several channels, or it is not an image of the input's field
-    of view (a sinogram or k-space reconstructed to an image of another size)."""
+    not: the input is not DICOM, the output's channels are not the input's (grayscale or RGB), or it is not an
+    image of the input's field of view (a sinogram or k-space reconstructed to an image of another size)."""
     if any(m.origin is None for m in ms):
         return "DICOM output takes the header of a DICOM input, and this input is not DICOM"
-    if any(s.shape[0] != 1 for s in slices):
-        return f"the reconstruction has {slices[0].shape[0]} channels; DICOM output holds grayscale images"
+    from selfinv.data.readers import dcmread
+    from selfinv.data.writers import dicom_is_colour
+
+    channels = 3 if dicom_is_colour(dcmread(ms[0].origin[0], stop_before_pixels=True)) else 1
+    if any(s.shape[0] != channels for s in slices):
+        return (f"the reconstruction has {slices[0].shape[0]} channel(s); this input's DICOM output holds "
+                f"{'RGB' if channels == 3 else 'grayscale'} images")
     if _resized(ms, slices) and not image_domain:
         return "the reconstruction is not an image of the measurement's grid (its header would not describe it)"
     return None
@@ -307,7 +312,7 @@ def _write_dicom(out_dir: Path, stem: str, ms: list, slices: list[np.ndarray], s
     derived: dict[str, str] = {}  # input series -> its derived series (a folder may hold several series)
     frames: dict[str, list[tuple[int, np.ndarray]]] = {}
     for m, s in zip(ms, slices, strict=True):
-        frames.setdefault(m.origin[0], []).append((m.origin[1], s[0]))
+        frames.setdefault(m.origin[0], []).append((m.origin[1], s))  # (C, H, W): grayscale or RGB
     written = []
     for file, items in frames.items():
         name = Path(file).name

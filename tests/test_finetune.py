@@ -127,7 +127,7 @@ def test_cli_finetune_dicom_in_dicom_out(pretrained, tmp_path, capsys):
     assert main(["finetune", "--checkpoint", pretrained, "--measurement", str(tmp_path / "y.npy"), "--output",
                  str(tmp_path / "y.dcm"), "--run_dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
-    assert "DICOM output takes the header of a grayscale DICOM measurement" in err and "fine-tuned" not in err
+    assert "DICOM output takes the header of a DICOM measurement" in err and "fine-tuned" not in err
 
 
 def test_cli_finetune_fits_keeps_the_header(pretrained, noisy, tmp_path):

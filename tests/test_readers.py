@@ -374,7 +374,7 @@ def test_dicom_enhanced_multiframe_units_and_geometry_come_from_the_functional_g
 
 def test_dicom_palette_colour_and_files_without_a_preamble(tmp_path):
     """A PALETTE COLOR image (ultrasound, secondary capture) is read as the RGB its colour table gives, not as the
-    table's indices, and refused as a DICOM output template; a .dcm written without the 128-byte preamble and
+    table's indices, and written back as an RGB DICOM image; a .dcm written without the 128-byte preamble and
     file meta header (old exports) is read, and written back as a proper DICOM file."""
     import pydicom
     import pydicom.data
@@ -394,8 +394,14 @@ def test_dicom_palette_colour_and_files_without_a_preamble(tmp_path):
     rgb, _ = read_raw(tmp_path / "palette.dcm")
     assert rgb.shape == (1, 3, 64, 64)
     np.testing.assert_array_equal(rgb[0, :, 0, :4], np.array(list(table.values())))
-    with pytest.raises(ValueError, match="PALETTE COLOR\\); use --format tiff"):
+    # written back as RGB of the table's 16 bits (the colour table no longer applies to new pixels)
+    with pytest.raises(ValueError, match="colour DICOM image: write_dicom expects RGB frames"):
         write_dicom(tmp_path / "out.dcm", np.zeros((1, 64, 64)), tmp_path / "palette.dcm", "1.2")
+    out = write_dicom(tmp_path / "out.dcm", rgb + 0.4, tmp_path / "palette.dcm", "1.2")
+    back = pydicom.dcmread(out)
+    assert (back.PhotometricInterpretation, back.SamplesPerPixel, back.BitsStored) == ("RGB", 3, 16)
+    assert not [e for e in back if "PaletteColorLookupTable" in e.keyword]
+    np.testing.assert_array_equal(read_raw(out)[0], rgb)
 
     mr = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
     bare = tmp_path / "bare.dcm"
@@ -409,6 +415,54 @@ def test_dicom_palette_colour_and_files_without_a_preamble(tmp_path):
     np.testing.assert_array_equal(values[0, 0], mr.pixel_array)
     out = write_dicom(tmp_path / "bare_out.dcm", values[:, 0, ::-1].astype(np.float64), bare, "1.2")
     np.testing.assert_array_equal(pydicom.dcmread(out).pixel_array, mr.pixel_array[::-1])
+
+
+@pytest.mark.parametrize("name", ["examples_rgb_color.dcm", "SC_ybr_full_422_uncompressed.dcm",
+                                  "SC_rgb_rle_2frame.dcm", "SC_rgb_rle_16bit.dcm", "ExplVR_BigEnd.dcm"])
+def test_dicom_rgb_written_back_as_rgb_in_the_inputs_sample_range(tmp_path, name):
+    """A colour DICOM image (RGB, YBR, run-length compressed, 16-bit samples, big endian) is read as RGB and its
+    RGB reconstruction written back with its header: uncompressed RGB pixels in the input's sample range, the
+    values rounded (read back = the input where nothing changed), one frame per input frame; values beyond the
+    range clipped with a warning; grayscale frames refused with the shape expected."""
+    import pydicom
+    import pydicom.data
+
+    from selfinv.data.readers import read_raw
+    from selfinv.data.writers import write_dicom
+
+    src = pydicom.data.get_testdata_file(name)
+    rgb, _ = read_raw(src)
+    template = pydicom.dcmread(src)
+    frames = int(getattr(template, "NumberOfFrames", 1) or 1)
+    assert rgb.shape == (frames, 3, int(template.Rows), int(template.Columns))
+    out = write_dicom(tmp_path / "out.dcm", rgb - 0.3, src, "1.2.3")
+    back = pydicom.dcmread(out)
+    assert (back.PhotometricInterpretation, back.SamplesPerPixel, back.PlanarConfiguration) == ("RGB", 3, 0)
+    assert (back.BitsAllocated, back.BitsStored) == (template.BitsAllocated, template.BitsStored)
+    assert int(getattr(back, "NumberOfFrames", 1) or 1) == frames
+    assert back.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert back.SOPInstanceUID != template.SOPInstanceUID and back.SeriesInstanceUID == "1.2.3"
+    np.testing.assert_array_equal(read_raw(out)[0], rgb)
+    hi = 2 ** int(template.BitsStored) - 1
+    bright = np.where(np.arange(rgb.shape[-1]) % 2 == 0, hi + 50.0, rgb)  # half the columns beyond the range
+    assert (rgb[..., ::2] < hi).mean() > 0.1  # so the clipped pixels exceed the 1 % that warns
+    with pytest.warns(UserWarning, match="clipped; --format tiff keeps them"):
+        write_dicom(tmp_path / "bright.dcm", bright, src, "1.2.3")
+    assert read_raw(tmp_path / "bright.dcm")[0].max() == hi
+    with pytest.raises(ValueError, match=r"expects RGB frames \(F, 3, H, W\), got shape"):
+        write_dicom(tmp_path / "gray.dcm", rgb[:, 0], src, "1.2.3")
+
+
+def test_dicom_32_bit_rgb_refused_with_its_reason(tmp_path):
+    import pydicom.data
+
+    from selfinv.data.readers import read_raw
+    from selfinv.data.writers import write_dicom
+
+    src = pydicom.data.get_testdata_file("SC_rgb_rle_32bit.dcm")
+    rgb, _ = read_raw(src)
+    with pytest.raises(ValueError, match="8/16-bit RGB only \\(this file: 32-bit samples\\); use --format tiff"):
+        write_dicom(tmp_path / "out.dcm", rgb, src, "1.2.3")
 
 
 def test_dicom_rt_dose_in_dose_units_and_32_bit_output(tmp_path):

@@ -233,11 +233,12 @@ def _dicom_series(folder, volume_hu, names=None):
     pydicom.dcmread(folder / names[0])  # readable
 
 
-def _fit_then_predict_as_input_and_as_tiff(tmp_path, config, data) -> None:
-    """A tiny fit on ``data``, then predict into ``rec/`` (the input's format) and ``tif/`` (``--format tiff``)."""
+def _fit_then_predict_as_input_and_as_tiff(tmp_path, config, data, options: list = TINY) -> None:
+    """A tiny fit on ``data`` (``options``: the tiny network and run), then predict into ``rec/`` (the input's
+    format) and ``tif/`` (``--format tiff``)."""
     out = tmp_path / "run"
     assert main(["fit", "--config", str(config), "--data.path", str(data), "--trainer.output_dir", str(out),
-                 *TINY]) == 0
+                 *options]) == 0
     ckpt = str(out / "checkpoints" / "last.ckpt")
     assert main(["predict", "--checkpoint", ckpt, "--input", str(data), "--output", str(tmp_path / "rec")]) == 0
     assert main(["predict", "--checkpoint", ckpt, "--input", str(data), "--output", str(tmp_path / "tif"),
@@ -270,6 +271,34 @@ def test_dicom_series_in_dicom_series_out_with_each_slice_header(tmp_path, n2v_c
         assert o.SourceImageSequence[0].ReferencedSOPInstanceUID == i.SOPInstanceUID
         hu = o.pixel_array * float(o.RescaleSlope) + float(o.RescaleIntercept)
         np.testing.assert_array_equal(hu, np.clip(np.rint(as_tiff[z] + 1024), 0, 65535) - 1024)
+
+
+def test_rgb_dicom_in_rgb_dicom_out(tmp_path, n2v_config):
+    """An RGB DICOM image (secondary capture, dermatology, endoscopy): fit trains a colour network on it and
+    predict writes OUT/<name>.dcm as an RGB DICOM image with its header, 8-bit like the input, holding the values
+    the TIFF output holds rounded to integers; finetune's .dcm output is RGB too."""
+    import pydicom
+    import pydicom.data
+    import tifffile
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("examples_rgb_color.dcm"))
+    rgb = np.stack([_phantom(48, 40, c) for c in range(3)], axis=-1)
+    ds.set_pixel_data(np.clip(rgb * 255, 0, 255).astype(np.uint8), "RGB", 8)
+    ds.save_as(tmp_path / "photo.dcm")
+    colour = ["--model.backbone.args", "{scales: 2, base_channels: 4, batch_norm: false, in_channels: 3, "
+              "out_channels: 3}", *RUN]
+    _fit_then_predict_as_input_and_as_tiff(tmp_path, n2v_config, tmp_path / "photo.dcm", colour)
+    out = pydicom.dcmread(tmp_path / "rec" / "photo.dcm")
+    assert (out.PhotometricInterpretation, out.SamplesPerPixel, out.BitsStored) == ("RGB", 3, 8)
+    assert out.SeriesInstanceUID != ds.SeriesInstanceUID and out.StudyInstanceUID == ds.StudyInstanceUID
+    as_tiff = tifffile.imread(tmp_path / "tif" / "photo.tif")  # (3, H, W) in the input's 0-255 units
+    assert as_tiff.shape == (3, 48, 40)
+    np.testing.assert_array_equal(np.moveaxis(out.pixel_array, -1, 0), np.clip(np.rint(as_tiff), 0, 255))
+    assert main(["finetune", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--measurement",
+                 str(tmp_path / "photo.dcm"), "--output", str(tmp_path / "ft.dcm"), "--steps", "2",
+                 "--run_dir", str(tmp_path / "ft")]) == 0
+    tuned = pydicom.dcmread(tmp_path / "ft.dcm")
+    assert (tuned.PhotometricInterpretation, tuned.pixel_array.shape) == ("RGB", (48, 40, 3))
 
 
 def test_a_folder_of_two_dicom_series_gives_two_derived_series(tmp_path, n2v_config):

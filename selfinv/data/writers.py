@@ -199,14 +199,18 @@ DICOM_CLIP_WARN = 0.01
 
 def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, series_uid: str,
                 pixel_size: dict | None = None, description: str = "selfinv") -> Path:
-    """Write ``frames`` ``(F, H, W)`` (the template's rescaled units: Hounsfield units for CT) as a DICOM file with
-    the header of ``template``, the file they were reconstructed from.
+    """Write ``frames`` — ``(F, H, W)`` grayscale in the template's rescaled units (Hounsfield units for CT), or
+    ``(F, 3, H, W)`` RGB for a colour template — as a DICOM file with the header of ``template``, the file they
+    were reconstructed from.
 
-    The stored values are ``round((v - RescaleIntercept) / RescaleSlope)`` in the template's pixel type and
-    *Bits Stored* range (values outside are clipped, with a warning above 1 % of the pixels where the input was
-    not already at that limit), so a viewer shows the reconstruction in the input's units and window; an
-    enhanced (multi-frame) template's rescale, pixel spacing and positions are read and written per frame in
-    its functional groups. Patient, study, geometry (position, orientation) and
+    Grayscale: the stored values are ``round((v - RescaleIntercept) / RescaleSlope)`` in the template's pixel
+    type and *Bits Stored* range. Colour (RGB, YBR or PALETTE COLOR templates, read as RGB by
+    ``selfinv.data.readers``): the RGB values rounded into the template's sample range (a palette's: its colour
+    table's 8 or 16 bits), written as uncompressed *RGB* pixels (a palette image becomes an RGB one: its colour
+    table no longer applies). Values outside the range are clipped, with a warning above 1 % of the pixels where
+    the input was not already at that limit, so a viewer shows the reconstruction in the input's units and
+    window; an enhanced (multi-frame) template's rescale, pixel spacing and positions are read and written per
+    frame in its functional groups. Patient, study, geometry (position, orientation) and
     window are kept; the file is a new instance (new SOP Instance UID) of the derived series ``series_uid``
     (*Image Type* ``DERIVED\\SECONDARY``, *Series Description* and *Derivation Description* say it was made by
     selfinv), written uncompressed (Explicit VR Little Endian). ``pixel_size`` (mm, ``writers.pixel_size_for``)
@@ -222,44 +226,22 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
         >>> float(abs(pydicom.dcmread(out).pixel_array - 1024.0 - hu[0]).max())
         0.0
     """
-    import warnings
-
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian
 
     path, frames = Path(path), np.asarray(frames)
-    if frames.ndim != 3:
-        raise ValueError(f"write_dicom expects frames (F, H, W), got shape {frames.shape}")
+    if frames.ndim == 4 and frames.shape[1] == 1:
+        frames = frames[:, 0]
     ds = dcmread(template)
-    kind = (int(getattr(ds, "BitsAllocated", 16)), int(getattr(ds, "PixelRepresentation", 0)))
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
-    if kind not in _DICOM_DTYPES or samples != 1 or "FloatPixelData" in ds or photometric == "PALETTE COLOR":
-        raise ValueError(f"{Path(template).name}: DICOM output keeps the input's pixel type, and selfinv writes "
-                         f"8/16/32-bit grayscale only (this file: {kind[0]}-bit, {samples} sample(s) per pixel, "
-                         f"{photometric or 'no photometric interpretation'}); use --format tiff")
-    rescale = dicom_rescale(ds)  # per frame: an enhanced object may rescale each frame differently
-    if len(rescale) != frames.shape[0]:
-        if len(rescale) > 1:
-            raise ValueError(f"{Path(template).name} holds {len(rescale)} frames, got {frames.shape[0]} to write")
-        rescale = rescale * frames.shape[0]
-    slope, intercept = (np.array(v, dtype=np.float64)[:, None, None] for v in zip(*rescale, strict=True))
-    bits = int(getattr(ds, "BitsStored", kind[0]) or kind[0])
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if kind[1] else (0, 2**bits - 1)
-    stored = np.rint((frames.astype(np.float64) - intercept) / slope)
-    outside = (stored < lo) | (stored > hi)
-    if (int(ds.Rows), int(ds.Columns), dicom_frame_count(ds)) == (*stored.shape[1:], stored.shape[0]):
-        # where the input itself sits at a limit (air at -1024 HU, a saturated detector), clipping is expected
-        source = ds.pixel_array.reshape(stored.shape)
-        outside &= ~(((source <= lo) & (stored < lo)) | ((source >= hi) & (stored > hi)))
-    clipped = int(outside.sum())
-    if clipped > DICOM_CLIP_WARN * stored.size:
-        s0, i0 = rescale[0]
-        warnings.warn(f"{path.name}: {clipped} of {stored.size} pixels ({100 * clipped / stored.size:.1f} %) fall "
-                      f"outside the range the input's pixel type stores ({lo * s0 + i0:g} to "
-                      f"{hi * s0 + i0:g} in its units) where the input did not, and were clipped; "
-                      f"--format tiff keeps them", UserWarning, stacklevel=2)
-    stored = np.clip(stored, lo, hi).astype(_DICOM_DTYPES[kind])
+    colour = dicom_is_colour(ds)
+    if colour != (frames.ndim == 4) or frames.ndim not in (3, 4) or (colour and frames.shape[1] != 3):
+        want = "RGB frames (F, 3, H, W)" if colour else "grayscale frames (F, H, W)"
+        raise ValueError(f"{Path(template).name} is a {'colour' if colour else 'grayscale'} DICOM image: "
+                         f"write_dicom expects {want}, got shape {frames.shape}")
+    if colour:
+        stored, bits = _colour_stored(ds, frames, path)
+    else:
+        stored, bits = _gray_stored(ds, frames, path)
     if not ds.original_encoding[1]:
         _to_little_endian(ds, path.name)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # new pixel data, uncompressed, little endian
@@ -267,7 +249,12 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
         if tag in ds:
             del ds[tag]
     source_sop = (str(getattr(ds, "SOPClassUID", "")), str(getattr(ds, "SOPInstanceUID", "")))
-    _set_pixels(ds, stored, bits)
+    if colour:
+        for element in [e for e in ds if "PaletteColorLookupTable" in e.keyword]:  # a palette's colour table
+            del ds[element.tag]
+        ds.set_pixel_data(stored if stored.shape[0] > 1 else stored[0], "RGB", bits)
+    else:
+        _set_pixels(ds, stored, bits)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.SeriesInstanceUID = series_uid
     image_type = list(getattr(ds, "ImageType", []) or [])
@@ -286,6 +273,76 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def dicom_is_colour(ds) -> bool:
+    """Whether a DICOM image holds colour pixels (three samples per pixel, or a palette's indices), which
+    ``selfinv.data.readers`` reads as RGB."""
+    photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
+    return int(getattr(ds, "SamplesPerPixel", 1) or 1) == 3 or photometric == "PALETTE COLOR"
+
+
+def _clip_report(stored: np.ndarray, lo: int, hi: int, source: np.ndarray | None, path: Path, units: str) -> None:
+    """Warn when more than ``DICOM_CLIP_WARN`` of ``stored`` falls outside ``[lo, hi]`` where ``source`` (the
+    input's stored values, when it has the same shape) was not already at that limit (air at -1024 HU, a
+    saturated detector, a white background)."""
+    import warnings
+
+    outside = (stored < lo) | (stored > hi)
+    if source is not None and source.shape == stored.shape:
+        outside &= ~(((source <= lo) & (stored < lo)) | ((source >= hi) & (stored > hi)))
+    clipped = int(outside.sum())
+    if clipped > DICOM_CLIP_WARN * stored.size:
+        warnings.warn(f"{path.name}: {clipped} of {stored.size} pixels ({100 * clipped / stored.size:.1f} %) fall "
+                      f"outside the range the input's pixel type stores ({units}) where the input did not, and "
+                      f"were clipped; --format tiff keeps them", UserWarning, stacklevel=3)
+
+
+def _gray_stored(ds, frames: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
+    """``(F, H, W)`` values in the template's units -> its stored integers (inverse rescale, clipped), *Bits Stored*."""
+    kind = (int(getattr(ds, "BitsAllocated", 16)), int(getattr(ds, "PixelRepresentation", 0)))
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if kind not in _DICOM_DTYPES or samples != 1 or "FloatPixelData" in ds:
+        raise ValueError(f"{path.name}: DICOM output keeps the input's pixel type, and selfinv writes 8/16/32-bit "
+                         f"integer grayscale or 8/16-bit RGB pixels (this file: {kind[0]}-bit"
+                         f"{', floating point' if 'FloatPixelData' in ds else ''}, {samples} sample(s) per pixel, "
+                         f"{str(getattr(ds, 'PhotometricInterpretation', '')) or 'no photometric interpretation'})"
+                         f"; use --format tiff")
+    rescale = dicom_rescale(ds)  # per frame: an enhanced object may rescale each frame differently
+    if len(rescale) != frames.shape[0]:
+        if len(rescale) > 1:
+            raise ValueError(f"{path.name}: the template holds {len(rescale)} frames, got {frames.shape[0]} to write")
+        rescale = rescale * frames.shape[0]
+    slope, intercept = (np.array(v, dtype=np.float64)[:, None, None] for v in zip(*rescale, strict=True))
+    bits = int(getattr(ds, "BitsStored", kind[0]) or kind[0])
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if kind[1] else (0, 2**bits - 1)
+    stored = np.rint((frames.astype(np.float64) - intercept) / slope)
+    same_grid = (int(ds.Rows), int(ds.Columns), dicom_frame_count(ds)) == (*stored.shape[1:], stored.shape[0])
+    s0, i0 = rescale[0]
+    _clip_report(stored, lo, hi, ds.pixel_array.reshape(stored.shape) if same_grid else None, path,
+                 f"{lo * s0 + i0:g} to {hi * s0 + i0:g} in its units")
+    return np.clip(stored, lo, hi).astype(_DICOM_DTYPES[kind]), bits
+
+
+def _colour_stored(ds, frames: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
+    """``(F, 3, H, W)`` RGB values -> ``(F, H, W, 3)`` unsigned integers of the template's sample range (a
+    palette's: its colour table's bits), clipped; and those bits."""
+    from selfinv.data.readers import _dicom_pixels, _dicom_to_nchw
+
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        bits = 8 if int(ds.RedPaletteColorLookupTableDescriptor[2]) <= 8 else 16
+    else:
+        bits = int(getattr(ds, "BitsStored", 8) or 8)
+    if bits > 16:
+        raise ValueError(f"{path.name}: DICOM output keeps the input's pixel type, and selfinv writes 8/16-bit RGB "
+                         f"only (this file: {bits}-bit samples); use --format tiff")
+    hi = 2**bits - 1
+    stored = np.rint(frames.astype(np.float64))
+    same_grid = (int(ds.Rows), int(ds.Columns), dicom_frame_count(ds)) == (*stored.shape[2:], stored.shape[0])
+    source = _dicom_to_nchw(np.asarray(_dicom_pixels(ds, path)), ds, path) if same_grid else None
+    _clip_report(stored, 0, hi, source, path, f"0 to {hi} per colour sample")
+    stored = np.clip(stored, 0, hi).astype(np.uint8 if bits <= 8 else np.uint16)
+    return np.ascontiguousarray(np.moveaxis(stored, 1, -1)), bits
 
 
 def _set_pixels(ds, stored: np.ndarray, bits: int) -> None:
