@@ -238,10 +238,7 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
         want = "RGB frames (F, 3, H, W)" if colour else "grayscale frames (F, H, W)"
         raise ValueError(f"{Path(template).name} is a {'colour' if colour else 'grayscale'} DICOM image: "
                          f"write_dicom expects {want}, got shape {frames.shape}")
-    if colour:
-        stored, bits = _colour_stored(ds, frames, path)
-    else:
-        stored, bits = _gray_stored(ds, frames, path)
+    stored, bits = (_colour_stored if colour else _gray_stored)(ds, frames, Path(template), path)
     if not ds.original_encoding[1]:
         _to_little_endian(ds, path.name)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # new pixel data, uncompressed, little endian
@@ -298,12 +295,13 @@ def _clip_report(stored: np.ndarray, lo: int, hi: int, source: np.ndarray | None
                       f"were clipped; --format tiff keeps them", UserWarning, stacklevel=3)
 
 
-def _gray_stored(ds, frames: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
-    """``(F, H, W)`` values in the template's units -> its stored integers (inverse rescale, clipped), *Bits Stored*."""
+def _gray_stored(ds, frames: np.ndarray, template: Path, path: Path) -> tuple[np.ndarray, int]:
+    """``(F, H, W)`` values in the units of ``template`` (read as ``ds``) -> its stored integers (inverse rescale,
+    clipped), and its *Bits Stored*; ``path`` is the output (named in the clipping warning)."""
     kind = (int(getattr(ds, "BitsAllocated", 16)), int(getattr(ds, "PixelRepresentation", 0)))
     samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
     if kind not in _DICOM_DTYPES or samples != 1 or "FloatPixelData" in ds:
-        raise ValueError(f"{path.name}: DICOM output keeps the input's pixel type, and selfinv writes 8/16/32-bit "
+        raise ValueError(f"{template.name}: DICOM output keeps the input's pixel type, and selfinv writes 8/16/32-bit "
                          f"integer grayscale or 8/16-bit RGB pixels (this file: {kind[0]}-bit"
                          f"{', floating point' if 'FloatPixelData' in ds else ''}, {samples} sample(s) per pixel, "
                          f"{str(getattr(ds, 'PhotometricInterpretation', '')) or 'no photometric interpretation'})"
@@ -311,7 +309,7 @@ def _gray_stored(ds, frames: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
     rescale = dicom_rescale(ds)  # per frame: an enhanced object may rescale each frame differently
     if len(rescale) != frames.shape[0]:
         if len(rescale) > 1:
-            raise ValueError(f"{path.name}: the template holds {len(rescale)} frames, got {frames.shape[0]} to write")
+            raise ValueError(f"{template.name} holds {len(rescale)} frames, got {frames.shape[0]} to write")
         rescale = rescale * frames.shape[0]
     slope, intercept = (np.array(v, dtype=np.float64)[:, None, None] for v in zip(*rescale, strict=True))
     bits = int(getattr(ds, "BitsStored", kind[0]) or kind[0])
@@ -324,9 +322,9 @@ def _gray_stored(ds, frames: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
     return np.clip(stored, lo, hi).astype(_DICOM_DTYPES[kind]), bits
 
 
-def _colour_stored(ds, frames: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
-    """``(F, 3, H, W)`` RGB values -> ``(F, H, W, 3)`` unsigned integers of the template's sample range (a
-    palette's: its colour table's bits), clipped; and those bits."""
+def _colour_stored(ds, frames: np.ndarray, template: Path, path: Path) -> tuple[np.ndarray, int]:
+    """``(F, 3, H, W)`` RGB values -> ``(F, H, W, 3)`` unsigned integers of the sample range of ``template`` (read
+    as ``ds``; a palette's: its colour table's bits), clipped; and those bits. ``path``: the output."""
     from selfinv.data.readers import _dicom_pixels, _dicom_to_nchw
 
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
@@ -334,12 +332,12 @@ def _colour_stored(ds, frames: np.ndarray, path: Path) -> tuple[np.ndarray, int]
     else:
         bits = int(getattr(ds, "BitsStored", 8) or 8)
     if bits > 16:
-        raise ValueError(f"{path.name}: DICOM output keeps the input's pixel type, and selfinv writes 8/16-bit RGB "
+        raise ValueError(f"{template.name}: DICOM output keeps the input's pixel type, and selfinv writes 8/16-bit RGB "
                          f"only (this file: {bits}-bit samples); use --format tiff")
     hi = 2**bits - 1
     stored = np.rint(frames.astype(np.float64))
     same_grid = (int(ds.Rows), int(ds.Columns), dicom_frame_count(ds)) == (*stored.shape[2:], stored.shape[0])
-    source = _dicom_to_nchw(np.asarray(_dicom_pixels(ds, path)), ds, path) if same_grid else None
+    source = _dicom_to_nchw(np.asarray(_dicom_pixels(ds, template)), ds, template) if same_grid else None
     _clip_report(stored, 0, hi, source, path, f"0 to {hi} per colour sample")
     stored = np.clip(stored, 0, hi).astype(np.uint8 if bits <= 8 else np.uint16)
     return np.ascontiguousarray(np.moveaxis(stored, 1, -1)), bits
