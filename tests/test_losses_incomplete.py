@@ -256,6 +256,37 @@ def test_moi_gradients_reach_the_model(gen):
     assert model.conv.weight.grad.abs().sum() > 0
 
 
+
+def test_moi_validates_on_held_out_entries_not_on_its_own_value():
+    """MOI's checkpoint criterion on a mask operator is the error on observed entries hidden from the network
+    (a tenth of them, drawn from the validation generator): zero for the oracle, ``mean(held ⊙ y)²`` for
+    zero-filling (it predicts 0 there), independent of the MOI weight, seeded, and reported as ``held_out``."""
+    from selfinv.losses.moi import VALIDATION_HOLD_OUT
+
+    basis = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    coefs = torch.randn(4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = (coefs @ basis.flatten(1)).reshape(4, 1, 16, 16)
+    physics = Inpainting((1, 16, 16), 0.5, generator=torch.Generator().manual_seed(3)).resample(
+        4, torch.Generator().manual_seed(4))
+    physics = physics.with_params(mask=physics.mask.double())
+    y = physics.A(x)
+    moi = MultiOperatorImaging()
+    assert moi.validation_loss(y, physics, SubspaceOracle(basis), generator=torch.Generator().manual_seed(5)) < 1e-20
+    value = moi.validation_loss(y, physics, Dagger(), generator=torch.Generator().manual_seed(5))
+    split = SSDUSplitting(split_ratio=1 - VALIDATION_HOLD_OUT).split(y, physics, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(value, (split.held_out * y).pow(2).mean())
+    observed = (physics.mask != 0).sum()
+    assert 0.05 < float(split.held_out.sum() / observed) < 0.15  # 512 observed entries: binomial sd 0.013
+    assert moi.last_terms == {"held_out": value}
+    heavy = MultiOperatorImaging(weight=5.0)
+    torch.testing.assert_close(heavy.validation_loss(y, physics, Dagger(), generator=torch.Generator().manual_seed(5)),
+                               value)
+    assert moi(y, physics, Dagger(), generator=torch.Generator().manual_seed(5)) != value  # not the loss itself
+    outer = WeightedSum([moi], names=["moi"])
+    torch.testing.assert_close(outer.validation_loss(y, physics, Dagger(), generator=torch.Generator().manual_seed(5)),
+                               value)
+    assert set(outer.last_terms) == {"moi", "moi/held_out"}
+
 # -- SSDU ------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["inpainting", "mri"])
 def test_ssdu_split_never_contains_held_out_entries(kind, gen):

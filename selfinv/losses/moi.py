@@ -18,6 +18,18 @@ default); ``stop_gradient=True`` treats ``x̂`` as a constant as SEI does.
 MultiOperatorTerm()], [1, weight])`` (terms named ``fidelity`` and
 ``multi_operator``).
 
+Validation (checkpoint selection, ``Loss.validation_loss``): on a mask operator
+(inpainting, MRI) the MOI loss keeps falling while the reconstruction of the
+unobserved entries gets worse (measured on the inpainting claim row: test PSNR
+27.25 → 26.31 dB over the last 30 % of training while ``L_MOI`` fell by 39 %), so
+it cannot choose a checkpoint. The criterion is the error on observed entries
+hidden from the network, ``||M_h (y − A f(M_k y, M_k A))||² / m`` with a random
+``VALIDATION_HOLD_OUT`` of the observed entries held out (``M_h``) and the rest kept
+(``M_k``): a prediction of measured values the network did not see, the same
+functional at every validation (seeded draws). Other operators validate with the
+loss itself. On the claim row (three seeds, ``claims_inpainting_moi_selection``) the
+checkpoint it selects is 0.94 / 0.48 / 0.06 dB better than the final weights.
+
 Example::
 
     >>> loss = MultiOperatorImaging(weight=0.5)
@@ -32,6 +44,10 @@ from torch import Tensor
 
 from selfinv.losses.base import Loss, LossConfigError, Reconstructor, WeightedSum
 from selfinv.physics.base import Physics
+from selfinv.physics.masked import MaskedPhysics
+
+#: fraction of a validation measurement's observed entries hidden from the network and predicted
+VALIDATION_HOLD_OUT = 0.1
 
 
 class MultiOperatorTerm(Loss):
@@ -98,6 +114,19 @@ class MultiOperatorImaging(WeightedSum):
     @property
     def fidelity(self) -> Loss:
         return self._terms[0]
+
+    def validation_loss(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
+                        generator: torch.Generator | None = None, **batch: Tensor) -> Tensor:
+        """The held-out-entry error on a mask operator (module docstring), else the loss itself;
+        ``last_terms`` holds ``held_out`` or the loss's terms."""
+        if not isinstance(physics, MaskedPhysics):
+            return super().validation_loss(y, physics, model, x=x, generator=generator, **batch)
+        from selfinv.losses.ssdu import SSDUSplitting
+
+        held_out = SSDUSplitting(split_ratio=1.0 - VALIDATION_HOLD_OUT, penalize="held-out")
+        value = held_out(y, physics, model, generator=generator)
+        self.last_terms = {"held_out": value.detach()}
+        return value
 
     @property
     def weight(self) -> float:
