@@ -317,20 +317,14 @@ def engine_overhead(case: Case, init_states: dict, x: Tensor, warmup: int, steps
     own), each round's ratio engine median / bare median, and their median: on a 2-core machine the step time
     drifts by 10-15 % from one minute to the next, so a single bare-then-engine pair can put a slow minute on
     one side only."""
-    bares, engines, minima, ratios = [], [], [], []
+    bares, engines, ratios = [], [], []
     engine_min, precision_used = float("inf"), ""
     for i in range(max(1, rounds)):
-        if i == 0:
-            bare, bare_min = first_bare_ms, None
-        else:
-            b = run_case(case, init_states, x, warmup, steps, precision)
-            bare, bare_min = b["median_ms"], b["min_ms"]
+        bare = first_bare_ms if i == 0 else run_case(case, init_states, x, warmup, steps, precision)["median_ms"]
         e = run_engine(case.name, warmup, steps, Path(tempfile.mkdtemp(prefix="loss-steps-")))
         bares.append(bare)
         engines.append(e["engine_median_ms"])
         ratios.append(e["engine_median_ms"] / bare)
-        if bare_min is not None:
-            minima.append(e["engine_min_ms"] / bare_min)
         engine_min, precision_used = min(engine_min, e["engine_min_ms"]), e["engine_precision"]
     return {"engine_median_ms": statistics.median(engines), "engine_min_ms": engine_min,
             "engine_precision": precision_used, "engine_overhead": statistics.median(ratios),
