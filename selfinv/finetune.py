@@ -341,16 +341,16 @@ def _check_dicom_template(output: str, m) -> None:
     """Refuse a ``.dcm`` output, before any training, unless the measurement is a single-frame DICOM image read
     with its own channels (grayscale or RGB)."""
     from selfinv.data.readers import dcmread
-    from selfinv.data.writers import dicom_is_colour
+    from selfinv.data.writers import dicom_channels
 
     if m.origin is None:
         raise ValueError(f"--output {output}: DICOM output takes the header of a DICOM measurement, and "
                          f"{m.source} is not one; give a .tif output")
     ds = dcmread(m.origin[0], stop_before_pixels=True)
-    if m.y.shape[0] != (3 if dicom_is_colour(ds) else 1):  # (C, H, W): a grayscale or an RGB image
+    channels = dicom_channels(ds)
+    if m.y.shape[0] != channels:  # (C, H, W): a grayscale or an RGB image
         raise ValueError(f"--output {output}: {m.source} was read with {m.y.shape[0]} channel(s), and its DICOM "
-                         f"header describes {'RGB' if dicom_is_colour(ds) else 'grayscale'} pixels; give a .tif "
-                         f"output")
+                         f"header describes {'RGB' if channels == 3 else 'grayscale'} pixels; give a .tif output")
     if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
         raise ValueError(f"--output {output}: {m.origin[0]} holds several frames and one is fine-tuned; give a "
                          f".tif output")

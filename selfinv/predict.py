@@ -283,9 +283,9 @@ def _dicom_writable(ms: list, slices: list[np.ndarray], image_domain: bool) -> s
     if any(m.origin is None for m in ms):
         return "DICOM output takes the header of a DICOM input, and this input is not DICOM"
     from selfinv.data.readers import dcmread
-    from selfinv.data.writers import dicom_is_colour
+    from selfinv.data.writers import dicom_channels
 
-    channels = 3 if dicom_is_colour(dcmread(ms[0].origin[0], stop_before_pixels=True)) else 1
+    channels = dicom_channels(dcmread(ms[0].origin[0], stop_before_pixels=True))
     if any(s.shape[0] != channels for s in slices):
         return (f"the reconstruction has {slices[0].shape[0]} channel(s); this input's DICOM output holds "
                 f"{'RGB' if channels == 3 else 'grayscale'} images")

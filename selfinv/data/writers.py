@@ -233,7 +233,7 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
     if frames.ndim == 4 and frames.shape[1] == 1:
         frames = frames[:, 0]
     ds = dcmread(template)
-    colour = dicom_is_colour(ds)
+    colour = dicom_channels(ds) == 3
     if colour != (frames.ndim == 4) or frames.ndim not in (3, 4) or (colour and frames.shape[1] != 3):
         want = "RGB frames (F, 3, H, W)" if colour else "grayscale frames (F, H, W)"
         raise ValueError(f"{Path(template).name} is a {'colour' if colour else 'grayscale'} DICOM image: "
@@ -272,11 +272,11 @@ def write_dicom(path: str | Path, frames: np.ndarray, template: str | Path, seri
     return path
 
 
-def dicom_is_colour(ds) -> bool:
-    """Whether a DICOM image holds colour pixels (three samples per pixel, or a palette's indices), which
-    ``selfinv.data.readers`` reads as RGB."""
+def dicom_channels(ds) -> int:
+    """The channels ``selfinv.data.readers`` reads a DICOM image as, and a reconstruction written under its
+    header must have: 3 (RGB) for colour pixels — three samples per pixel, or a palette's indices — else 1."""
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).upper()
-    return int(getattr(ds, "SamplesPerPixel", 1) or 1) == 3 or photometric == "PALETTE COLOR"
+    return 3 if int(getattr(ds, "SamplesPerPixel", 1) or 1) == 3 or photometric == "PALETTE COLOR" else 1
 
 
 def _clip_report(stored: np.ndarray, lo: int, hi: int, source: np.ndarray | None, path: Path, units: str) -> None:
