@@ -25,8 +25,10 @@ Help of one command: ``selfinv COMMAND --help``.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from typing import Optional, Sequence
 
 from selfinv import options
@@ -263,10 +265,24 @@ def close_process_group() -> None:
         print(f"selfinv: warning: could not close the distributed process group ({e})", file=sys.stderr)
 
 
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return not str(record.getMessage()).startswith("💡 Tip")
+
+
+def _quiet_lightning_chatter() -> None:
+    """Drop what Lightning prints that a user can do nothing about: its advertisement for a cloud logger and
+    a deprecation warning that a newer torch raises inside Lightning's own code."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _not_an_advert not in rank_zero.filters:
+        rank_zero.addFilter(_not_an_advert)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def _run(command: str, rest: list[str]) -> None:
     from selfinv.utils.allocator import keep_freed_memory
     from selfinv.utils.threads import use_available_cores
 
+    _quiet_lightning_chatter()
     use_available_cores()
     keep_freed_memory()
     if command == "fit":

@@ -101,7 +101,8 @@ def predict(checkpoint: str, input: str, output: str,
     physics = _physics(run, physics_args)
     measurements = read_source(input, key)
     channels = int(run.config.model.backbone.args.get("in_channels", 1))
-    check_channels(measurements, channels, "--input")
+    check_channels(measurements, channels, "--input", "the checkpoint's network takes {n}-channel images",
+                   "give it images like those it was trained on, or train a network on these")
     if tile is not None and not physics.image_domain:
         raise ValueError(f"--tile: tiled prediction needs an image-domain operator (denoising, blur, "
                          f"downsampling); this checkpoint uses {type(physics).__name__}, whose measurements "

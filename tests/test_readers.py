@@ -557,6 +557,31 @@ def test_pixel_size_survives_a_round_trip_through_the_writers(tmp_path):
     assert "pixel_size" not in read_raw(plain)[1]
 
 
+def test_tiff_hyperstack_and_unitless_resolution_survive_the_writers(tmp_path):
+    """An ImageJ hyperstack with channels (ZCYX) comes back as a ZCYX hyperstack with its calibration, and a
+    resolution in pixels per unstated unit (ResolutionUnit NONE) is written back, not dropped."""
+    import tifffile
+
+    from selfinv.data.readers import read_raw
+    from selfinv.data.writers import write_stack
+
+    a = (np.arange(3 * 2 * 16 * 12).reshape(3, 2, 16, 12) % 251).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "zcyx.tif", a, imagej=True, resolution=(1 / 0.1, 1 / 0.1),
+                     metadata={"axes": "ZCYX", "unit": "um", "spacing": 0.5})
+    tifffile.imwrite(tmp_path / "unitless.tif", a[:, 0], photometric="minisblack", resolution=(4.0, 4.0),
+                     resolutionunit=1)
+    for name, shape in (("zcyx.tif", (3, 2, 16, 12)), ("unitless.tif", (3, 16, 12))):
+        arr, meta = read_raw(tmp_path / name)
+        write_stack(tmp_path / f"out_{name}", arr, meta["pixel_size"])
+        with tifffile.TiffFile(tmp_path / f"out_{name}") as tif:
+            assert tif.series[0].shape == shape and tif.series[0].dtype == np.uint16, name
+            np.testing.assert_array_equal(tif.series[0].asarray(), a if name == "zcyx.tif" else a[:, 0])
+            if name == "zcyx.tif":
+                assert tif.series[0].axes == "ZCYX" and tif.imagej_metadata["channels"] == 2
+        assert read_raw(tmp_path / f"out_{name}")[1]["pixel_size"] == meta["pixel_size"], name
+    assert read_raw(tmp_path / "unitless.tif")[1]["pixel_size"]["x"] == 0.25
+
+
 def test_output_pixel_size_follows_the_field_of_view():
     """Super-resolution ×2 halves the pixel size (same field of view); the same size keeps it; none stays none."""
     from selfinv.data.writers import pixel_size_for

@@ -301,6 +301,77 @@ def test_rgb_dicom_in_rgb_dicom_out(tmp_path, n2v_config):
     assert (tuned.PhotometricInterpretation, tuned.pixel_array.shape) == ("RGB", (48, 40, 3))
 
 
+def test_multichannel_hyperstack_trains_a_network_of_its_channels_and_comes_back_as_a_hyperstack(tmp_path,
+                                                                                                 n2v_config, capsys):
+    """A 2-channel fluorescence z-stack (ImageJ ZCYX, uint16, calibrated in µm) with a config that names no
+    channel count: fit trains a 2-channel network (and says so), validate accepts the same config, and predict
+    writes a ZCYX uint16 hyperstack with the input's calibration. A config that names another channel count
+    and a folder that mixes channel counts are refused with what to change."""
+    import tifffile
+
+    stack = np.stack([np.stack([_phantom(32, 40, 2 * z), _phantom(32, 40, 2 * z + 1)[::-1]]) for z in range(3)])
+    tifffile.imwrite(tmp_path / "cells.tif", np.clip(300 + 20000 * stack, 0, 65535).astype(np.uint16),
+                     imagej=True, resolution=(1 / 0.1, 1 / 0.1), metadata={"axes": "ZCYX", "unit": "um"})
+    run = tmp_path / "run"
+    fit = ["--config", str(n2v_config), "--data.path", str(tmp_path / "cells.tif"), "--trainer.output_dir", str(run)]
+    assert main(["fit", *fit, *TINY]) == 0
+    ck = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    args = ck["hyper_parameters"]["config"]["model"]["backbone"]["args"]
+    assert (args["in_channels"], args["out_channels"]) == (2, 2)
+    assert main(["validate", *fit, *TINY, "--checkpoint", str(run / "checkpoints" / "last.ckpt")]) == 0
+    assert main(["predict", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), "--input",
+                 str(tmp_path / "cells.tif"), "--output", str(tmp_path / "den")]) == 0
+    with tifffile.TiffFile(tmp_path / "den" / "cells.tif") as tif:
+        assert (tif.series[0].axes, tif.series[0].shape, tif.series[0].dtype) == ("ZCYX", (3, 2, 32, 40), np.uint16)
+        assert tif.imagej_metadata["unit"] == "um"
+        assert tif.pages[0].tags["XResolution"].value == (10, 1)
+
+    capsys.readouterr()
+    assert main(["fit", *fit, "--model.backbone.args", "{in_channels: 1, out_channels: 1}", *RUN]) == 2
+    assert re.search(r"cells_0000 .* has 2 channel\(s\) but model.backbone.args.in_channels is 1 \(leave "
+                     r"in_channels and out_channels out", capsys.readouterr().err)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    tifffile.imwrite(mixed / "a.tif", (65535 * np.clip(_phantom(32, 32), 0, 1)).astype(np.uint16))
+    tifffile.imwrite(mixed / "b.tif", np.clip(300 + 20000 * stack[0], 0, 65535).astype(np.uint16),
+                     photometric="minisblack", metadata={"axes": "CYX"})
+    assert main(["fit", "--config", str(n2v_config), "--data.path", str(mixed), *TINY]) == 2
+    assert re.search(r"b .* has 2 channel\(s\) but a .* has 1: one run trains one network",
+                     capsys.readouterr().err)
+
+
+def test_validate_with_the_config_of_a_sigma_auto_run_uses_its_estimate(tmp_path, capsys):
+    """``sigma: auto`` is resolved at fit time and stored; validate --config (the same file, still 'auto')
+    takes the stored estimate: the loss it reports is the one of the estimate given explicitly. Validating
+    writes nothing into the run folder's logs."""
+    import tifffile
+
+    src = tmp_path / "data"
+    src.mkdir()
+    for i in range(2):
+        tifffile.imwrite(src / f"g{i}.tif", (200 * _phantom(40, 40, i)).astype(np.float32))
+    cfg = tmp_path / "auto.yaml"
+    cfg.write_text("data: {patch_size: 16, num_patches: 8, val_fraction: 0.5}\n"
+                   "physics: {name: denoising, noise: {name: gaussian, args: {sigma: auto}}}\n"
+                   "losses: [{name: sure}]\n")
+    run = tmp_path / "run"
+    common = ["--config", str(cfg), "--data.path", str(src), "--trainer.output_dir", str(run), *TINY]
+    assert main(["fit", *common]) == 0
+    ck = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    sigma = ck["hyper_parameters"]["config"]["physics"]["noise"]["args"]["sigma"]
+    assert isinstance(sigma, float) and 5 < sigma < 20  # 0.05 x 200 in the data's units
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+
+    def val_loss(*options) -> float:
+        capsys.readouterr()
+        assert main(["validate", *common, *options, "--checkpoint", ckpt]) == 0
+        return float(re.search(r"'val/loss': ([0-9.e+-]+)", capsys.readouterr().out).group(1))
+
+    log = (run / "logs" / "metrics.csv").read_text()
+    assert val_loss() == val_loss("--physics.noise.args", f"{{sigma: {sigma!r}}}")
+    assert (run / "logs" / "metrics.csv").read_text() == log  # validate leaves the training's log alone
+
+
 def test_a_folder_of_two_dicom_series_gives_two_derived_series(tmp_path, n2v_config):
     """Two series of one size in one folder train together; predict gives each its own derived series. Two series
     of different sizes are an error naming both."""

@@ -210,12 +210,28 @@ def fill_blank_pixels(y: Tensor, m: Measurement, image_domain: bool) -> tuple[Te
     return y.masked_fill(blank, float(y[~blank].median())), blank
 
 
-def check_channels(measurements: list[Measurement], channels: int, where: str) -> None:
-    """Every measurement has ``channels`` channels; else a clear error naming the first that has not."""
+def check_channels(measurements: list[Measurement], channels: int | None, where: str,
+                   expected: str = "the model takes {n}", fix: str = "") -> int:
+    """Every measurement has ``channels`` channels (``None``: as many as the first); returns that count.
+
+    A clear error names the first measurement that differs, ``expected`` what asked for ``channels``
+    (``{n}`` is the count) and ``fix`` how to change that.
+    """
+    if not measurements:
+        return 1 if channels is None else channels
+    first = measurements[0]
+    want = first.y.shape[0] if channels is None else channels
     for m in measurements:
-        if m.y.shape[0] != channels:
-            hint = (" (read as colour planes: convert an RGB image to grayscale or train a 3-channel model with "
-                    "model.backbone.args.in_channels: 3; a TIFF stack of 3 or 4 slices stored as colour planes "
-                    "reads as slices once saved with photometric='minisblack')") if m.y.shape[0] in (3, 4) else ""
-            raise ValueError(f"{where}: {m.name} ({m.source}) has {m.y.shape[0]} channel(s) but the model "
-                             f"expects {channels}{hint}")
+        got = m.y.shape[0]
+        if got == want:
+            continue
+        if channels is None:
+            raise ValueError(f"{where}: {m.name} ({m.source}) has {got} channel(s) but {first.name} "
+                             f"({first.source}) has {want}: one run trains one network on images with the "
+                             f"same number of channels (convert colour images to grayscale, or train them apart)")
+        hint = f" ({fix})" if fix else ""
+        if got in (3, 4):
+            hint += ("; a TIFF stack of 3 or 4 slices stored as colour planes reads as slices once saved with "
+                     "photometric='minisblack'")
+        raise ValueError(f"{where}: {m.name} ({m.source}) has {got} channel(s) but {expected.format(n=want)}{hint}")
+    return want

@@ -201,6 +201,8 @@ class TrainingData:
     #: normalised training measurements (whole images): what ``sigma: auto`` is estimated from
     noise_samples: list[Tensor]
     has_ground_truth: bool
+    #: channels of every measurement (colour planes, complex parts): the network's in and out channels
+    channels: int = 1
 
     @classmethod
     def from_measurements(cls, measurements: list[Measurement], *, image_domain: bool, patch_size: int,

@@ -143,8 +143,9 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
         axes = {2: "YX", 3: "QYX" if C == 1 else "CYX", 4: "QCYX"}[squeezed.ndim]
         px = pixel_size or {}
         resolution = (1 / px["x"], 1 / px["y"]) if px.get("x") and px.get("y") else None
-        if resolution and px.get("imagej") and C == 1 and squeezed.dtype in (np.uint8, np.uint16, np.float32):
-            meta: dict = {"axes": "ZYX" if squeezed.ndim == 3 else "YX"}
+        if resolution and px.get("imagej") and squeezed.dtype in (np.uint8, np.uint16, np.float32):
+            # an ImageJ hyperstack: slices (every non-channel axis of the input, merged) as Z, channels as C
+            meta: dict = {"axes": {2: "YX", 3: "ZYX" if C == 1 else "CYX", 4: "ZCYX"}[squeezed.ndim]}
             if px.get("unit"):
                 meta["unit"] = px["unit"]
             if px.get("z"):
@@ -152,7 +153,9 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
             tifffile.imwrite(path, squeezed, imagej=True, resolution=resolution, metadata=meta)
         else:
             extra: dict = {}
-            if resolution and str(px.get("unit")) in _ANGSTROM:
+            if resolution and px.get("unit") is None:  # pixels per unstated unit (ResolutionUnit NONE)
+                extra = {"resolution": resolution, "resolutionunit": 1}
+            elif resolution and str(px.get("unit")) in _ANGSTROM:
                 # TIFF knows inches and centimetres: other lengths (an MRC's ångström) become pixels per cm
                 unit = px["unit"] if px["unit"] in ("inch", "cm") else "cm"
                 per = _ANGSTROM[unit] / _ANGSTROM[str(px["unit"])]

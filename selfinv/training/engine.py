@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from torch import Tensor
 
 from selfinv import registry
-from selfinv.config import RunConfig, physics_args, to_dict
+from selfinv.config import RunConfig, from_dict, physics_args, to_dict
 from selfinv.data.normalization import Normalization
 from selfinv.data.sources import Measurement
 from selfinv.data.user_data import TrainingData
@@ -77,6 +77,31 @@ def _image_channels(cfg: RunConfig) -> int:
     return int(cfg.model.backbone.args.get("in_channels", 1))
 
 
+def _named_channels(cfg: RunConfig) -> int | None:
+    """The image channels the config names (``model.backbone.args.in_channels`` / ``out_channels``), or None
+    when it names neither: the data's own channel count is then used (``resolve_channels``)."""
+    args = cfg.model.backbone.args
+    if "in_channels" not in args and "out_channels" not in args:
+        return None
+    return int(args.get("in_channels", args.get("out_channels", 1)))
+
+
+def resolve_channels(cfg: RunConfig, data: TrainingData) -> RunConfig:
+    """``cfg`` with the network's ``in_channels`` and ``out_channels`` set to the channels of the user's
+    measurements (colour planes, complex parts) when the config names neither and they are not 1 (the
+    default: a grayscale run's config is left as it is). Every backbone of the registry takes both."""
+    from lightning.pytorch.utilities import rank_zero_info
+
+    if cfg.data.path is None or _named_channels(cfg) is not None or data.channels == 1:
+        return cfg
+    out = from_dict(to_dict(cfg))
+    out.model.backbone.args = {**out.model.backbone.args, "in_channels": data.channels,
+                               "out_channels": data.channels}
+    rank_zero_info(f"selfinv: data.path holds {data.channels}-channel images: training a {data.channels}-channel "
+                   f"network (model.backbone.args in_channels = out_channels = {data.channels})")
+    return out
+
+
 def load_data(cfg: RunConfig, normalization: Normalization | None = None) -> TrainingData:
     """The run's training and validation data, loaded once: the user's measurements (``data.path``,
     normalised by ``normalization`` or by one fitted to them, ``selfinv.data.user_data``) or bundled clean
@@ -123,7 +148,9 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingD
     op = build_operator(cfg)
     noise_cls = registry.resolve("noise", cfg.physics.noise.name, "physics.noise")
     measurements = read_source(d.path, d.key)
-    check_channels(measurements, _image_channels(cfg), "data.path")
+    channels = check_channels(measurements, _named_channels(cfg), "data.path", "model.backbone.args.in_channels is {n}",
+                              "leave in_channels and out_channels out of model.backbone.args to train on the "
+                              "data's channels")
     for m in measurements:
         check_measurement(_blank_filled(m, op), noise_cls, f"{m.name} ({m.source})")
     if "y2" in build_loss(cfg).batch_keys and any(m.y2 is None for m in measurements):
@@ -135,10 +162,12 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingD
     def back_project(m: Measurement) -> Tensor:
         return operator_for(op, m).A_dagger(m.y[None])[0]
 
-    return TrainingData.from_measurements(
+    data = TrainingData.from_measurements(
         measurements, image_domain=op.image_domain, patch_size=d.patch_size, num_patches=d.num_patches,
         val_fraction=d.val_fraction, seed=d.seed, affine=affine, normalize=d.normalize, targets=targets,
         back_project=back_project, normalization=normalization, offset=d.offset)
+    data.channels = channels
+    return data
 
 
 def _blank_filled(m: Measurement, op: Physics) -> Tensor:
@@ -167,6 +196,25 @@ def check_dataset(ds, noise) -> None:
 
     for i in range(len(ds)):
         check_measurement(ds[i]["y"][None], noise, f"measurement {i} of the data")
+
+
+def with_resolved_from(cfg: RunConfig, stored: dict) -> RunConfig:
+    """``cfg`` (the config a run was trained with) given what that run resolved from its data, taken from
+    ``stored`` (the checkpoint's config): the noise levels it estimated (``sigma: auto`` -> the estimate)
+    and the network channels it took from the data. Validating a checkpoint then uses the run's own
+    estimate, not a new one, and the config the user trained with is accepted as the same problem."""
+    out = from_dict(to_dict(cfg))
+    kept = (stored.get("physics") or {}).get("noise") or {}
+    if kept.get("name") == out.physics.noise.name:
+        kept_args = kept.get("args") or {}
+        out.physics.noise.args = {k: kept_args.get(k, v) if v == "auto" else v
+                                  for k, v in out.physics.noise.args.items()}
+    kept = ((stored.get("model") or {}).get("backbone") or {})
+    if _named_channels(out) is None and kept.get("name") == out.model.backbone.name:
+        kept_args = kept.get("args") or {}
+        out.model.backbone.args = {**out.model.backbone.args,
+                                   **{k: kept_args[k] for k in ("in_channels", "out_channels") if k in kept_args}}
+    return out
 
 
 def build_datamodule(cfg: RunConfig, data: TrainingData) -> MeasurementDataModule:
@@ -249,6 +297,16 @@ def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[pl.Callback] = (), h
     )
 
 
+def build_evaluation_trainer(cfg: RunConfig) -> pl.Trainer:
+    """The trainer of ``validate``: the run's devices and precision, and no logger, checkpoint or figure: the
+    run folder's logs, checkpoints and figures stay those of the training."""
+    t = cfg.trainer
+    return pl.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+                      precision=resolve_precision(t.precision, t.accelerator), deterministic=t.deterministic,
+                      logger=False, enable_checkpointing=False, enable_progress_bar=t.progress_bar,
+                      default_root_dir=t.output_dir, inference_mode=False, use_distributed_sampler=False)
+
+
 def resolve_noise_level(cfg: RunConfig, data: TrainingData) -> tuple[RunConfig, dict | None]:
     """Replace ``sigma: auto`` / ``gain: auto`` by estimates from the (normalised) training measurements,
     expressed in the data's own units (``selfinv.training.auto_noise``); logs the estimate and writes
@@ -307,6 +365,7 @@ def fit(cfg: RunConfig, resume: str | None = None, extra_callbacks: Sequence[pl.
     stored = read_checkpoint(ckpt_path) if ckpt_path is not None else None
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     data = load_data(cfg)
+    cfg = resolve_channels(cfg, data)
     cfg, noise_record = resolve_noise_level(cfg, data)
     if stored is not None and not resume_weights_only:
         check_same_problem(stored["hyper_parameters"]["config"], to_dict(cfg), str(ckpt_path))
@@ -354,6 +413,7 @@ def validate(cfg: RunConfig, checkpoint: str) -> list[dict]:
     if not checkpoint:
         raise ValueError("validate needs --checkpoint CKPT (validating an untrained network means nothing)")
     stored = read_checkpoint(checkpoint)
+    cfg = with_resolved_from(cfg, stored["hyper_parameters"]["config"])
     check_same_problem(stored["hyper_parameters"]["config"], to_dict(cfg), str(checkpoint), "validate --checkpoint")
     normalization = Normalization.from_dict(stored["hyper_parameters"].get("normalization"))
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
@@ -364,8 +424,9 @@ def validate(cfg: RunConfig, checkpoint: str) -> list[dict]:
     physics = build_physics(cfg, normalization)
     dm = build_datamodule(cfg, data)
     module = build_module(cfg, physics, normalization)
-    trainer = build_trainer(cfg, has_truth=dm.has_ground_truth)
-    return trainer.validate(module, datamodule=dm, ckpt_path=checkpoint)
+    with warnings.catch_warnings():  # the checkpoint callbacks of the training are not needed to validate it
+        warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks")
+        return build_evaluation_trainer(cfg).validate(module, datamodule=dm, ckpt_path=checkpoint)
 
 
 __all__ = ["build_physics", "build_operator", "build_model", "build_loss", "load_data", "build_datamodule",
