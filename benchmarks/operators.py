@@ -8,8 +8,13 @@ is faster). CT accuracy is measured for both against the analytic Radon
 transform of a phantom made of discs.
 
 Usage:
-    python benchmarks/operators.py [--out DIR] [--batches 1 8] [--repeats 10]
+    python benchmarks/operators.py [--out DIR] [--batches 1 8] [--repeats 10] [--rounds 1]
         [--deepinv-python ../.venv-deepinv/bin/python | --no-deepinv]
+
+``--rounds K`` alternates the two sides K times (selfinv, deepinv, selfinv, ...): on a 2-core
+machine a sub-millisecond operator's time drifts from one minute to the next, and one pair of runs
+can put a slow minute on one side only. The tables then hold each side's median over the rounds,
+and a per-round table gives every round's ratio and their median.
 
 Writes DIR/operators.md and DIR/operators.json (DIR defaults to benchmarks/results).
 This file imports selfinv lazily: ``--deepinv-ct-accuracy`` runs in the deepinv
@@ -201,6 +206,57 @@ def run_deepinv(python: str, anchor: str, batches, same_allocator: bool = False)
     return data["results"], {"env": data.get("env"), "ct_accuracy": accuracy}, note
 
 
+TIMED = ("A", "A_adjoint", "A_dagger_fbp")
+
+
+def _key(r: dict) -> tuple:
+    return (r["op"], r["batch"])
+
+
+def combine_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """One side's results over rounds: each entry's median, lower quartile and minimum over the rounds'
+    values (the rounds' own medians are kept under ``rounds_ms``)."""
+    import statistics
+
+    if len(rounds) == 1:
+        return rounds[0]
+    out = []
+    for first in rounds[0]:
+        same = [next((r for r in rs if _key(r) == _key(first)), None) for rs in rounds]
+        same = [r for r in same if r is not None]
+        merged = dict(first)
+        for k in TIMED:
+            if k in first:
+                vals = [r[k] for r in same if k in r]
+                merged[k] = {"median_ms": statistics.median(v["median_ms"] for v in vals),
+                             "q1_ms": statistics.median(v.get("q1_ms", v.get("p25_ms", v["median_ms"]))
+                                                        for v in vals),
+                             "min_ms": min(v.get("min_ms", v["median_ms"]) for v in vals),
+                             "rounds_ms": [v["median_ms"] for v in vals]}
+        out.append(merged)
+    return out
+
+
+def round_ratios(ours_rounds: list[list[dict]], theirs_rounds: list[list[dict]]) -> list[dict]:
+    """Per (operator, counterpart, batch, A/Aᵀ/FBP): each round's deepinv ms / selfinv ms and their median."""
+    import statistics
+
+    rows = []
+    for r in ours_rounds[0]:
+        for cp in r["counterparts"]:
+            for k in TIMED:
+                ratios = []
+                for ours, theirs in zip(ours_rounds, theirs_rounds, strict=True):
+                    o = next((x for x in ours if _key(x) == _key(r)), None)
+                    d = next((x for x in theirs if (x["op"], x["batch"]) == (cp, r["batch"])), None)
+                    if o is not None and d is not None and k in o and k in d and o[k]["median_ms"] > 0:
+                        ratios.append(d[k]["median_ms"] / o[k]["median_ms"])
+                if ratios:
+                    rows.append({"op": r["op"], "counterpart": cp, "batch": r["batch"], "which": k,
+                                 "ratios": ratios, "median_ratio": statistics.median(ratios)})
+    return rows
+
+
 def busy_machine_note(env: dict) -> str | None:
     """A warning when the 1-minute load average exceeded 1 at the start or the end of the run."""
     loads = [v[0] for v in (env.get("load_average"), env.get("load_average_end")) if v]
@@ -216,7 +272,7 @@ def _load(values) -> str:
     return "-" if not values else "/".join(f"{v:.2f}" for v in values)
 
 
-def build_report(ours, theirs, notes, accuracy, env, deepinv_env) -> str:
+def build_report(ours, theirs, notes, accuracy, env, deepinv_env, per_round: list[dict] | None = None) -> str:
     ref = {(r["op"], r["batch"]): r for r in theirs}
     ms = lambda r, k: r[k]["median_ms"] if r is not None and k in r else None  # noqa: E731
     rows = []
@@ -271,6 +327,15 @@ def build_report(ours, theirs, notes, accuracy, env, deepinv_env) -> str:
                           f"{d['sinogram_rel_err_best_scale']:.4f} (scale {d['best_scale']:.4f})",
                           f"{d['fbp_rel_err']:.4f}"])
         lines += [markdown_table(["operator", "sinogram rel. err", "after best scale", "FBP rel. err"], arows), ""]
+    if per_round:
+        names = {"A": "A", "A_adjoint": "Aᵀ", "A_dagger_fbp": "FBP"}
+        lines += [f"## Alternated rounds ({len(per_round[0]['ratios'])})", "",
+                  "deepinv ms / selfinv ms of each round (the two sides timed one after the other, round after "
+                  "round) and the median of those ratios:", "",
+                  markdown_table(["selfinv operator", "deepinv counterpart", "batch", "", "rounds", "median ratio"],
+                                 [[r["op"], r["counterpart"], r["batch"], names[r["which"]],
+                                   " / ".join(f"{v:.2f}" for v in r["ratios"]), f"{r['median_ratio']:.2f}x"]
+                                  for r in per_round]), ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
@@ -281,6 +346,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=10, help="minimum timed calls per entry")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the selfinv and deepinv runs this many times")
     ap.add_argument("--deepinv-python", default=None,
                     help=f"python of a deepinv environment (default {DEFAULT_DEEPINV_PYTHON} if it exists)")
     ap.add_argument("--no-deepinv", action="store_true", help="time selfinv only")
@@ -304,18 +370,32 @@ def main() -> None:
     accuracy = {"selfinv": selfinv_ct_accuracy()}
     python = args.deepinv_python or (DEFAULT_DEEPINV_PYTHON if os.path.exists(DEFAULT_DEEPINV_PYTHON) else None)
     theirs, deepinv_info = [], None
+    ours_rounds, theirs_rounds = [ours], []
     if args.no_deepinv or python is None:
         notes.append("deepinv not run (no --deepinv-python environment)")
     elif not os.path.exists(args.anchor):
         notes.append(f"deepinv not run: {args.anchor} not found")
     else:
-        print(f"running deepinv reference with {python} ...", flush=True)
-        theirs, deepinv_info, note = run_deepinv(python, args.anchor, args.batches,
-                                                 same_allocator=bool(env.get("keep_freed_memory")))
-        if note:
-            notes.append(note)
+        for i in range(max(1, args.rounds)):
+            if i > 0:
+                print(f"round {i + 1} of {args.rounds}: selfinv ...", flush=True)
+                ours_rounds.append(time_selfinv(args.batches, args.repeats)[0])
+            print(f"running deepinv reference with {python} ...", flush=True)
+            theirs, deepinv_info, note = run_deepinv(python, args.anchor, args.batches,
+                                                     same_allocator=bool(env.get("keep_freed_memory")))
+            if note:
+                notes.append(note)
+                break
+            theirs_rounds.append(theirs)
         if deepinv_info and deepinv_info.get("ct_accuracy"):
             accuracy["deepinv"] = deepinv_info["ct_accuracy"]
+    per_round = None
+    if len(theirs_rounds) > 1:
+        ours_rounds = ours_rounds[:len(theirs_rounds)]
+        per_round = round_ratios(ours_rounds, theirs_rounds)
+        ours, theirs = combine_rounds(ours_rounds), combine_rounds(theirs_rounds)
+        notes.append(f"{len(theirs_rounds)} alternated rounds: the first two tables hold each side's median over "
+                     "the rounds (lower quartile: the median of the rounds' lower quartiles).")
     env["load_average_end"] = list(os.getloadavg())
     note = busy_machine_note(env)
     if note:
@@ -334,8 +414,9 @@ def main() -> None:
     notes.append("Timings are medians on a shared 2-core machine; multi-threaded sparse products "
                  "slow down several-fold when other processes compete for the cores "
                  "(see the load average above).")
-    report = build_report(ours, theirs, notes, accuracy, env, (deepinv_info or {}).get("env"))
+    report = build_report(ours, theirs, notes, accuracy, env, (deepinv_info or {}).get("env"), per_round)
     out = write_results(args.out, "operators", {"env": env, "selfinv": ours, "deepinv": theirs,
+                                                "rounds": per_round,
                                                 "deepinv_env": (deepinv_info or {}).get("env"),
                                                 "ct_accuracy": accuracy, "notes": notes}, report)
     print("\n" + report)
