@@ -121,6 +121,8 @@ class Situation:
         template: a ``RunConfig`` dict (the user's config) kept in the advised config except for the
             losses; ``None`` uses the shipped ``configs/*.yaml`` that fits best.
         n_operators: operators drawn for the multi-operator rank condition of a random physics.
+        data_path: the user's measurements (a file or folder), written as ``data.path`` of the advised
+            config (``None``: a placeholder where the data must be measured, not simulated).
     """
 
     physics: Union[Physics, str] = "denoising"
@@ -134,6 +136,7 @@ class Situation:
     original_size: Optional[int] = None
     template: Optional[dict[str, Any]] = None
     n_operators: int = 32
+    data_path: Optional[str] = None
 
     def __post_init__(self):
         if self.noise not in ("known", "unknown", "poisson_gaussian", "correlated", "none"):
@@ -1086,6 +1089,8 @@ def _config(f: _Facts, best: Assessment) -> tuple[dict[str, Any], list[str]]:
     notes: list[str] = []
     if f.s.template is not None:
         cfg = copy.deepcopy(f.s.template)
+        if f.s.data_path is not None:
+            cfg["data"] = {**(cfg.get("data") or {}), "dataset": None, "path": f.s.data_path}
     else:
         cfg = copy.deepcopy(_template(f, best))
         args = {k: _plain(v) for k, v in f.op.args.items()}
@@ -1101,9 +1106,12 @@ def _config(f: _Facts, best: Assessment) -> tuple[dict[str, Any], list[str]]:
         if cfg["physics"]["noise"]["name"] == "unknown" or any(
                 isinstance(v, str) and v.strip().lower() == "auto" for v in cfg["physics"]["noise"].get("args",
                                                                                                         {}).values()):
-            cfg["data"] = {**cfg.get("data", {}), "dataset": None, "path": "measurements.npz"}
-            notes.append("data.path: replace measurements.npz with your measurement file (selfinv simulate writes "
-                         "one); measured data cannot be simulated from an unknown noise model")
+            cfg["data"] = {**cfg.get("data", {}), "dataset": None, "path": f.s.data_path or "measurements.npz"}
+            if f.s.data_path is None:
+                notes.append("data.path: replace measurements.npz with your measurement file (selfinv simulate "
+                             "writes one); measured data cannot be simulated from an unknown noise model")
+        elif f.s.data_path is not None:
+            cfg["data"] = {**cfg.get("data", {}), "dataset": None, "path": f.s.data_path}
         cfg.setdefault("trainer", {})["output_dir"] = f"runs/advise_{best.loss}"
     cfg["losses"] = _merged_losses(best.losses, cfg.get("losses") or [])
     if best.backbone is not None:
@@ -1320,7 +1328,8 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
         if physics is not None or physics_args is not None:
             raise ValueError("--physics/--physics_args and --config are exclusive (the config names the physics)")
         run = parse_run_config(["--data.path", data] if data is not None else [], config)
-        extra: dict[str, Any] = {"template": load_yaml(config)}  # the user's file as written, losses replaced
+        extra: dict[str, Any] = {"template": load_yaml(config),  # the user's file as written, losses replaced
+                                 "data_path": data}
         if noise is not None:
             extra["noise"] = noise
         if noise_model is not None:
@@ -1332,7 +1341,7 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
             noise = "known" if noise_model and noise_model.get("args") else "unknown"
         situation = Situation(physics=physics or "denoising", physics_args=dict(physics_args or {}), noise=noise,
                               noise_model=noise_model, measurements=measurements, pairs=pairs,
-                              transforms=transforms, image_size=image_size)
+                              transforms=transforms, image_size=image_size, data_path=data)
     advice = advise(situation)
     text = measured + advice.render()
     if output is not None and advice.config is not None:

@@ -314,9 +314,14 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
             raise ValueError(f"--sigma must be a number (in the measurement's units) or 'auto', got {sigma!r}") \
                 from None
         if noise_over is None:
-            pretrained = load_checkpoint_config(checkpoint)
-            noise_over = copy.deepcopy(pretrained["physics"]["noise"])
+            noise_over = copy.deepcopy(load_checkpoint_config(checkpoint)["physics"]["noise"])
+            if noise_over.get("name") in ("unknown", "none"):  # a noise level given: Gaussian noise of that level
+                noise_over = {"name": "gaussian", "args": {}}
         noise_over.setdefault("args", {})
+        name = noise_over.get("name")
+        if name is not None and "sigma" not in registry.accepted_args(registry.resolve("noise", name, "--noise")):
+            raise ValueError(f"--sigma: the noise model '{name}' has no level σ; give its parameters with "
+                             f"--noise '{{name: {name}, args: {{...}}}}' (or another model there)")
         noise_over["args"]["sigma"] = value
     image_domain = registry.resolve("physics", load_checkpoint_config(checkpoint)["physics"]["name"],
                                     "physics").image_domain  # else the measurement is a sinogram or k-space

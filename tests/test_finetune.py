@@ -169,3 +169,31 @@ def test_cli_finetune_fits_with_blank_pixels(pretrained, noisy, tmp_path):
     np.save(tmp_path / "y.npy", img)
     assert main(["finetune", "--checkpoint", pretrained, "--measurement", str(tmp_path / "y.npy"), "--steps", "1",
                  "--patch_size", "16", "--output", str(tmp_path / "x.npy")]) == 2
+
+
+@pytest.mark.parametrize("noise, ok", [({"name": "unknown"}, True), ({"name": "poisson", "args": {"gain": 0.05}},
+                                                                      False)])
+def test_cli_finetune_sigma_on_a_checkpoint_without_a_noise_level(noise, ok, noisy, tmp_path, capsys):
+    """``--sigma`` on a network trained without a noise level (Noise2Void: noise 'unknown') fine-tunes with
+    Gaussian noise of that level; on a noise model without σ (Poisson) it is refused, naming --noise."""
+    from selfinv.cli import main
+    from selfinv.data.writers import write_image
+    from selfinv.training.checkpoint import load_checkpoint
+
+    meas = write_image(tmp_path / "y.tif", noisy[1].clamp_min(0))
+    cfg = {**PRETRAIN, "data": {**PRETRAIN["data"], "dataset": None, "path": str(meas), "val_fraction": 0.0},
+           "physics": {"name": "denoising", "noise": noise}, "losses": [{"name": "splitting"}],
+           "trainer": {**PRETRAIN["trainer"], "output_dir": str(tmp_path / "pre")}}
+    fit(from_dict(cfg))
+    capsys.readouterr()
+    code = main(["finetune", "--checkpoint", str(tmp_path / "pre" / "checkpoints" / "last.ckpt"), "--measurement",
+                 str(meas), "--loss", "sure", "--sigma", "0.15", "--steps", "2", "--batch_size", "2",
+                 "--patch_size", "16", "--output", str(tmp_path / "x.tif"), "--run_dir", str(tmp_path / "run")])
+    if ok:
+        assert code == 0
+        tuned = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["hyper_parameters"]["config"]
+        assert tuned["physics"]["noise"] == {"name": "gaussian", "args": {"sigma": 0.15}}
+    else:
+        assert code == 2
+        assert "--sigma: the noise model 'poisson' has no level σ; give its parameters with --noise" in \
+            capsys.readouterr().err

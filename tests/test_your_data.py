@@ -478,8 +478,13 @@ def test_a_fits_image_with_blank_pixels_trains_around_them(tmp_path, n2v_config,
     auto.write_text("physics: {name: denoising, noise: {name: gaussian, args: {sigma: auto}}}\n"
                     "losses: [{name: sure}]\n")
     capsys.readouterr()
-    assert main(["advise", "--config", str(auto), "--data", str(tmp_path / "blank.fits")]) == 0
+    assert main(["advise", "--config", str(auto), "--data", str(tmp_path / "blank.fits"), "--output",
+                 str(tmp_path / "advice.yaml")]) == 0
     assert "Measured on 1 measurement(s) of " in capsys.readouterr().out
+    # the advised config reads the data it was measured on: ready for fit as it is
+    from selfinv.safe_yaml import load_file
+
+    assert load_file(tmp_path / "advice.yaml")["data"]["path"] == str(tmp_path / "blank.fits")
     tifffile.imwrite(tmp_path / "blank.tif", img)
     with pytest.warns(UserWarning, match=r"blank: 400 blank \(NaN\) pixel\(s\) of 4096"):
         assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "blank.tif"),
@@ -490,8 +495,10 @@ def test_a_fits_image_with_blank_pixels_trains_around_them(tmp_path, n2v_config,
     rec = tifffile.imread(next((tmp_path / "rec").glob("*.tif")))
     assert rec.dtype == np.float32 and np.array_equal(np.isnan(rec), np.isnan(img))
     capsys.readouterr()
-    assert main(["advise", "--data", str(tmp_path / "blank.tif")]) == 0
-    assert "Measured on 1 measurement(s) of " in capsys.readouterr().out
+    assert main(["advise", "--data", str(tmp_path / "blank.tif"), "--output", str(tmp_path / "advice2.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "Measured on 1 measurement(s) of " in out and "replace measurements.npz" not in out
+    assert load_file(tmp_path / "advice2.yaml")["data"]["path"] == str(tmp_path / "blank.tif")
     img[40, 40] = np.inf
     tifffile.imwrite(tmp_path / "inf.tif", img)
     assert main(["fit", "--config", str(n2v_config), "--data.path", str(tmp_path / "inf.tif"),
