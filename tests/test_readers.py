@@ -161,10 +161,11 @@ def test_fastmri_hdf5(tmp_path):
     assert meta["attrs"]["acquisition"] == "CORPD_FBK"
     data, _ = read_image(tmp_path / "file1000.h5", key="reconstruction_rss")
     assert data.shape == (3, 1, 8, 6) and torch.equal(data[:, 0], torch.from_numpy(rss))
-    with h5py.File(tmp_path / "multicoil.h5", "w") as f:
-        f.create_dataset("kspace", data=np.zeros((2, 4, 8, 6), np.complex64))
-    with pytest.raises(ValueError, match="multi-coil"):
-        read_image(tmp_path / "multicoil.h5")
+    with h5py.File(tmp_path / "multicoil.h5", "w") as f:  # coils compressed to one virtual coil per slice
+        f.create_dataset("kspace", data=np.ones((2, 4, 8, 6), np.complex64))
+    with pytest.warns(UserWarning, match="the 4 receive coils of each slice are compressed to one virtual coil"):
+        data, meta = read_image(tmp_path / "multicoil.h5")
+    assert data.shape == (2, 2, 8, 6) and meta["coil_compression"] == {"coils": 4, "energy_kept": [1.0, 1.0]}
     # a folder of volumes is concatenated along the slices
     (tmp_path / "multicoil.h5").unlink()
     (tmp_path / "sub").mkdir()

@@ -198,6 +198,46 @@ def test_fastmri_files_train_with_their_masks_and_predict_with_the_file_mask(tmp
     np.testing.assert_allclose(got, x[0].numpy(), rtol=1e-4, atol=1e-9)
 
 
+def test_multicoil_fastmri_file_is_compressed_to_one_virtual_coil(tmp_path):
+    """A multi-coil fastMRI file (slices, coils, H, W): each slice's coils become one virtual coil, ``uᴴ k`` with
+    ``u`` the leading eigenvector of the coil covariance (it was refused). Coils that are scaled copies of one
+    k-space (c_j k) give |virtual| = ||c|| |k| exactly and keep all the energy; a fit + predict runs on the
+    file, with a warning saying what was done, and the output is one image per slice."""
+    from selfinv.data.readers import compress_coils
+    from selfinv.data.sources import read_source
+
+    k = _kspace([_phantom(24, 20, s) for s in range(2)]) * 3e-5
+    weights = np.array([1.0, 2.0j, -0.5, 0.3 + 0.4j])
+    virtual, kept = compress_coils(k[:, None] * weights[None, :, None, None])
+    np.testing.assert_allclose(np.abs(virtual), np.linalg.norm(weights) * np.abs(k), rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(kept, 1.0, rtol=1e-6)
+    rng = np.random.default_rng(0)
+    sens = rng.standard_normal((4, 24, 20)) + 1j * rng.standard_normal((4, 24, 20))  # unrelated coils
+    _, kept = compress_coils(_kspace(_phantom(24, 20)[None] * sens)[None])
+    assert 0.25 < kept[0] < 0.9  # one virtual coil cannot hold four unrelated ones
+    m = np.zeros(20)
+    m[[1, 5, 8, 9, 10, 11, 15]] = 1
+    yy, xx = np.mgrid[:24, :20]
+    coils = np.stack([np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 200.0) for cx, cy in ((0, 0), (19, 0), (0, 23))])
+    multi = _kspace(np.stack([_phantom(24, 20, s) for s in range(3)])[:, None] * coils[None]) * 3e-5 * m
+    _fastmri_file(tmp_path / "multi.h5", multi, m)
+    with pytest.warns(UserWarning, match=r"multi.h5: the 3 receive coils of each slice are compressed to one "
+                                         r"virtual coil \(SVD; \d+-\d+ % of the k-space energy kept\)"):
+        ms = read_source(tmp_path / "multi.h5")
+    assert len(ms) == 3 and all(x.y.shape == (2, 24, 20) and x.kind == "kspace" for x in ms)
+    np.testing.assert_array_equal(ms[0].params["mask"].reshape(-1).numpy(), m)
+    cfg = tmp_path / "mri.yaml"
+    cfg.write_text(MRI_CONFIG)
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="compressed to one virtual coil"):
+        assert main(["fit", "--config", str(cfg), "--data.path", str(tmp_path / "multi.h5"), "--trainer.output_dir",
+                     str(out), *RUN, "--model.backbone.args",
+                     "{in_channels: 2, out_channels: 2, scales: 2, base_channels: 4}"]) == 0
+        assert main(["predict", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--input",
+                     str(tmp_path / "multi.h5"), "--output", str(tmp_path / "rec"), "--format", "npy"]) == 0
+    assert np.load(tmp_path / "rec" / "multi.npy").shape == (3, 24, 20)
+
+
 CT = """
 data: {patch_size: 64, num_patches: 8, val_fraction: 0.25}
 physics: {name: tomography, args: {n_views: 12}, noise: {name: gaussian, args: {sigma: 2.0}}}

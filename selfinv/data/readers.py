@@ -10,7 +10,8 @@ file. Both dispatch on the extension and return ``ReadResult(data, metadata)``.
 * ``.npy`` (numpy): ``(H, W)``, ``(N, H, W)`` or ``(N, C, H, W)``;
 * ``.npz`` (numpy): one array, chosen with ``key`` (required if the file holds several);
 * ``.h5 .hdf5`` (h5py): fastMRI, the ``kspace`` dataset, complex ``(slices, H, W)`` ->
-  ``(slices, 2, H, W)``, with its ``mask`` in the metadata; or any dataset by ``key``;
+  ``(slices, 2, H, W)``, with its ``mask`` in the metadata (multi-coil ``(slices, coils, H, W)``:
+  compressed to one virtual coil per slice, ``compress_coils``, with a warning); or any dataset by ``key``;
 * ``.mrc .mrcs .map`` (mrcfile): cryo-EM micrograph ``(H, W)`` or stack ``(N, H, W)``;
 * ``.fits .fit .fts`` (astropy): the first HDU holding an image ``(H, W)`` or cube ``(N, H, W)``,
   ``BSCALE``/``BZERO`` applied (row 0 is FITS's first row, the bottom of the sky image);
@@ -246,6 +247,33 @@ def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
     return array_to_nchw(a, f"{path}[{key}]"), {"key": key, **_stats(a)}
 
 
+def compress_coils(kspace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-coil k-space ``(S, C, H, W)`` -> one virtual coil per slice ``(S, H, W)``, and the fraction of
+    each slice's k-space energy it keeps ``(S,)``.
+
+    Software coil compression (Buehrer et al. 2007; Huang et al. 2008): the virtual coil is ``uᴴ k``, ``u``
+    the leading eigenvector of the coils' ``C x C`` covariance ``k kᴴ`` of the slice. ``u`` has unit norm, so
+    the virtual coil sees the same mask and, for white coil noise of level σ, white noise of level σ: it is a
+    single-coil measurement (of the image weighted by the combined sensitivity ``Σ_c ū_c S_c``).
+
+    Example::
+
+        >>> k = np.ones((1, 2, 4, 4), np.complex64) * np.array([3, 4]).reshape(1, 2, 1, 1)
+        >>> v, kept = compress_coils(k)
+        >>> v.shape, np.allclose(np.abs(v), 5), np.allclose(kept, 1)
+        ((1, 4, 4), True, True)
+    """
+    s, c = kspace.shape[:2]
+    flat = kspace.reshape(s, c, -1)
+    cov = flat @ flat.conj().transpose(0, 2, 1)  # (S, C, C), Hermitian
+    values, vectors = np.linalg.eigh(cov.astype(np.complex128))
+    u = vectors[:, :, -1]  # leading eigenvector (eigh sorts ascending)
+    virtual = np.einsum("sc,scn->sn", u.conj(), flat).reshape(s, *kspace.shape[2:]).astype(kspace.dtype)
+    total = values.real.sum(axis=1)
+    kept = np.where(total > 0, values[:, -1].real / np.where(total > 0, total, 1), 1.0)
+    return virtual, kept
+
+
 def _read_hdf5(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
     h5py = _lazy("h5py", "HDF5 files")
     with h5py.File(path, "r") as f:
@@ -264,12 +292,19 @@ def _read_hdf5(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
         a = f[key][()]
         attrs = {k: _jsonable(v) for k, v in f.attrs.items()}
         mask = np.asarray(f["mask"][()]) if key == "kspace" and "mask" in f else None
-    if key == "kspace" and np.iscomplexobj(a) and a.ndim == 4:
-        raise ValueError(f"{path}: 'kspace' has shape {a.shape} (slices, coils, H, W): multi-coil data is "
-                         "not supported; combine the coils first (e.g. coil-compress to one virtual coil)")
     if key == "kspace" and not np.iscomplexobj(a):
         raise ValueError(f"{path}: 'kspace' holds real values of dtype {a.dtype}; expected complex k-space")
+    compression = None
+    if key == "kspace" and a.ndim == 4:  # (slices, coils, H, W)
+        coils = a.shape[1]
+        a, kept = compress_coils(a)
+        compression = {"coils": coils, "energy_kept": [float(v) for v in kept]}
+        warnings.warn(f"{path}: the {coils} receive coils of each slice are compressed to one virtual coil (SVD; "
+                      f"{100 * float(kept.min()):.0f}-{100 * float(kept.max()):.0f} % of the k-space energy kept): "
+                      f"the reconstruction is that virtual coil's image", UserWarning, stacklevel=2)
     meta = {"key": key, "attrs": attrs, **_stats(a)}
+    if compression is not None:
+        meta["coil_compression"] = compression
     if mask is not None:
         if mask.ndim != 1 or mask.shape[0] != a.shape[-1]:
             raise ValueError(f"{path}: 'mask' has shape {mask.shape}; expected ({a.shape[-1]},), one entry per "

@@ -924,7 +924,8 @@ _predict_case("files_h5_corrupt", "an .h5 of random bytes", bytes_file("y.h5", r
               mentions=("y.h5",))
 _predict_case("files_h5_multicoil_kspace", "an fastMRI-like HDF5 with multi-coil k-space",
               h5_file("y.h5", lambda: {"kspace": _complex((2, 4, 16, 16))}),
-              "clear", ckpt="<mri_ckpt>", mentions=("coil",))
+              "handled", ckpt="<mri_ckpt>", check=outputs_finite(1, (2, 16, 16)),
+              sensible="its 4 coils compressed to one virtual coil per slice (with a warning): 2 reconstructions")
 _predict_case("files_h5_kspace_into_denoiser", "single-coil k-space (2 channels) into a 1-channel denoiser",
               h5_file("y.h5", lambda: {"kspace": _complex((2, 16, 16))}),
               "clear", mentions=(("2 channel", "channels"),))
