@@ -90,6 +90,9 @@ class DataConfig:
     path: Optional[str] = _help(None, help="your measurements: a file or folder of PNG/TIFF/NPY/NPZ/MRC/DICOM/FITS/"
                                            "fastMRI HDF5, or a 'selfinv simulate' file (overrides dataset)")
     target: Optional[str] = _help(None, help="ground truth matching data.path one to one (only logged: PSNR/SSIM)")
+    pairs: Optional[str] = _help(None, help="a second noisy measurement of each image of data.path, matching it one "
+                                            "to one (even/odd frame sums, two exposures): the pairs Noise2Noise "
+                                            "trains on")
     key: Optional[str] = _help(None, help="which array of an NPZ/HDF5 file (default: 'kspace' or the only one)")
     normalize: Literal["auto", "scale", "none"] = _help(
         "auto", help="units of data.path: 'auto' robust percentiles (an offset only where the model allows "
@@ -237,6 +240,7 @@ def validate(cfg: RunConfig) -> None:
         _check(d.dataset in names, f"data.dataset: unknown bundled data set '{d.dataset}'; available: {names} "
                f"(or give your own measurements with data.path)")
     _check(d.target is None or d.path is not None, "data.target (ground truth) goes with data.path (measurements)")
+    _check(d.pairs is None or d.path is not None, "data.pairs (second noisy measurements) goes with data.path")
     if d.dataset_args:
         _check(d.path is None and d.dataset is not None, "data.dataset_args are options of a bundled data set "
                "(data.dataset); they do not apply to data.path")

@@ -380,6 +380,44 @@ def test_multichannel_hyperstack_trains_a_network_of_its_channels_and_comes_back
                      capsys.readouterr().err)
 
 
+def test_noise2noise_trains_on_pairs_given_by_data_pairs(tmp_path, capsys):
+    """Two noisy measurements of each image in two folders (even / odd frame sums of cryo-EM movies, two
+    exposures): data.pairs gives the second; training patches and validation crops of a pair are cut at the
+    same place (a pair that differs by 1 everywhere gives y2 - y = 1 in every item), Noise2Noise trains, and
+    folders that do not match one to one are refused with what differs."""
+    import mrcfile
+
+    from selfinv.config import from_dict
+    from selfinv.training.engine import load_data
+
+    for d in ("even", "odd", "few"):
+        (tmp_path / d).mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        x = _phantom(40, 36, i).astype(np.float32)
+        for d, shift in (("even", 0.0), ("odd", 1.0)):
+            with mrcfile.new(tmp_path / d / f"mic{i}.mrc") as m:
+                m.set_data(x + np.float32(shift))
+    with mrcfile.new(tmp_path / "few" / "mic0.mrc") as m:
+        m.set_data(rng.standard_normal((40, 36)).astype(np.float32))
+    cfg = {"data": {"path": str(tmp_path / "even"), "pairs": str(tmp_path / "odd"), "patch_size": 16,
+                    "num_patches": 8, "val_fraction": 0.34, "normalize": "none"},
+           "physics": {"name": "denoising", "noise": {"name": "unknown"}}, "losses": [{"name": "noise2noise"}]}
+    data = load_data(from_dict(cfg))
+    items = [data.train[v] for v in range(8)] + [data.val[v] for v in range(len(data.val))]
+    assert all(torch.allclose(it["y2"] - it["y"], torch.ones_like(it["y"])) for it in items)
+    conf = tmp_path / "n2n.yaml"
+    conf.write_text("data: {patch_size: 16, num_patches: 8, val_fraction: 0.34}\n"
+                    "physics: {name: denoising}\nlosses: [{name: noise2noise}]\n")
+    common = ["fit", "--config", str(conf), "--data.path", str(tmp_path / "even"), *TINY]
+    assert main([*common, "--data.pairs", str(tmp_path / "odd"), "--trainer.output_dir", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main([*common, "--data.pairs", str(tmp_path / "few")]) == 2
+    assert "data.pairs holds 1 measurement(s) but data.path 3" in capsys.readouterr().err
+    assert main(common) == 2
+    assert "give the second measurement of each image with data.pairs" in capsys.readouterr().err
+
+
 def test_validate_with_the_config_of_a_sigma_auto_run_uses_its_estimate(tmp_path, capsys):
     """``sigma: auto`` is resolved at fit time and stored; validate --config (the same file, still 'auto')
     takes the stored estimate: the loss it reports is the one of the estimate given explicitly. Validating

@@ -82,10 +82,13 @@ class RandomPatches(Dataset):
     fresh_each_epoch = True
 
     def __init__(self, images: Sequence[Tensor], size: int, num_patches: int, seed: int = 0,
-                 regions: Sequence[tuple[int, int]] | None = None, targets: Sequence[Tensor | None] | None = None):
+                 regions: Sequence[tuple[int, int]] | None = None, targets: Sequence[Tensor | None] | None = None,
+                 seconds: Sequence[Tensor | None] | None = None):
         self.images, self.size, self.n, self.seed = list(images), int(size), int(num_patches), int(seed)
         self.regions = list(regions) if regions is not None else [(0, im.shape[-2]) for im in self.images]
         self.targets = list(targets) if targets is not None else [None] * len(self.images)
+        #: per image: its second noisy measurement (Noise2Noise pairs), cut at the same positions, or None
+        self.seconds = list(seconds) if seconds is not None else [None] * len(self.images)
         counts = []
         #: per image: None (no blank pixel) or the bool map (rows, cols) of patch positions free of blank pixels
         self._free: list[Tensor | None] = []
@@ -134,6 +137,8 @@ class RandomPatches(Dataset):
         item: dict[str, Any] = {"y": im[:, r:r + s, c:c + s], "params": {}}
         if self.targets[i] is not None:
             item["x"] = self.targets[i][:, r:r + s, c:c + s]
+        if self.seconds[i] is not None:
+            item["y2"] = self.seconds[i][:, r:r + s, c:c + s]
         return item
 
 
@@ -158,8 +163,10 @@ class FixedItems(Dataset):
         return bool(self.items) and all("x" in it for it in self.items)
 
 
-def _crops(image: Tensor, target: Tensor | None, top: int, bottom: int, size: int) -> list[dict[str, Any]]:
-    """Non-overlapping ``size`` crops covering rows ``[top, bottom)`` (last row/column of crops flush with the edge)."""
+def _crops(image: Tensor, target: Tensor | None, top: int, bottom: int, size: int,
+           second: Tensor | None = None) -> list[dict[str, Any]]:
+    """Non-overlapping ``size`` crops covering rows ``[top, bottom)`` (last row/column of crops flush with the edge),
+    of ``image`` and, at the same places, of its ground truth ``target`` and second noisy measurement ``second``."""
     H, W = bottom - top, image.shape[-1]
     rows = sorted({top + min(k * size, H - size) for k in range(max(1, math.ceil(H / size)))})
     cols = sorted({min(k * size, W - size) for k in range(max(1, math.ceil(W / size)))})
@@ -169,6 +176,8 @@ def _crops(image: Tensor, target: Tensor | None, top: int, bottom: int, size: in
             item: dict[str, Any] = {"y": image[:, r:r + size, c:c + size], "params": {}}
             if target is not None:
                 item["x"] = target[:, r:r + size, c:c + size]
+            if second is not None:
+                item["y2"] = second[:, r:r + size, c:c + size]
             out.append(item)
     return out
 
@@ -292,12 +301,14 @@ class TrainingData:
                                                   affine=affine, mode=normalize, seed=seed, offset=offset)
         images = {i: norm.apply(ms[i].y) for i in set(regions) | set(val_regions)}
         truths = {i: (norm.apply(xs[i]) if xs[i] is not None else None) for i in images}
+        seconds = {i: (norm.apply(ms[i].y2) if ms[i].y2 is not None else None) for i in images}
         ids = sorted(regions)
         train = RandomPatches([images[i] for i in ids], size, num_patches, seed,
-                              [regions[i] for i in ids], [truths[i] for i in ids])
+                              [regions[i] for i in ids], [truths[i] for i in ids], [seconds[i] for i in ids])
         val = None
         if val_regions:
-            crops = [c for i in sorted(val_regions) for c in _crops(images[i], truths[i], *val_regions[i], size)
+            crops = [c for i in sorted(val_regions)
+                     for c in _crops(images[i], truths[i], *val_regions[i], size, seconds[i])
                      if not bool(torch.isnan(c["y"]).any())]  # crops holding a blank (NaN) pixel left out
             if not crops:
                 raise ValueError(f"every {size}-pixel validation crop holds blank (NaN) pixels; lower data.patch_size "

@@ -17,6 +17,7 @@ import inspect
 import math
 import os
 import warnings
+from dataclasses import replace
 from typing import Sequence
 
 import lightning.pytorch as pl
@@ -151,11 +152,17 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingD
     channels = check_channels(measurements, _named_channels(cfg), "data.path", "model.backbone.args.in_channels is {n}",
                               "leave in_channels and out_channels out of model.backbone.args to train on the "
                               "data's channels")
+    if d.pairs is not None:
+        measurements = _with_pairs(measurements, read_source(d.pairs, d.key))
     for m in measurements:
         check_measurement(_blank_filled(m, op), noise_cls, f"{m.name} ({m.source})")
+        if m.y2 is not None:
+            check_measurement(_blank_filled(replace(m, y=m.y2), op), noise_cls, f"{m.name} (its pair)")
     if "y2" in build_loss(cfg).batch_keys and any(m.y2 is None for m in measurements):
-        raise ValueError("Noise2Noise needs pairs of noisy measurements of the same images, which data.path "
-                         "does not provide; use a 'selfinv simulate' file with pairs or another loss")
+        raise ValueError("Noise2Noise needs pairs of noisy measurements of the same images: give the second "
+                         "measurement of each image with data.pairs (files matching data.path one to one, e.g. "
+                         "odd-frame sums beside even-frame sums), use a 'selfinv simulate' file with pairs, or "
+                         "another loss")
     targets = [m.y for m in read_source(d.target, d.key)] if d.target is not None else None
     affine = op.image_domain and noise_cls.kind in ("gaussian", "colored_gaussian", "unknown", "none")
 
@@ -168,6 +175,24 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingD
         back_project=back_project, normalization=normalization, offset=d.offset)
     data.channels = channels
     return data
+
+
+def _with_pairs(measurements: list[Measurement], seconds: list[Measurement]) -> list[Measurement]:
+    """``measurements`` with ``y2`` = the matching measurement of ``seconds`` (``data.pairs``, in the same order:
+    sorted file names, then slices), checked to match one to one in shape and blank (NaN) pixels."""
+    if len(seconds) != len(measurements):
+        raise ValueError(f"data.pairs holds {len(seconds)} measurement(s) but data.path {len(measurements)}; they "
+                         f"must correspond one to one (the second noisy measurement of each image)")
+    out = []
+    for m, s in zip(measurements, seconds, strict=True):
+        if s.y.shape != m.y.shape:
+            raise ValueError(f"data.pairs: {s.name} ({s.source}) has shape {tuple(s.y.shape)} but its pair {m.name} "
+                             f"({m.source}) {tuple(m.y.shape)}; a pair is two measurements of the same image")
+        if m.y.is_floating_point() and not torch.equal(torch.isnan(m.y), torch.isnan(s.y.float())):
+            raise ValueError(f"data.pairs: {s.name} ({s.source}) has blank (NaN) pixels where {m.name} has none, or "
+                             f"the reverse; the two measurements of a pair must be blank at the same pixels")
+        out.append(replace(m, y2=s.y.to(m.y.dtype)))
+    return out
 
 
 def _blank_filled(m: Measurement, op: Physics) -> Tensor:
