@@ -220,8 +220,9 @@ def autocast(precision: str):
     return contextlib.nullcontext()
 
 
-def run_case(case: Case, init_states: dict, x: Tensor, warmup: int, steps: int, precision: str) -> dict:
-    """Time ``steps`` training steps after ``warmup``; count the network evaluations of one step."""
+def bare_stepper(case: Case, init_states: dict, x: Tensor, precision: str):
+    """``(step, model, loss_fn, backbone)``: one bare training step of ``case`` (forward, loss, backward, Adam)
+    on a fixed simulated batch, from the shared initial weights; ``step()`` returns the loss value."""
     setup(0)
     gen = torch.Generator(device=x.device).manual_seed(1)
     backbone = make_backbone(case.network).to(x.device)
@@ -242,6 +243,12 @@ def run_case(case: Case, init_states: dict, x: Tensor, warmup: int, steps: int, 
         opt.step()
         return loss.item()
 
+    return step, model, loss_fn, backbone
+
+
+def run_case(case: Case, init_states: dict, x: Tensor, warmup: int, steps: int, precision: str) -> dict:
+    """Time ``steps`` training steps after ``warmup``; count the network evaluations of one step."""
+    step, model, loss_fn, backbone = bare_stepper(case, init_states, x, precision)
     model.reset()
     step()  # first warm-up step: count the evaluations
     counted = (model.with_grad, model.without_grad)
@@ -270,9 +277,13 @@ def run_case(case: Case, init_states: dict, x: Tensor, warmup: int, steps: int, 
 ENGINE_LOSSES = {"supervised (UNet)": [{"name": "supervised"}], "SURE Gaussian (MC div.)": [{"name": "sure"}]}
 
 
-def run_engine(name: str, warmup: int, steps: int, work: Path) -> dict:
+def run_engine(name: str, warmup: int, steps: int, work: Path, bare=None) -> dict:
     """The same step through ``engine.fit`` (default network, precision, schedule; batch B), timed between
-    consecutive ``on_train_batch_end`` calls: everything the engine does per step is inside."""
+    consecutive ``on_train_batch_end`` calls: everything the engine does per step is inside.
+
+    ``bare`` (a ``bare_stepper`` step): also run one bare step inside each ``on_train_batch_end``, timed on
+    its own and left out of the engine's interval, so that engine and bare steps alternate one by one and a
+    drift of the machine's speed falls on both alike (``paired_*``)."""
     import lightning.pytorch as pl
 
     from selfinv.data.measurements import MeasurementDataset
@@ -289,12 +300,18 @@ def run_engine(name: str, warmup: int, steps: int, work: Path) -> dict:
     class Intervals(pl.Callback):
         def __init__(self) -> None:
             self.t: list[float] = []
+            self.bare: list[float] = []
             self.last: float | None = None
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
             now = time.perf_counter()
             if self.last is not None:
                 self.t.append(now - self.last)
+            if bare is not None:
+                t0 = time.perf_counter()
+                bare()
+                now = time.perf_counter()
+                self.bare.append(now - t0)
             self.last = now
 
     cfg = from_dict({"data": {"path": str(path), "dataset": None, "normalize": "none", "batch_size": B,
@@ -307,8 +324,14 @@ def run_engine(name: str, warmup: int, steps: int, work: Path) -> dict:
     cb = Intervals()
     trainer, _ = engine.fit(cfg, extra_callbacks=[cb])
     t = cb.t[warmup:]
-    return {"engine_median_ms": 1e3 * statistics.median(t), "engine_min_ms": 1e3 * min(t), "engine_steps": len(t),
-            "engine_precision": str(trainer.precision)}
+    out = {"engine_median_ms": 1e3 * statistics.median(t), "engine_min_ms": 1e3 * min(t), "engine_steps": len(t),
+           "engine_precision": str(trainer.precision)}
+    if bare is not None:
+        b = cb.bare[warmup + 1:]  # the bare step after engine step k follows it in time: pairs (t[k], b[k])
+        out.update(paired_engine_ms=1e3 * statistics.median(t), paired_bare_ms=1e3 * statistics.median(b),
+                   paired_ratio=statistics.median(t) / statistics.median(b),
+                   paired_ratio_of_pairs=statistics.median(e / v for e, v in zip(t, b, strict=True)))
+    return out
 
 
 def engine_overhead(case: Case, init_states: dict, x: Tensor, warmup: int, steps: int, precision: str,
@@ -326,9 +349,13 @@ def engine_overhead(case: Case, init_states: dict, x: Tensor, warmup: int, steps
         engines.append(e["engine_median_ms"])
         ratios.append(e["engine_median_ms"] / bare)
         engine_min, precision_used = min(engine_min, e["engine_min_ms"]), e["engine_precision"]
+    # and engine and bare steps alternating one by one in one run (a bare step inside each engine step's end)
+    paired = run_engine(case.name, warmup, steps, Path(tempfile.mkdtemp(prefix="loss-steps-")),
+                        bare=bare_stepper(case, init_states, x, precision)[0])
     return {"engine_median_ms": statistics.median(engines), "engine_min_ms": engine_min,
             "engine_precision": precision_used, "engine_overhead": statistics.median(ratios),
-            "engine_ratios": ratios, "engine_bare_ms": bares, "engine_ms": engines}
+            "engine_ratios": ratios, "engine_bare_ms": bares, "engine_ms": engines,
+            **{k: v for k, v in paired.items() if k.startswith("paired_")}}
 
 
 def run_deepinv(python: str, anchor: str, names: list[str] | None, steps: int, warmup: int) -> tuple[dict, str]:
@@ -379,10 +406,16 @@ def merge(ours: list[dict], theirs: dict) -> None:
 
 def engine_lines(ours: list[dict]) -> list[str]:
     """The engine-overhead table (engine step / bare step of the same loss and network, same run)."""
+    def paired(r: dict) -> str:
+        if "paired_ratio" not in r:
+            return "-"
+        return (f"{r['paired_engine_ms']:.1f} / {r['paired_bare_ms']:.1f} = {r['paired_ratio']:.3f} "
+                f"({r['paired_ratio_of_pairs']:.3f})")
+
     rows = [[r["loss"], f"{statistics.median(r.get('engine_bare_ms', [r['median_ms']])):.1f}",
              f"{r['engine_median_ms']:.1f}", f"{r['engine_overhead']:.3f}",
              " / ".join(f"{v:.3f}" for v in r.get("engine_ratios", [r["engine_overhead"]])),
-             f"{r['engine_min_ms'] / r['min_ms']:.3f}", r["engine_precision"]]
+             f"{r['engine_min_ms'] / r['min_ms']:.3f}", paired(r), r["engine_precision"]]
             for r in ours if "engine_overhead" in r]
     if not rows:
         return []
@@ -392,9 +425,13 @@ def engine_lines(ours: list[dict]) -> list[str]:
             "divergence record and every hook included), against the bare step of the same loss, in rounds that "
             "alternate the two (the first round's bare step is the table's above); `engine / bare` is the median "
             "of the rounds' ratios of medians, each round's ratio beside it; the bare and engine columns are "
-            "medians over the rounds.", "",
+            "medians over the rounds. `paired`: one more engine run in which a bare step (its own copy of the "
+            "network and optimiser, on a fixed batch) runs inside every engine step's `on_train_batch_end`, timed "
+            "apart and left out of the engine's interval, so the two alternate step by step and a drift of the "
+            "machine falls on both: median engine ms / median bare ms = ratio (median of the step pairs' "
+            "ratios).", "",
             markdown_table(["loss", "bare step ms", "engine step ms", "engine / bare", "rounds",
-                            "engine / bare (minima)", "precision"], rows), ""]
+                            "engine / bare (minima)", "paired engine / bare", "precision"], rows), ""]
 
 
 def _evals(r: dict) -> str:

@@ -2,7 +2,7 @@
 
 A smoke run (two timed steps) of the SURE row with two rounds: each round has its own bare and engine
 medians and ratio, the reported overhead is the median of the rounds' ratios, and the table lists every
-round beside it.
+round beside it, and the paired run (bare steps inside the engine run) beside them.
 """
 
 import json
@@ -26,5 +26,8 @@ def test_engine_overhead_is_the_median_of_alternated_rounds(tmp_path):
         assert r["engine_bare_ms"][0] == r["median_ms"]  # the first round's bare step is the row's own
         assert r["engine_ratios"] == [e / b for e, b in zip(r["engine_ms"], r["engine_bare_ms"], strict=True)]
         assert r["engine_overhead"] == statistics.median(r["engine_ratios"])
+        # the paired run: engine and bare steps alternating one by one in one engine run
+        assert r["paired_ratio"] == r["paired_engine_ms"] / r["paired_bare_ms"] and r["paired_ratio_of_pairs"] > 0
     table = (tmp_path / "loss_steps.md").read_text()
     assert " / ".join(f"{v:.3f}" for v in rows["SURE Gaussian (MC div.)"]["engine_ratios"]) in table
+    assert f"= {rows['SURE Gaussian (MC div.)']['paired_ratio']:.3f} (" in table

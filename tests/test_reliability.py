@@ -12,7 +12,7 @@ from selfinv.cli import main
 from selfinv.config import parse_run_config
 from selfinv.training.checkpoint import load_checkpoint
 from selfinv.training.divergence import TrainingDiverged
-from selfinv.training.engine import fit
+from selfinv.training.engine import fit, load_data
 
 CONFIG = """
 data: {patch_size: 16, num_patches: 40, batch_size: 4, val_fraction: 0.2, seed: 3}
@@ -50,6 +50,31 @@ def test_divergence_stops_with_a_clear_error_and_no_nonfinite_checkpoint(tmp_pat
 def test_divergence_names_the_first_bad_step(tmp_path, config):
     with pytest.raises(TrainingDiverged, match=r"diverged at step \d+: .*loss"):
         fit(_cfg(config, tmp_path / "run", "--optim.lr", "1e6"))
+
+
+def test_a_nonfinite_gradient_at_the_step_before_a_checkpoint_is_caught_in_the_weights(tmp_path, config):
+    """The gradient is not checked at every step: a non-finite one makes the weights non-finite at the
+    optimiser step, and the check that precedes every checkpoint reads the weights (here the gradient of the
+    last step of an epoch is NaN, so the loss of no step is: only the weights can tell). No checkpoint holds
+    the non-finite weights."""
+    import lightning.pytorch as pl
+
+    class NanGradientAt(pl.Callback):
+        def __init__(self, step: int):
+            self.step = step
+
+        def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+            if trainer.global_step == self.step:
+                next(p for p in module.parameters() if p.grad is not None).grad.fill_(float("nan"))
+
+    out = tmp_path / "run"
+    cfg = _cfg(config, out, "--trainer.max_steps", "16", "--trainer.log_every_n_steps", "50")
+    steps_per_epoch = math.ceil(len(load_data(cfg).train) / cfg.data.batch_size)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step \d+: non-finite \(inf/NaN\) network weights "
+                                               r"\(a non-finite gradient reached them\)"):
+        fit(cfg, extra_callbacks=[NanGradientAt(steps_per_epoch - 1)])
+    for ckpt in (out / "checkpoints").glob("*.ckpt"):
+        assert all(torch.isfinite(v).all() for v in load_checkpoint(ckpt)["state_dict"].values()), ckpt.name
 
 
 def test_resume_after_a_max_steps_stop_mid_epoch_is_exact(tmp_path, config):

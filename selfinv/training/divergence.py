@@ -1,6 +1,7 @@
 """Detecting a diverging training run without a host sync per step.
 
-``DivergenceMonitor.record`` is called every step with the loss and its terms; it keeps,
+``DivergenceMonitor.record`` is called every step with the loss and its terms (and
+``record_weights`` with the norms of the network's weights before each reading); it keeps,
 **on the device**, the first step at which a value was non-finite (inf/NaN) or the loss
 magnitude exceeded ``growth`` times its value at the first recorded step (a run whose
 loss went from 0.1 to 1e7 has diverged even if no value overflowed yet), and which
@@ -14,7 +15,7 @@ Example::
     >>> m = DivergenceMonitor()
     >>> m.record(0, [torch.tensor(0.1)])
     >>> m.record(1, [torch.tensor(float("nan"))])
-    >>> m.check(["loss", "gradient"])
+    >>> m.check(["loss", "weights"])
     Traceback (most recent call last):
     ...
     selfinv.training.divergence.TrainingDiverged: training diverged at step 1: non-finite (inf/NaN) loss; ...
@@ -27,7 +28,7 @@ from torch import Tensor
 
 
 class TrainingDiverged(ArithmeticError):
-    """The loss, one of its terms or the gradient became non-finite, or the loss exploded, during training."""
+    """The loss, one of its terms or the network weights became non-finite, or the loss exploded, during training."""
 
 
 class DivergenceMonitor:
@@ -40,7 +41,7 @@ class DivergenceMonitor:
     def __init__(self, growth: float = 1e6):
         self.growth = float(growth)
         self._step: Tensor | None = None  # first bad step, -1: none
-        self._what: Tensor | None = None  # which values were non-finite at that step (+ the gradient last)
+        self._what: Tensor | None = None  # which values were non-finite at that step (+ the weights last)
         self._grew: Tensor | None = None  # the loss exploded (finite but too large) at that step
         self._value: Tensor | None = None  # the loss at that step
         self._first: Tensor | None = None  # |loss| at the first recorded step
@@ -64,12 +65,13 @@ class DivergenceMonitor:
         grew = torch.isfinite(loss) & (loss.abs() > self.growth * self._first)
         self._mark(step, bad, grew, loss)
 
-    def record_gradient(self, step: int, grad_norms: list[Tensor]) -> None:
-        """Flag the step if any gradient norm is non-finite (call before the optimiser step)."""
-        if self._what is None or not grad_norms:
+    def record_weights(self, step: int, weight_norms: list[Tensor]) -> None:
+        """Flag ``step`` if any weight norm is non-finite (the last recorded value: a non-finite gradient
+        reaches the weights at the optimiser step; checked before the record is read)."""
+        if self._what is None or not weight_norms:
             return
         bad = torch.zeros_like(self._what)
-        bad[-1] = ~torch.isfinite(torch.stack(grad_norms)).all()
+        bad[-1] = ~torch.isfinite(torch.stack(weight_norms)).all()
         self._mark(step, bad, torch.zeros_like(bad[-1]), None)
 
     def _mark(self, step: int, bad: Tensor, grew: Tensor, loss: Tensor | None) -> None:
@@ -83,7 +85,7 @@ class DivergenceMonitor:
 
     def check(self, names: list[str], hint: str = "") -> None:
         """Raise ``TrainingDiverged`` naming the step and the values (``names``: one per recorded value,
-        the gradient last) if divergence was recorded. One host sync."""
+        the weights last) if divergence was recorded. One host sync."""
         if self._step is None or self._what is None:
             return
         step = int(self._step)
