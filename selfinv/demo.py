@@ -21,7 +21,8 @@ import torch
 
 #: training steps of each of the two networks: SURE reaches the supervised ceiling within ~0.3 dB here
 #: (26.66 vs 26.79 dB; 81 s on a 2-core CPU with AMX bf16 units, 223 s on a 2-core AVX2 CPU in float32;
-#: 26.60 vs 26.76 dB in 92-106 s on a 2-core CPU with AVX-512-BF16).
+#: 26.60 vs 26.76 dB in 92-106 s on a 2-core CPU with AVX-512-BF16 before the leaner engine step of stop 25,
+#: 79 s after it (82 s for the code before it on the same machine, minutes apart).
 #: Shorter runs do not keep that: 400 steps of 40x40 patches at lr 4e-3 take 72 s on the AVX2 CPU but
 #: give SURE 25.75 / 25.67 dB, 0.43 / 0.45 dB under supervised, with seeds 1 and 2. The 0.3 dB holds for the
 #: default seed 0 only: with seeds 1 and 2 SURE is 0.41 / 0.51 dB under supervised (26.46 / 26.08 dB against

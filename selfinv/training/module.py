@@ -134,7 +134,11 @@ class SelfSupervisedModule(pl.LightningModule):
         monitors ask): ``self.log`` costs ~0.4 ms a call on a CPU, 4 % of a small network's step, and a value
         logged at the other steps is never written (the progress bar refreshes at the same interval)."""
         trainer = self._trainer
-        return trainer is None or bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+        if trainer is None:
+            return True
+        # Lightning's own flag (LearningRateMonitor reads it too); a Lightning without it: log every step
+        writes = getattr(getattr(trainer, "_logger_connector", None), "should_update_logs", True)
+        return bool(writes or trainer.fast_dev_run)
 
     # -- divergence ------------------------------------------------------------------------
     def _value_names(self) -> list[str]:
