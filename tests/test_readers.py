@@ -591,3 +591,28 @@ def test_output_pixel_size_follows_the_field_of_view():
     assert pixel_size_for(px, (64, 64), (128, 128)) == {**px, "x": 0.05, "y": 0.1}
     assert pixel_size_for(px, (64, 32), (64, 32)) == px
     assert pixel_size_for(None, (8, 8), (16, 16)) is None
+
+
+def test_a_super_resolved_fits_keeps_the_structure_that_still_aligns(tmp_path):
+    """A FITS file whose image (SCI) is reconstructed at twice its size: the WCS follows the finer pixels (the
+    same sky: CRPIX' = (CRPIX - 0.5) 2 + 0.5, CDELT / 2), the primary header and the table are kept, and the
+    error / quality planes of the input's size are dropped (they no longer align), as the HISTORY says."""
+    from astropy.io import fits
+
+    from selfinv.data.writers import write_stack
+
+    h = fits.Header([("BUNIT", "ADU"), ("CTYPE1", "RA---TAN"), ("CRPIX1", 10.5), ("CDELT1", -2e-5),
+                     ("CRPIX2", 8.0), ("CDELT2", 2e-5)])
+    table = fits.BinTableHDU.from_columns([fits.Column(name="flux", format="E", array=np.arange(3.0))], name="CAT")
+    fits.HDUList([fits.PrimaryHDU(header=fits.Header([("TELESCOP", "JWST")])),
+                  fits.ImageHDU(np.zeros((16, 20), np.float32), header=h, name="SCI"),
+                  fits.ImageHDU(np.ones((16, 20), np.float32), name="ERR"), table]).writeto(tmp_path / "in.fits")
+    write_stack(tmp_path / "sr.fits", np.full((1, 1, 32, 40), 2.0, np.float32), header_from=tmp_path / "in.fits",
+                history="selfinv predict")
+    with fits.open(tmp_path / "sr.fits") as hdul:
+        assert [x.name for x in hdul] == ["PRIMARY", "SCI", "CAT"] and hdul[0].header["TELESCOP"] == "JWST"
+        sci = hdul["SCI"]
+        assert sci.data.shape == (32, 40) and sci.header["BUNIT"] == "ADU"
+        assert (sci.header["CRPIX1"], sci.header["CDELT1"], sci.header["CRPIX2"]) == (20.5, -1e-5, 15.5)
+        assert "image HDUs [2] of the input's size dropped" in str(sci.header["HISTORY"]).replace("\n", "")
+        np.testing.assert_array_equal(hdul["CAT"].data["flux"], np.arange(3.0))

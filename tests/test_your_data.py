@@ -473,20 +473,33 @@ def test_a_folder_of_two_dicom_series_gives_two_derived_series(tmp_path, n2v_con
 
 
 def test_fits_in_fits_out_with_its_header(tmp_path, n2v_config):
-    """An astronomer's FITS image (float32 in an extension, WCS and units in its header): predict writes
-    OUT/<name>.fits holding the reconstruction (the values the TIFF output holds) under the input's header."""
+    """An astronomer's FITS file (observation keywords in the primary header; the image in a SCI extension with
+    its WCS and units; error and quality planes and a table beside it): predict writes OUT/<name>.fits with the
+    same structure — the reconstruction (the values the TIFF output holds) in SCI under the input's header, the
+    primary header and the other HDUs as they were."""
     import tifffile
     from astropy.io import fits
 
     img = 100 + 50 * np.stack([_phantom(40, 40, 0)])[0] + np.random.default_rng(0).normal(0, 3, (40, 40))
     h = fits.Header()
     h["BUNIT"], h["CTYPE1"], h["CRPIX1"], h["CDELT1"] = "ADU", "RA---TAN", 20.5, -1e-5
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img.astype(np.float32), header=h)]).writeto(tmp_path / "f.fits")
+    primary = fits.Header()
+    primary["TELESCOP"], primary["OBJECT"] = "HST", "NGC 1234"
+    err, dq = np.full((40, 40), 3.0, np.float32), (np.arange(1600).reshape(40, 40) % 3).astype(np.int16)
+    table = fits.BinTableHDU.from_columns([fits.Column(name="flux", format="E", array=np.arange(4.0))], name="CAT")
+    fits.HDUList([fits.PrimaryHDU(header=primary), fits.ImageHDU(img.astype(np.float32), header=h, name="SCI"),
+                  fits.ImageHDU(err, name="ERR"), fits.ImageHDU(dq, name="DQ"), table]).writeto(tmp_path / "f.fits")
     _fit_then_predict_as_input_and_as_tiff(tmp_path, n2v_config, tmp_path / "f.fits")
     with fits.open(tmp_path / "rec" / "f.fits") as hdul:
-        assert hdul[0].header["BUNIT"] == "ADU" and hdul[0].header["CRPIX1"] == 20.5
-        assert "selfinv predict (splitting) of f.fits" in str(hdul[0].header["HISTORY"])
-        np.testing.assert_array_equal(hdul[0].data, tifffile.imread(tmp_path / "tif" / "f.tif"))
+        assert [x.name for x in hdul] == ["PRIMARY", "SCI", "ERR", "DQ", "CAT"]
+        assert hdul[0].header["TELESCOP"] == "HST" and hdul[0].data is None
+        assert hdul["SCI"].header["BUNIT"] == "ADU" and hdul["SCI"].header["CRPIX1"] == 20.5
+        assert "selfinv predict (splitting) of f.fits: HDU 1 (SCI) replaced by the reconstruction; the other HDUs " \
+               "are the input's" in str(hdul["SCI"].header["HISTORY"]).replace("\n", "")
+        np.testing.assert_array_equal(hdul["SCI"].data, tifffile.imread(tmp_path / "tif" / "f.tif"))
+        np.testing.assert_array_equal(hdul["ERR"].data, err)
+        np.testing.assert_array_equal(hdul["DQ"].data, dq)
+        np.testing.assert_array_equal(hdul["CAT"].data["flux"], np.arange(4.0))
     # blank (NaN) pixels, as on a mosaic's edge: filled for the network, blank again in the output
     blanked = img.astype(np.float32)
     blanked[:, :6] = np.nan

@@ -126,9 +126,11 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
     ``N = C = 1``); stacks keep them. PNG holds one 8-bit or 16-bit image: other dtypes or stacks are refused
     (use ``.tif``). ``pixel_size`` (``{"x", "y", "z", "unit", "imagej"}``, as the readers give it): written
     to an MRC header (in ångström) or as a TIFF's resolution (an ImageJ calibration for ImageJ inputs).
-    FITS: ``header_from`` (a FITS file) gives the header of the image HDU selfinv reads from it — WCS, units,
-    observation keywords — rescaled to the output's size (``CRPIX``, ``CDELT``, ``CD``: the same sky, smaller
-    pixels for super-resolution); ``history`` is added as a ``HISTORY`` card."""
+    FITS: with ``header_from`` (the FITS file it reconstructs) the output keeps that file's structure — the
+    image HDU selfinv reads holds the output under its header (WCS, units, observation keywords) rescaled to
+    the output's size (``CRPIX``, ``CDELT``, ``CD``: the same sky, smaller pixels for super-resolution), the
+    primary header and the other HDUs are copied (image planes only while they still align, ``_write_fits``);
+    ``history`` is added as a ``HISTORY`` card."""
     path = Path(path)
     a = np.asarray(array)
     if a.ndim != 4:
@@ -411,26 +413,60 @@ _FITS_STRUCTURE = re.compile(r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|G
 
 
 def _write_fits(path: Path, data: np.ndarray, header_from: str | Path | None, history: str) -> None:
-    """``data`` as the primary image of a new FITS file, with the image header of ``header_from`` (see
-    ``write_stack``)."""
+    """``data`` as a FITS image (see ``write_stack``). With ``header_from`` (the FITS file it reconstructs) the
+    output keeps that file's structure: the image HDU selfinv read holds ``data`` under its header (WCS rescaled
+    to ``data``'s size) at the same place, with the same name; the primary header (observation keywords) and
+    the other HDUs (error and quality planes, tables) are copied as they are — image HDUs of the input's size
+    only while ``data`` has that size too (a super-resolved image drops them: they no longer align). A
+    ``HISTORY`` card says what was replaced and that the copied planes describe the input."""
     from astropy.io import fits
 
     from selfinv.data.readers import fits_image_hdu
 
     if data.dtype == np.bool_:
         data = data.astype(np.uint8)
-    header = fits.Header()
-    if header_from is not None:
-        with fits.open(header_from, memmap=False) as hdul:
-            source = hdul[fits_image_hdu(hdul, Path(header_from))].header
-            for card in source.cards:
-                if not _FITS_STRUCTURE.match(card.keyword) and card.keyword not in ("", "END"):
-                    header.append(card, end=True)
-            scale = (data.shape[-2] / source["NAXIS2"], data.shape[-1] / source["NAXIS1"])
+    data = np.ascontiguousarray(data)
+    if header_from is None:
+        header = fits.Header()
+        header.add_history(history)
+        fits.PrimaryHDU(data=data, header=header).writeto(path, overwrite=True)
+        return
+    with fits.open(header_from, memmap=False) as hdul:
+        k = fits_image_hdu(hdul, Path(header_from))
+        source = hdul[k]
+        header = fits.Header()
+        for card in source.header.cards:
+            if not _FITS_STRUCTURE.match(card.keyword) and card.keyword not in ("", "END", "XTENSION", "EXTNAME"):
+                header.append(card, end=True)
+        in_hw = (source.header["NAXIS2"], source.header["NAXIS1"])
+        scale = (data.shape[-2] / in_hw[0], data.shape[-1] / in_hw[1])
         if scale != (1.0, 1.0):
             _rescale_wcs(header, scale)
-    header.add_history(history)
-    fits.PrimaryHDU(data=np.ascontiguousarray(data), header=header).writeto(path, overwrite=True)
+        name = source.name if k > 0 else None
+        kept, dropped = [], []
+        for i, hdu in enumerate(hdul):
+            if i == k:
+                continue
+            aligned = not (getattr(hdu, "is_image", False) and hdu.header.get("NAXIS", 0) >= 2) or scale == (1.0, 1.0)
+            (kept if aligned or i == 0 else dropped).append(i)
+        note = f"{history}: HDU {k}{f' ({name})' if name else ''} replaced by the reconstruction"
+        if len(hdul) > 1:
+            note += "; the other HDUs are the input's" + (f" (image HDUs {dropped} of the input's size dropped)"
+                                                          if dropped else "")
+        header.add_history(note)
+        out: list = []
+        for i, hdu in enumerate(hdul):
+            if i == k:
+                out.append(fits.PrimaryHDU(data=data, header=header) if i == 0
+                           else fits.ImageHDU(data=data, header=header, name=name))
+            elif i == 0:  # the primary header of an image kept in an extension: observation keywords
+                primary = fits.Header([c for c in hdu.header.cards
+                                       if not _FITS_STRUCTURE.match(c.keyword) and c.keyword not in ("", "END")])
+                out.append(fits.PrimaryHDU(data=hdu.data if i in kept and hdu.data is not None else None,
+                                           header=primary))
+            elif i in kept:
+                out.append(hdu.copy())
+        fits.HDUList(out).writeto(path, overwrite=True)
 
 
 def _rescale_wcs(header, scale: tuple[float, float]) -> None:
