@@ -418,6 +418,32 @@ def test_noise2noise_trains_on_pairs_given_by_data_pairs(tmp_path, capsys):
     assert "give the second measurement of each image with data.pairs" in capsys.readouterr().err
 
 
+def test_fit_warns_when_a_blind_spot_loss_cannot_beat_the_input(tmp_path, n2v_config):
+    """Images with detail finer than the noise (period-2 stripes of 0.2 under noise 0.05): Noise2Void, which
+    predicts each pixel from its neighbours, gets a NeighbourDetailWarning naming the losses that see the pixel;
+    the same images with the noise above the detail get none."""
+    import warnings
+
+    import tifffile
+
+    from selfinv.training.auto_noise import NeighbourDetailWarning
+
+    rng = np.random.default_rng(0)
+    j = np.arange(48)[None, :]
+    for name, noise in (("fine", 0.05), ("noisy", 0.4)):
+        (tmp_path / name).mkdir()
+        for k in range(2):
+            img = 0.5 + 0.2 * (1 - 2 * (j % 2)) + 0.3 * _phantom(48, 48, k) + noise * rng.standard_normal((48, 48))
+            tifffile.imwrite(tmp_path / name / f"im{k}.tif", img.astype(np.float32))
+    run = ["fit", "--config", str(n2v_config), "--trainer.output_dir", str(tmp_path / "run"), *TINY]
+    with pytest.warns(NeighbourDetailWarning, match=r"the loss splitting estimates each pixel from its neighbours, "
+                                                    r"but .* sure or r2r .* or noise2noise with data.pairs"):
+        assert main([*run, "--data.path", str(tmp_path / "fine")]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NeighbourDetailWarning)
+        assert main([*run, "--data.path", str(tmp_path / "noisy")]) == 0
+
+
 def test_validate_with_the_config_of_a_sigma_auto_run_uses_its_estimate(tmp_path, capsys):
     """``sigma: auto`` is resolved at fit time and stored; validate --config (the same file, still 'auto')
     takes the stored estimate: the loss it reports is the one of the estimate given explicitly. Validating

@@ -110,6 +110,11 @@ class Loss(nn.Module):
     #: ``fit`` to warn when the user's measurements have correlated noise
     #: (``selfinv.physics.noise_estimation.estimate_noise_correlation``).
     tolerated_noise_correlation: int | None = None
+    #: whether the loss trains the estimate of each pixel from its neighbours only (blind-spot and
+    #: cross-validation methods: Noise2Void/Noise2Self, blind-spot networks, Neighbor2Neighbor), so that its
+    #: error cannot fall below the image's own neighbour-interpolation error. Read by ``fit`` to warn when that
+    #: error exceeds the noise (``selfinv.training.auto_noise.neighbour_detail_warning``).
+    predicts_from_neighbours: bool = False
 
     def __call__(self, y: Tensor, physics: Physics, model: Reconstructor, *args: Any, **kwargs: Any) -> Tensor:
         if self.check_inputs and not _INPUTS_CHECKED.get():
@@ -183,6 +188,11 @@ class WeightedSum(Loss):
         """The strictest term's tolerance (``None`` when no term assumes anything)."""
         limits = [l.tolerated_noise_correlation for l in self._terms if l.tolerated_noise_correlation is not None]
         return min(limits) if limits else None
+
+    @property
+    def predicts_from_neighbours(self) -> bool:  # type: ignore[override]
+        """Whether every term predicts a pixel from its neighbours only (a term that sees it lifts the limit)."""
+        return bool(self._terms) and all(l.predicts_from_neighbours for l in self._terms)
 
     @property
     def batch_keys(self) -> tuple[str, ...]:  # type: ignore[override]

@@ -20,6 +20,8 @@ class BlindSpotLoss(MeasurementConsistency):
 
     #: assumes pixel-wise independent noise (``Loss.tolerated_noise_correlation``)
     tolerated_noise_correlation: int | None = 0
+    #: a pixel's estimate comes from its neighbours only (``Loss.predicts_from_neighbours``)
+    predicts_from_neighbours = True
 
     def check(self, physics: Physics) -> None:
         if not isinstance(physics, Denoising):

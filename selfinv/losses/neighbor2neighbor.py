@@ -40,6 +40,8 @@ class Neighbor2Neighbor(Loss):
 
     #: assumes pixel-wise independent noise (``Loss.tolerated_noise_correlation``)
     tolerated_noise_correlation: int | None = 0
+    #: a pixel's estimate comes from its neighbours only (``Loss.predicts_from_neighbours``)
+    predicts_from_neighbours = True
 
     def __init__(self, gamma: float = 2.0):
         super().__init__()

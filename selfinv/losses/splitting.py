@@ -95,6 +95,9 @@ class SplittingLoss(Loss):
         self.mask_prob, self.replace, self.mode, self.n_test = float(mask_prob), replace, mode, int(n_test)
         self.exclusion_radius = int(exclusion_radius)
 
+    #: a hidden pixel's estimate comes from its neighbours only (``Loss.predicts_from_neighbours``)
+    predicts_from_neighbours = True
+
     @property
     def tolerated_noise_correlation(self) -> int | None:  # type: ignore[override]
         return self.exclusion_radius  # noise correlated within the excluded neighbourhood is allowed

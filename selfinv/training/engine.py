@@ -341,15 +341,17 @@ def resolve_noise_level(cfg: RunConfig, data: TrainingData) -> tuple[RunConfig, 
     from selfinv.training.auto_noise import (
         CorrelatedNoiseWarning,
         DetectorOffsetWarning,
+        NeighbourDetailWarning,
         auto_noise_args,
         correlation_record,
         detector_offset_warning,
         measure_noise_correlation,
+        neighbour_detail_warning,
         resolve_auto_noise,
         write_noise_record,
     )
 
-    corr = None
+    corr, correlated = None, False
     noise = cfg.physics.noise
     if data.noise_samples and registry.resolve("physics", cfg.physics.name, "physics").image_domain:
         loss = build_loss(cfg)
@@ -360,7 +362,13 @@ def resolve_noise_level(cfg: RunConfig, data: TrainingData) -> tuple[RunConfig, 
             corr, warning = measure_noise_correlation(data.noise_samples, tolerated, f"the loss {names}",
                                                       data.normalization.scale)
             if warning is not None:
+                correlated = True
                 rank_zero_warn(warning, category=CorrelatedNoiseWarning)
+        if loss.predicts_from_neighbours and not correlated:  # noise correlated beyond the loss's reach: warned
+            names = " + ".join(spec.name for spec in cfg.losses)
+            detail = neighbour_detail_warning(data.noise_samples, f"the loss {names}", data.normalization.scale)
+            if detail is not None:
+                rank_zero_warn(detail, category=NeighbourDetailWarning)
         offset_warning = detector_offset_warning(data.noise_samples, noise.name, data.normalization.offset,
                                                  data.normalization.scale)
         if offset_warning is not None:
