@@ -75,6 +75,6 @@ def test_neighbour_detail_reads_the_interpolation_error_and_the_noise():
 
     e, s = neighbour_detail(noisy(ramp + a * stripes))
     assert abs(s - sigma) < 0.05 * sigma and abs(e - a) < 0.05 * a, (e, s)  # 8 x 128² pixels: ~1 % scatter
-    assert "estimates each pixel from its neighbours" in neighbour_detail_warning(noisy(ramp + a * stripes),
+    assert "trained to predict each pixel from its neighbours" in neighbour_detail_warning(noisy(ramp + a * stripes),
                                                                                   "the loss splitting")
     assert neighbour_detail_warning(noisy(ramp), "the loss splitting") is None
