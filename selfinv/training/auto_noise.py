@@ -328,11 +328,11 @@ def neighbour_detail_warning(measurements: list[Tensor], loss_name: str, scale: 
     e, sigma = neighbour_detail(measurements)
     if not (sigma > 0 and e > NEIGHBOUR_DETAIL_LIMIT * sigma):
         return None
-    return (f"{loss_name} is trained to predict each pixel from its neighbours, but these images change more "
-            f"from a pixel to its neighbours (≈ {e * scale:.4g} in your units, measured on the noisy data) than the noise does "
-            f"(σ ≈ {sigma * scale:.4g}, {e / sigma:.1f}x less): it is unlikely to beat the noisy input here. A loss "
-            f"that sees the pixel itself does: sure or r2r with physics.noise {{name: gaussian, args: {{sigma: "
-            f"auto}}}} (white noise), or noise2noise with data.pairs")
+    return (f"{loss_name} is trained to predict each pixel from its neighbours, but these images change "
+            f"more from a pixel to its neighbours (≈ {e * scale:.4g} in your units, measured on the noisy data) "
+            f"than the noise does (σ ≈ {sigma * scale:.4g}, {e / sigma:.1f}x less): it is unlikely to beat the "
+            f"noisy input here. A loss that sees the pixel itself does: sure or r2r with physics.noise "
+            f"{{name: gaussian, args: {{sigma: auto}}}} (white noise), or noise2noise with data.pairs")
 
 
 def correlation_record(corr: NoiseCorrelation) -> dict:
