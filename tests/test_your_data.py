@@ -418,10 +418,10 @@ def test_noise2noise_trains_on_pairs_given_by_data_pairs(tmp_path, capsys):
     assert "give the second measurement of each image with data.pairs" in capsys.readouterr().err
 
 
-def test_fit_warns_when_a_blind_spot_loss_cannot_beat_the_input(tmp_path, n2v_config):
+def test_fit_warns_when_a_blind_spot_loss_cannot_beat_the_input(tmp_path, n2v_config, capsys):
     """Images with detail finer than the noise (period-2 stripes of 0.2 under noise 0.05): Noise2Void, which
     predicts each pixel from its neighbours, gets a NeighbourDetailWarning naming the losses that see the pixel;
-    the same images with the noise above the detail get none."""
+    the same images with the noise above the detail get none; ``advise --data`` says it of the first only."""
     import warnings
 
     import tifffile
@@ -443,6 +443,11 @@ def test_fit_warns_when_a_blind_spot_loss_cannot_beat_the_input(tmp_path, n2v_co
     with warnings.catch_warnings():
         warnings.simplefilter("error", NeighbourDetailWarning)
         assert main([*run, "--data.path", str(tmp_path / "noisy")]) == 0
+    # advise --data says the same before any training
+    for name, said in (("fine", True), ("noisy", False)):
+        capsys.readouterr()
+        assert main(["advise", "--data", str(tmp_path / name)]) == 0
+        assert ("unlikely to beat the noisy input" in capsys.readouterr().out) == said, name
 
 
 def test_validate_with_the_config_of_a_sigma_auto_run_uses_its_estimate(tmp_path, capsys):
