@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 from pathlib import Path
@@ -216,8 +217,6 @@ def _key(r: dict) -> tuple:
 def combine_rounds(rounds: list[list[dict]]) -> list[dict]:
     """One side's results over rounds: each entry's median, lower quartile and minimum over the rounds'
     values (the rounds' own medians are kept under ``rounds_ms``)."""
-    import statistics
-
     if len(rounds) == 1:
         return rounds[0]
     out = []
@@ -239,8 +238,6 @@ def combine_rounds(rounds: list[list[dict]]) -> list[dict]:
 
 def round_ratios(ours_rounds: list[list[dict]], theirs_rounds: list[list[dict]]) -> list[dict]:
     """Per (operator, counterpart, batch, A/Aᵀ/FBP): each round's deepinv ms / selfinv ms and their median."""
-    import statistics
-
     rows = []
     for r in ours_rounds[0]:
         for cp in r["counterparts"]:

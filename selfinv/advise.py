@@ -1401,14 +1401,12 @@ def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str],
         if noise is None:
             noise = "correlated"
     if corr.white or corr.correlation_length <= 0:  # noise correlated beyond a pixel: the advice above applies
-        from selfinv.training.auto_noise import NEIGHBOUR_DETAIL_LIMIT, neighbour_detail
+        from selfinv.training.auto_noise import neighbour_detail_warning
 
-        e, sigma = neighbour_detail([y for y in ys if y.ndim == 3])
-        if sigma > 0 and e > NEIGHBOUR_DETAIL_LIMIT * sigma:
-            text += (f"These images change more from a pixel to its neighbours (≈ {e:.4g}) than the noise does "
-                     f"(σ ≈ {sigma:.4g}): losses trained to predict each pixel from its neighbours (splitting / "
-                     f"Noise2Void, blindspot, neighbor2neighbor) are unlikely to beat the noisy input here; SURE "
-                     f"or R2R with sigma: auto, or Noise2Noise with pairs, see the pixel itself.\n")
+        note = neighbour_detail_warning([y for y in ys if y.ndim == 3], "Splitting (Noise2Void), blindspot and "
+                                        "neighbor2neighbor")
+        if note is not None:
+            text += note + ".\n"
     if noise_name not in ("poisson", "poisson_gaussian"):
         from selfinv.training.auto_noise import count_lattice
 

@@ -322,13 +322,14 @@ def neighbour_detail(measurements: list[Tensor], max_items: int = 64) -> tuple[f
 
 
 def neighbour_detail_warning(measurements: list[Tensor], loss_name: str, scale: float = 1.0) -> str | None:
-    """The warning to give when a loss that predicts each pixel from its neighbours
+    """The warning (``fit``) or note (``advise --data``) to give, about ``loss_name``, when a loss that predicts
+    each pixel from its neighbours
     (``Loss.predicts_from_neighbours``) trains on images (normalised ``y / scale``) whose neighbour-interpolation
     error exceeds ``NEIGHBOUR_DETAIL_LIMIT`` times the noise level (``neighbour_detail``); ``None`` otherwise."""
     e, sigma = neighbour_detail(measurements)
     if not (sigma > 0 and e > NEIGHBOUR_DETAIL_LIMIT * sigma):
         return None
-    return (f"{loss_name} is trained to predict each pixel from its neighbours, but these images change "
+    return (f"{loss_name}: trained to predict each pixel from its neighbours, but these images change "
             f"more from a pixel to its neighbours (≈ {e * scale:.4g} in your units, measured on the noisy data) "
             f"than the noise does (σ ≈ {sigma * scale:.4g}, {e / sigma:.1f}x less): it is unlikely to beat the "
             f"noisy input here. A loss that sees the pixel itself does: sure or r2r with physics.noise "

@@ -74,10 +74,6 @@ def build_loss(cfg: RunConfig) -> WeightedSum:
     return WeightedSum(terms, [l.weight for l in cfg.losses], [l.name for l in cfg.losses])
 
 
-def _image_channels(cfg: RunConfig) -> int:
-    return int(cfg.model.backbone.args.get("in_channels", 1))
-
-
 def _named_channels(cfg: RunConfig) -> int | None:
     """The image channels the config names (``model.backbone.args.in_channels`` / ``out_channels``), or None
     when it names neither: the data's own channel count is then used (``resolve_channels``)."""
@@ -122,7 +118,7 @@ def load_data(cfg: RunConfig, normalization: Normalization | None = None) -> Tra
                          f"({smallest} pixels); use at most {smallest}")
     x = random_patches(images, d.patch_size, d.num_patches, generator=torch.Generator().manual_seed(d.seed))
     x = map_intensity(x, d.intensity_range)
-    if _image_channels(cfg) == 2 and x.shape[1] == 1:  # complex images (MRI): real part = image, imaginary = 0
+    if (_named_channels(cfg) or 1) == 2 and x.shape[1] == 1:  # complex images (MRI): real part = image, imaginary = 0
         x = torch.cat([x, torch.zeros_like(x)], dim=1)
     pairs = "y2" in build_loss(cfg).batch_keys
     ds = MeasurementDataset(x, physics, seed=d.seed + 1, keep_ground_truth=True, pairs=pairs)
