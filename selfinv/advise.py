@@ -1319,7 +1319,8 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
     transforms = parse_transforms(transform) if transform else None
     measured = ""
     if data is not None:
-        noise, measured = _measure_data_noise(data, noise, config, physics)
+        noise, detected, measured = _measure_data_noise(data, noise, config, physics, noise_model)
+        physics = physics or (detected if config is None else None)
     if config is not None:
         from selfinv.config import load_yaml, parse_run_config
 
@@ -1353,30 +1354,54 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
 
 #: crop side of the blank-free areas of a FITS image the noise correlation is measured on
 ADVISE_CROP = 32
+#: the smallest image side on which ``advise --data`` measures the noise
+ADVISE_MIN_SIDE = 8
 
 
-def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str],
-                        physics: Optional[str]) -> tuple[Optional[str], str]:
+def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str], physics: Optional[str],
+                        noise_model: Optional[dict] = None) -> tuple[Optional[str], Optional[str], str]:
     """Read the user's measurements and measure the spatial correlation of their noise; returns the noise
-    knowledge to advise for and a paragraph saying what was measured."""
+    knowledge to advise for, the physics the data call for when they say (``"mri"`` for a fastMRI k-space
+    file) and a paragraph saying what was measured."""
     from selfinv import registry
     from selfinv.data.sources import blank_pixels_allowed, read_source
     from selfinv.data.user_data import blank_free_areas
     from selfinv.physics.noise_estimation import estimate_noise_correlation
 
-    name, noise_name, offset = physics or "denoising", None, None
+    name, noise_name, offset, key = physics or "denoising", None, None, None
     if config is not None:
         from selfinv.config import parse_run_config
 
         cfg = parse_run_config(["--data.path", data], config)
-        name, noise_name, offset = cfg.physics.name, cfg.physics.noise.name, cfg.data.offset
-    if not registry.resolve("physics", name, "physics").image_domain:
+        name, noise_name, offset, key = cfg.physics.name, cfg.physics.noise.name, cfg.data.offset, cfg.data.key
+    elif noise_model:
+        noise_name = noise_model.get("name")
+    if name != "mri" and not registry.resolve("physics", name, "physics").image_domain:
         raise ValueError(f"--data: the noise can be measured on image-domain measurements (denoising, blur, "
                          f"downsampling), not on '{name}' measurements; say what you know with --noise")
-    ms = read_source(data)
+    ms = read_source(data, key)
+    kspace = [m for m in ms if m.kind == "kspace"]
+    if kspace:
+        if name != "mri" and (physics is not None or config is not None):
+            raise ValueError(f"--data: {kspace[0].source} holds MRI k-space (its 'kspace' dataset), not '{name}' "
+                             f"measurements; use --physics mri (or a config with physics mri)")
+        m = kspace[0]
+        mask = m.params.get("mask")
+        kept = f"; the file's mask keeps {int((mask != 0).sum())} of {m.y.shape[-1]} columns" if mask is not None \
+            else ""
+        return noise, "mri", (f"{data} holds MRI k-space ({len(ms)} slice(s) of {m.y.shape[-2]} x {m.y.shape[-1]}"
+                              f"{kept}): the advice is for physics mri, trained with each file's mask. The noise "
+                              f"is not measured in k-space here: say what you know with --noise.\n\n")
+    if name == "mri":
+        raise ValueError(f"--data: physics mri trains on k-space (the 'kspace' dataset of a fastMRI HDF5 file); "
+                         f"{data} holds images")
     if any(m.y.is_complex() for m in ms):
         raise ValueError(f"--data: {data} holds complex measurements; the noise correlation is measured on "
                          f"real images")
+    tiny = [m for m in ms if min(m.y.shape[-2:]) < ADVISE_MIN_SIDE]
+    if tiny:
+        raise ValueError(f"--data: {tiny[0].name} ({tiny[0].source}) is {tuple(tiny[0].y.shape[-2:])} pixels; the "
+                         f"noise is measured on images of at least {ADVISE_MIN_SIDE} x {ADVISE_MIN_SIDE} pixels")
     ys = []
     for m in ms:
         y = m.y.float()
@@ -1391,6 +1416,9 @@ def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str],
     if not ys:
         raise ValueError(f"--data: no {ADVISE_CROP}-pixel area of {data} is free of blank (NaN) pixels")
     corr = estimate_noise_correlation(ys, warn=False)
+    if not corr.sigma > 1e-7 * max(float(y.abs().max()) for y in ys):
+        raise ValueError(f"--data: {data} shows no noise (σ ≈ {corr.sigma:.3g}: constant or noise-free images?); "
+                         f"there is nothing to denoise")
     rho = corr.neighbours()
     around = f" (around blank pixels: {len(ys)} areas)" if len(ys) != len(ms) else ""
     text = (f"Measured on {len(ms)} measurement(s) of {data}{around}: noise {'white' if corr.white else 'CORRELATED'} "
@@ -1423,7 +1451,7 @@ def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str],
                                               what="these measurements")
         if offset_note is not None:
             text += offset_note[0].upper() + offset_note[1:] + ".\n"
-    return noise, text + "\n"
+    return noise, None, text + "\n"
 
 
 __all__ = ["Situation", "Advice", "Assessment", "advise", "advise_cmd", "parse_transforms", "GROUPS"]

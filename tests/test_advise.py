@@ -299,5 +299,7 @@ def test_advise_measures_the_noise_correlation_of_the_users_data(tmp_path, capsy
     assert re.search(r"\nsure +\| invalid", text) and re.search(r"\nunsure\[colored\] +\| valid", text)
     text = advise_cmd(data=str(tmp_path / "white.tif"))
     assert "noise white" in text and "spatially correlated" not in text
-    with pytest.raises(ValueError, match="image-domain"):
+    with pytest.raises(ValueError, match="physics mri trains on k-space.*holds images"):
         advise_cmd(data=str(tmp_path / "white.tif"), physics="mri")
+    with pytest.raises(ValueError, match="image-domain"):
+        advise_cmd(data=str(tmp_path / "white.tif"), physics="tomography")

@@ -239,7 +239,7 @@ def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
         keys = list(z.files)
         if key is None:
             if len(keys) != 1:
-                raise ValueError(f"{path} holds several arrays {keys}; choose one with key=...")
+                raise ValueError(f"{path} holds several arrays {keys}; choose one: {CHOOSE_KEY}")
             key = keys[0]
         if key not in keys:
             raise ValueError(f"{path} has no array '{key}'; available: {keys}")
@@ -286,7 +286,7 @@ def _read_hdf5(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
                 key = datasets[0]
             else:
                 raise ValueError(f"{path} has no 'kspace' dataset and several datasets {datasets}; "
-                                 "choose one with key=...")
+                                 f"choose one: {CHOOSE_KEY}")
         if key not in f or not isinstance(f[key], h5py.Dataset):
             raise ValueError(f"{path} has no dataset '{key}'; available: {datasets}")
         a = f[key][()]
@@ -406,6 +406,10 @@ def _dicom_pixels(ds, path: Path) -> np.ndarray:
         a = ds.pixel_array
     except Exception as e:  # compressed transfer syntaxes need extra handlers
         reason = str(e).splitlines()[0].rstrip(":")
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax is not None and not getattr(syntax, "is_compressed", True):  # a decoder would not help
+            raise ValueError(f"{path}: cannot read the DICOM pixel data, is the file truncated or damaged? "
+                             f"({reason})") from e
         raise ValueError(f"{path}: cannot decode DICOM pixel data ({reason}); compressed DICOM needs a "
                          "decoder: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or gdcm)") from e
     if _is_palette(ds):  # stored values index a colour table: the image is the table's RGB
@@ -549,6 +553,11 @@ def read_raw(path: str | Path, kind: str | None = None, key: str | None = None) 
                          f"({type(e).__name__}: {_first_line(e)})") from None
 
 
+#: how to name the array of a file holding several (NPZ, HDF5)
+CHOOSE_KEY = ("data.key in the config (--data.key NAME) for fit / validate / advise --config, --key NAME for "
+              "predict, key=NAME in Python")
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     return text[:160]
@@ -560,12 +569,24 @@ def list_folder(path: Path) -> list[tuple[Path, str]]:
     if not files:
         raise ValueError(f"folder {path} is empty; expected image or measurement files "
                          f"({' '.join(SUPPORTED_EXTENSIONS)})")
-    out = []
+    out, skipped = [], []
     for p in files:
         kind = _kind(p)
         if kind is None:
-            raise _unsupported(p)
-        out.append((p, kind))
+            skipped.append(p)
+        else:
+            out.append((p, kind))
+    if not out:
+        raise _unsupported(skipped[0])
+    folders = [p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if skipped or folders:
+        parts = []
+        if skipped:
+            names = ", ".join(p.name for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+            parts.append(f"{len(skipped)} file(s) that are not images or measurements ({names})")
+        if folders:
+            parts.append(f"{len(folders)} subfolder(s) (folders are not read recursively)")
+        warnings.warn(f"folder {path}: read {len(out)} file(s), skipped {' and '.join(parts)}", stacklevel=2)
     return out
 
 

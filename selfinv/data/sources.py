@@ -181,6 +181,29 @@ def read_source(path: str | Path, key: str | None = None) -> list[Measurement]:
     return out
 
 
+def check_kspace(measurements: list[Measurement], physics: str, where: str) -> None:
+    """Refuse MRI k-space (a fastMRI ``kspace`` dataset) given to another physics than ``mri``: read as an
+    image it would train a denoiser on k-space stripes.
+
+    Example::
+
+        >>> import torch
+        >>> m = Measurement(y=torch.zeros(2, 4, 4), name="slice0", source="scan.h5", kind="kspace")
+        >>> try:
+        ...     check_kspace([m], "denoising", "data.path")
+        ... except ValueError as e:
+        ...     print(str(e)[:48])
+        data.path: scan.h5 holds MRI k-space (its 'kspac
+        >>> check_kspace([m], "mri", "data.path")  # nothing to say
+    """
+    if physics == "mri":
+        return
+    for m in measurements:
+        if m.kind == "kspace":
+            raise ValueError(f"{where}: {m.source} holds MRI k-space (its 'kspace' dataset), not '{physics}' "
+                             f"measurements; train on it with physics: {{name: mri}} (the file's mask is used)")
+
+
 def blank_pixels_allowed(m: Measurement, image_domain: bool) -> bool:
     """Whether NaN in ``m`` marks blank pixels — no data, e.g. a FITS image's undefined values, a stitched
     mosaic's or a registered stack's edges in a float TIFF, NPY or MRC file: a real floating-point image under

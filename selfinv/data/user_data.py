@@ -38,6 +38,7 @@ Example::
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -200,6 +201,49 @@ def _evenly(items: list, k: int) -> list:
     return [items[i] for i in idx]
 
 
+#: the smallest training patch (``data.patch_size``)
+MIN_PATCH = 4
+
+
+def warn_mixed_units(ms: list[Measurement], norm: Normalization) -> list[str]:
+    """Warn when some measurements lie far from the about ``[0, 1]`` that ``norm`` (fitted on all of them) gives
+    the whole, e.g. 8-bit and 16-bit images in one folder: the network then trains on data in two units and
+    ``predict`` finds some of its own training files out of range. Returns the names warned about.
+
+    Example::
+
+        >>> import warnings, torch
+        >>> from selfinv.data.sources import Measurement
+        >>> ms = [Measurement(y=torch.rand(1, 8, 8) * s, source="f", name=n) for s, n in ((255, "a"), (65535, "b"))]
+        >>> with warnings.catch_warnings(record=True) as w:
+        ...     warnings.simplefilter("always")
+        ...     warn_mixed_units(ms, Normalization(0.0, 65535.0))
+        ['a']
+    """
+    if len(ms) < 2:
+        return []
+    odd = []
+    gen = torch.Generator().manual_seed(0)
+    for m in ms:
+        v = norm.apply(m.y.float()).reshape(-1)
+        v = v[torch.isfinite(v)]
+        if v.numel() > 100_000:
+            v = v[torch.randint(0, v.numel(), (100_000,), generator=gen)]
+        if v.numel() == 0:
+            continue
+        lo, hi = (float(q) for q in torch.quantile(v, torch.tensor([0.001, 0.999])))
+        if lo < -1.0 or hi > 3.0 or hi < 0.05:
+            odd.append((m.name, lo, hi))
+    if not odd or len(odd) == len(ms):
+        return []
+    names = ", ".join(f"{n} [{lo:.3g}, {hi:.3g}]" for n, lo, hi in odd[:3]) + (", ..." if len(odd) > 3 else "")
+    warnings.warn(f"data.path mixes measurements in different units: after the normalisation fitted on all of them "
+                  f"{len(odd)} of {len(ms)} span far from the others' about [0, 1] ({names}), e.g. 8-bit and 16-bit "
+                  f"images in one folder; train each kind on its own or convert them to the same units",
+                  UserWarning, stacklevel=3)
+    return [n for n, _, _ in odd]
+
+
 @dataclass
 class TrainingData:
     """The train / validation sets of a run in normalised units, and the normalisation itself."""
@@ -277,8 +321,18 @@ class TrainingData:
         small = [m for m in ms if min(m.y.shape[-2:]) < size]
         if small:
             m = small[0]
+            side = min(m.y.shape[-2:])
+            if side < MIN_PATCH:
+                raise ValueError(f"{m.name} ({m.source}) is {tuple(m.y.shape[-2:])} pixels: too small to train on "
+                                 f"(patches of at least {MIN_PATCH} pixels); remove it from data.path")
             raise ValueError(f"data.patch_size {size} is larger than {m.name} ({m.source}), of size "
-                             f"{tuple(m.y.shape[-2:])}; lower data.patch_size to at most {min(m.y.shape[-2:])}")
+                             f"{tuple(m.y.shape[-2:])}; lower data.patch_size to at most {side}")
+        if targets is not None:
+            for m, t in zip(ms, targets, strict=True):
+                if tuple(t.shape[-2:]) != tuple(m.y.shape[-2:]):
+                    raise ValueError(f"data.target: the target of {m.name} ({m.source}) has size "
+                                     f"{tuple(t.shape[-2:])} but the measurement {tuple(m.y.shape[-2:])}; a target "
+                                     f"is the clean image of its measurement, pixel for pixel, in the same order")
         xs = [(targets[i] if targets is not None else ms[i].x) for i in range(len(ms))]
         regions: dict[int, tuple[int, int]] = {}
         val_regions: dict[int, tuple[int, int]] = {}
@@ -299,6 +353,8 @@ class TrainingData:
                 val_regions[i] = (0, ms[i].y.shape[-2])
         norm = normalization or fit_normalization([ms[i].y[:, a:b] for i, (a, b) in regions.items()],
                                                   affine=affine, mode=normalize, seed=seed, offset=offset)
+        if normalization is None:
+            warn_mixed_units(ms, norm)
         images = {i: norm.apply(ms[i].y) for i in set(regions) | set(val_regions)}
         truths = {i: (norm.apply(xs[i]) if xs[i] is not None else None) for i in images}
         seconds = {i: (norm.apply(ms[i].y2) if ms[i].y2 is not None else None) for i in images}

@@ -18,6 +18,7 @@ import math
 import os
 import warnings
 from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
 import lightning.pytorch as pl
@@ -138,13 +139,14 @@ def map_intensity(x: Tensor, intensity_range: Sequence[float] | None) -> Tensor:
 
 
 def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingData:
-    from selfinv.data.sources import check_channels, read_source
+    from selfinv.data.sources import check_channels, check_kspace, read_source
     from selfinv.physics.support import check_measurement
 
     d = cfg.data
     op = build_operator(cfg)
     noise_cls = registry.resolve("noise", cfg.physics.noise.name, "physics.noise")
     measurements = read_source(d.path, d.key)
+    check_kspace(measurements, cfg.physics.name, "data.path")
     channels = check_channels(measurements, _named_channels(cfg), "data.path", "model.backbone.args.in_channels is {n}",
                               "leave in_channels and out_channels out of model.backbone.args to train on the "
                               "data's channels")
@@ -187,6 +189,10 @@ def _with_pairs(measurements: list[Measurement], seconds: list[Measurement]) -> 
         if m.y.is_floating_point() and not torch.equal(torch.isnan(m.y), torch.isnan(s.y.float())):
             raise ValueError(f"data.pairs: {s.name} ({s.source}) has blank (NaN) pixels where {m.name} has none, or "
                              f"the reverse; the two measurements of a pair must be blank at the same pixels")
+        if torch.equal(m.y, s.y.to(m.y.dtype)):
+            raise ValueError(f"data.pairs: {s.name} ({s.source}) is identical to {m.name} ({m.source}); a pair is two "
+                             f"independent noisy measurements of the same image (Noise2Noise on identical copies "
+                             f"learns the identity)")
         out.append(replace(m, y2=s.y.to(m.y.dtype)))
     return out
 
@@ -380,6 +386,17 @@ def resolve_noise_level(cfg: RunConfig, data: TrainingData) -> tuple[RunConfig, 
     return cfg, record
 
 
+def _check_output_dir(path: str) -> None:
+    """``trainer.output_dir`` is a folder that exists or can be made (a clear error instead of an OSError later)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"trainer.output_dir: {p} is a file; give a folder for the run (checkpoints, logs, figures)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"trainer.output_dir: cannot create the folder {p} ({e.strerror or e})") from None
+
+
 def fit(cfg: RunConfig, resume: str | None = None, extra_callbacks: Sequence[pl.Callback] = (),
         resume_weights_only: bool = False) -> tuple[pl.Trainer, SelfSupervisedModule]:
     """Train the run described by ``cfg``; returns the trainer and the module (best checkpoint path in
@@ -389,6 +406,7 @@ def fit(cfg: RunConfig, resume: str | None = None, extra_callbacks: Sequence[pl.
     (``selfinv.training.resume``) unless ``resume_weights_only``, which starts a new run from its
     network weights.
     """
+    _check_output_dir(cfg.trainer.output_dir)
     ckpt_dir = os.path.join(cfg.trainer.output_dir, "checkpoints")
     ckpt_path = resolve_resume(resume, cfg.trainer.output_dir)
     stored = read_checkpoint(ckpt_path) if ckpt_path is not None else None
