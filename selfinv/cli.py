@@ -19,8 +19,8 @@ Run options (fit, validate, simulate, identifiability) come from the typed
 ``selfinv.config.RunConfig``; the other commands' options from the typed
 signatures of their functions (``selfinv.options``). Configs are validated before
 anything runs; every failure is one message (exit 2 for bad input or config, 3 for
-a diverged training, 1 otherwise; ``--debug`` shows the traceback).
-Help of one command: ``selfinv COMMAND --help``.
+a diverged training, 1 otherwise; ``--debug`` shows the traceback), every warning one
+``selfinv COMMAND: warning: ...`` line. Help of one command: ``selfinv COMMAND --help``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ from selfinv import options
 from selfinv.config import ConfigError, RunConfig, parse_run_config
 from selfinv.options import parse_function_args
 
+#: how each command chooses the array of a file holding several (NPZ, HDF5)
+SEVERAL_ARRAYS = {
+    **dict.fromkeys(("fit", "validate", "simulate", "identifiability"), "choose one with --data.key NAME"),
+    "predict": "choose one with --key NAME",
+    "advise": "choose one with data.key in a run config (--config)",
+    "finetune": "finetune reads a file of one array: save the measurement to fine-tune on alone",
+}
 COMMANDS = ("fit", "validate", "predict", "simulate", "identifiability", "advise", "demo", "finetune", "reproduce")
 
 
@@ -238,8 +245,16 @@ def _main(argv: Sequence[str] | None) -> int:
     if "-h" in rest or "--help" in rest:
         print(_command_help(command))
         return 0
+    previous = None
     try:
-        _run(command, rest)
+        if command != "advise":  # Lightning installs its own formatwarning when imported: import it before ours
+            import lightning.fabric.utilities.warnings  # noqa: F401
+        previous = warnings.formatwarning
+        warnings.formatwarning = _warning_line(command)
+        from selfinv.data.readers import several_arrays_hint
+
+        with several_arrays_hint(SEVERAL_ARRAYS.get(command, "choose one with key=NAME")):
+            _run(command, rest)
     except BrokenPipeError:
         raise
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every failure becomes one clear message
@@ -247,8 +262,23 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         return _report(command, e)
     finally:
+        if previous is not None:
+            warnings.formatwarning = previous
         close_process_group()
     return 0
+
+
+def _warning_line(command: str):
+    """A ``warnings.formatwarning`` for the command: ``selfinv COMMAND: warning: MESSAGE`` on one line, without the
+    file, line number and source line of Python's default; a category other than ``UserWarning`` is named
+    (``CorrelatedNoiseWarning: ...``). Installed by ``main`` only: selfinv used as a library warns as Python does."""
+
+    def formatwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+        kind = "" if category is UserWarning else f"{category.__name__}: "
+        return f"selfinv {command}: warning: {kind}{' '.join(str(message).split())}\n"
+
+    return formatwarning
 
 
 def close_process_group() -> None:

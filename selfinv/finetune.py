@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -105,6 +106,20 @@ def _measurement(path: str | os.PathLike, index: int):
     return m.y, dict(m.params), m.x, m
 
 
+def _sure_tau_auto(specs: list[dict], losses: str | Sequence[Mapping] | None) -> None:
+    """``tau: auto`` (σ/20 of the estimated σ) for the SURE losses of ``specs`` whose noise level is estimated:
+    their step (default 0.01, or the pretrained run's) was not chosen for that σ. A tau the user gave in
+    ``losses`` (a list of ``{name, args}``) is kept, as is SURE without Gaussian noise or ``divergence: mc`` (no
+    ``tau: auto`` there)."""
+    given = [] if losses is None or isinstance(losses, str) else [dict(d.get("args") or {}) for d in losses]
+    for i, spec in enumerate(specs):
+        args = spec["args"]
+        if spec["name"] != "sure" or (i < len(given) and "tau" in given[i]):
+            continue
+        if args.get("noise", "gaussian") == "gaussian" and args.get("divergence", "mc") == "mc":
+            args["tau"] = "auto"
+
+
 def _loss_specs(losses: str | Sequence[Mapping] | None, pretrained: Sequence[Any]) -> list[dict]:
     """Loss specs ``[{name, args, weight}]`` from ``'sure'`` / ``'mc+ei'`` (args reused from the pretrained
     config's loss of the same name, else defaults) or from a list of mappings."""
@@ -154,6 +169,7 @@ def finetune_config(pretrained: dict, y: Tensor, losses: str | Sequence[Mapping]
     d["select_by"] = "val/loss"
     auto_noise = any(isinstance(v, str) and v.lower() == "auto" for v in d["physics"]["noise"]["args"].values())
     if auto_noise:  # estimated from y below; validate with a placeholder, data.path is not used
+        _sure_tau_auto(d["losses"], losses)
         from selfinv.training.auto_noise import resolve_auto_noise
 
         probe = from_dict({**d, "physics": {**d["physics"], "noise": {**d["physics"]["noise"], "args": {
@@ -183,19 +199,15 @@ def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tens
             (``{'name': 'gaussian', 'args': {'sigma': 0.15}}``; ``{'args': {'sigma': 'auto'}}`` = estimated
             from ``y``).
         seed: seed of the crops and of the loss draws.
-        output_dir: run folder (logs, fine-tuned checkpoint); default a temporary folder.
+        output_dir: run folder (logs, fine-tuned checkpoint); default a temporary folder, removed at the end
+            (also on error; the result then has no ``checkpoint``).
         blank_pixels: NaN values of ``y`` are blank pixels (no data: a FITS image's undefined values, a
             mosaic's edges) of an image-domain measurement: the crops avoid them (``patch_size`` default: the
             largest of 64, 48, 32, 16 that a blank-free crop has), the network sees them filled with the median
             and the reconstructions keep them NaN. Otherwise a NaN is an error.
     """
-    import lightning.pytorch as pl
-
-    from selfinv.data.measurements import collate_measurements
-    from selfinv.data.user_data import FixedItems, RandomPatches, blank_free_areas
+    from selfinv.data.user_data import blank_free_areas
     from selfinv.physics.support import check_measurement
-    from selfinv.training.datamodule import MeasurementDataModule
-    from selfinv.training.engine import build_module, build_physics, build_trainer
     from selfinv.training.loading import load_trained
 
     if steps < 1:
@@ -222,6 +234,29 @@ def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tens
     if areas == []:
         raise ValueError(f"no {patch_size}-pixel crop of the measurement is free of blank (NaN) pixels; lower "
                          f"--patch_size")
+    temporary = None if output_dir else tempfile.mkdtemp(prefix="selfinv_finetune_")
+    try:
+        return _finetune(run, y, blank, filled, areas, params, losses, steps, lr, batch_size, patch_size,
+                         physics_args, noise, seed, output_dir or temporary, temporary is not None)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _finetune(run, y: Tensor, blank: Tensor | None, filled: Tensor, areas: list | None,
+              params: Mapping[str, Tensor] | None, losses: str | Sequence[Mapping] | None, steps: int, lr: float,
+              batch_size: int, patch_size: int | None, physics_args: Mapping[str, Any] | None,
+              noise: Mapping[str, Any] | None, seed: int, output_dir: str, temporary: bool) -> FinetuneResult:
+    """``finetune`` from the loaded run and the normalised measurement ``y`` on: configure, train, reconstruct.
+    ``temporary``: ``output_dir`` is removed afterwards (no checkpoint in the result)."""
+    import lightning.pytorch as pl
+
+    from selfinv.data.measurements import collate_measurements
+    from selfinv.data.user_data import FixedItems, RandomPatches
+    from selfinv.training.datamodule import MeasurementDataModule
+    from selfinv.training.engine import build_module, build_physics, build_trainer
+
+    norm = run.normalization
     cfg, record = finetune_config(run.checkpoint["hyper_parameters"]["config"], y, losses, steps, lr, batch_size,
                                   patch_size, physics_args, noise, seed, output_dir, norm.scale, areas)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -267,7 +302,7 @@ def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tens
     x_after = reconstruct()
     last = os.path.join(cfg.trainer.output_dir, "checkpoints", "last.ckpt")
     return FinetuneResult(x_before, x_after, seconds, int(trainer.global_step), cfg, module,
-                          last if os.path.exists(last) else None, record)
+                          last if os.path.exists(last) and not temporary else None, record)
 
 
 def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[str] = None, steps: int = 200,
@@ -291,21 +326,30 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
         physics_args: operator overrides as YAML, e.g. ``{acceleration: 8}``.
         index: which item of a multi-image file.
         seed: seed of the crops and loss draws.
-        run_dir: run folder for logs and the fine-tuned checkpoint (default: a temporary folder).
+        run_dir: run folder for logs and the fine-tuned checkpoint (default: a temporary folder, removed at the
+            end).
     """
     from selfinv import registry, safe_yaml
     from selfinv.data.normalization import cast_to
     from selfinv.data.readers import FITS_EXTENSIONS
     from selfinv.data.sources import blank_pixels_allowed
-    from selfinv.data.writers import pixel_size_for, write_stack
+    from selfinv.data.writers import pixel_size_for, png_unfit, write_stack
+    from selfinv.predict import check_physics_fits
 
+    _check_output_extension(output)
     spec: Any = loss
     if isinstance(loss, str) and loss.lstrip().startswith("["):
         spec = safe_yaml.load_text(loss, "--loss")
     y, params, _, m = _measurement(measurement, index)
-    to_dicom = Path(output).suffix.lower() in (".dcm", ".dicom")
+    pretrained = load_checkpoint_config(checkpoint)
+    physics_name = pretrained["physics"]["name"]
+    physics_cls = registry.resolve("physics", physics_name, "physics")
+    check_physics_fits([m], physics_cls, physics_name)
+    image_domain = physics_cls.image_domain  # else the measurement is a sinogram or k-space
+    to_dicom = Path(output).suffix.lower() in DICOM_EXTENSIONS
     if to_dicom:
         _check_dicom_template(output, m)
+    _check_output_holds(output, m)
     noise_over = dict(noise) if noise else None
     if sigma is not None:
         try:
@@ -314,7 +358,7 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
             raise ValueError(f"--sigma must be a number (in the measurement's units) or 'auto', got {sigma!r}") \
                 from None
         if noise_over is None:
-            noise_over = copy.deepcopy(load_checkpoint_config(checkpoint)["physics"]["noise"])
+            noise_over = copy.deepcopy(pretrained["physics"]["noise"])
             if noise_over.get("name") in ("unknown", "none"):  # a noise level given: Gaussian noise of that level
                 noise_over = {"name": "gaussian", "args": {}}
         noise_over.setdefault("args", {})
@@ -323,8 +367,6 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
             raise ValueError(f"--sigma: the noise model '{name}' has no level σ; give its parameters with "
                              f"--noise '{{name: {name}, args: {{...}}}}' (or another model there)")
         noise_over["args"]["sigma"] = value
-    image_domain = registry.resolve("physics", load_checkpoint_config(checkpoint)["physics"]["name"],
-                                    "physics").image_domain  # else the measurement is a sinogram or k-space
     r = finetune(checkpoint, y, params, spec, steps, lr, batch_size, patch_size, physics_args, noise_over, seed,
                  run_dir, blank_pixels_allowed(m, image_domain))
     out_dtype = m.dtype if m.kind == "image" and r.x_after.shape[1:] == m.y.shape else "float32"
@@ -334,12 +376,46 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
         path = _write_dicom(output, r.x_after, m, pixel if r.x_after.shape[-2:] != m.y.shape[-2:] else None)
     else:  # a FITS output of a single-image FITS measurement keeps its header (WCS, units)
         fits_in = Path(m.source).suffix.lower() in FITS_EXTENSIONS and m.count == 1 and image_domain
-        path = write_stack(output, cast_to(r.x_after, out_dtype), pixel, m.source if fits_in else None,
+        x = cast_to(r.x_after, out_dtype)
+        why = png_unfit(x.dtype, x.shape) if Path(output).suffix.lower() == ".png" else None
+        if why is not None:  # a reconstruction of another size than the measurement's: float32
+            output = str(Path(output).with_suffix(".tif"))
+            print(f"note: PNG cannot hold {why}: wrote TIFF instead")
+        path = write_stack(output, x, pixel, m.source if fits_in else None,
                            f"selfinv finetune of {Path(m.source).name}")
     est = f", estimated noise {r.noise_estimate['estimated']}" if r.noise_estimate else ""
-    print(f"fine-tuned {r.steps} steps in {r.seconds:.1f} s{est}; wrote {path}"
-          + (f"; fine-tuned checkpoint {r.checkpoint}" if r.checkpoint else ""))
+    kept = f"; fine-tuned checkpoint {r.checkpoint}" if r.checkpoint else " (--run_dir DIR keeps the fine-tuned run)"
+    print(f"fine-tuned {r.steps} steps in {r.seconds:.1f} s{est}; wrote {path}{kept}")
     return str(path)
+
+
+#: the output extensions ``finetune_cmd`` writes besides ``writers.STACK_EXTENSIONS`` (DICOM measurements only)
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+
+
+def _check_output_extension(output: str) -> None:
+    """Refuse, before any training, an ``--output`` whose extension is no format finetune writes."""
+    from selfinv.data.writers import STACK_EXTENSIONS
+
+    ext = Path(output).suffix.lower()
+    if ext not in STACK_EXTENSIONS + DICOM_EXTENSIONS:
+        raise ValueError(f"--output {output}: '{ext or '(no extension)'}' is none of the formats finetune writes: "
+                         f"{' '.join(STACK_EXTENSIONS)}, or {' '.join(DICOM_EXTENSIONS)} for a DICOM measurement")
+
+
+def _check_output_holds(output: str, m) -> None:
+    """Refuse, before any training, a ``.png`` output of a measurement whose reconstruction PNG cannot hold (not an
+    8/16-bit image: float data, k-space, a sinogram) and an MRC output of several channels (RGB, complex MRI)."""
+    from selfinv.data.writers import FORMAT_EXTENSIONS, png_unfit
+
+    ext, name = Path(output).suffix.lower(), Path(m.source).name
+    why = png_unfit(m.dtype if m.kind == "image" else "float32", (1, *m.y.shape)) if ext == ".png" else None
+    if why is not None:
+        raise ValueError(f"--output {output}: PNG cannot hold the reconstruction of {name}, {why}; give a .tif "
+                         f"output")
+    if ext in FORMAT_EXTENSIONS["mrc"] and m.y.shape[0] != 1:
+        raise ValueError(f"--output {output}: MRC holds single-channel images, and {name} has {m.y.shape[0]} "
+                         f"channels; give a .tif output")
 
 
 def _check_dicom_template(output: str, m) -> None:

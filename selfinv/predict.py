@@ -100,6 +100,7 @@ def predict(checkpoint: str, input: str, output: str,
     run = load_trained(checkpoint)
     physics = _physics(run, physics_args)
     measurements = read_source(input, key)
+    check_physics_fits(measurements, type(run.module.physics), run.config.physics.name)
     channels = int(run.config.model.backbone.args.get("in_channels", 1))
     check_channels(measurements, channels, "--input", "the checkpoint's network takes {n}-channel images",
                    "give it images like those it was trained on, or train a network on these")
@@ -145,13 +146,32 @@ def predict(checkpoint: str, input: str, output: str,
         else:  # a FITS input's header (WCS, units) goes to a FITS output of an image over its field of view
             fits_header = suffix in FITS_EXTENSIONS and (image_domain or not _resized(ms, slices))
             written.extend(_write(out_dir, stem, fmt, slices, suffix, pixel, source if fits_header else None,
-                                  f"selfinv predict ({losses}) of {Path(source).name}"))
+                                  f"selfinv predict ({losses}) of {Path(source).name}", Path(source).name))
     bar.close()
     print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}")
     if few_levels >= 0:
         print(f"note: the reconstructions were rounded to the input's integer type and span {few_levels} levels: "
               f"rounding adds an error of 0.29 (rms) to each value; --dtype float32 writes them unrounded")
     return written
+
+
+def check_physics_fits(measurements: list, physics: type, name: str) -> None:
+    """Refuse measurements a checkpoint trained with the physics class ``physics`` (registered as ``name``) cannot
+    take: MRI k-space (a fastMRI file) under a physics without complex images, or operator parameters the physics
+    does not have (a ``selfinv simulate`` file of another physics), naming what each needs."""
+    from selfinv import registry
+
+    for m in measurements:
+        source = Path(m.source).name
+        if m.kind == "kspace" and not physics.complex_image:
+            mri = [n for n in registry.names("physics") if registry.resolve("physics", n).complex_image]
+            raise ValueError(f"this checkpoint was trained for {name}; {source} holds MRI k-space (needs a "
+                             f"checkpoint trained with physics {' or '.join(mri)}: 2 channels, real and imaginary)")
+        extra = sorted(set(m.params) - set(physics.param_names))
+        if extra:
+            raise ValueError(f"this checkpoint was trained for {name}, whose operator takes "
+                             f"{list(physics.param_names) or 'no parameters'}; {source} comes with {extra} (a "
+                             f"measurement of another physics; use a checkpoint trained for it)")
 
 
 def _physics(run, physics_args: dict | None):
@@ -259,16 +279,20 @@ def _stem(source: str, m, names: set[str]) -> str:
 
 
 def _write(out_dir: Path, stem: str, fmt: str, slices: list[np.ndarray], input_suffix: str = "",
-           pixel_size: dict | None = None, header_from: str | None = None, history: str = "selfinv") -> list[str]:
-    """Write the reconstructions of one input file as ``fmt``, with the input's own extension when it is one of
-    that format's (``.mrcs`` stays ``.mrcs``), its pixel size, and for FITS the header of ``header_from``."""
-    from selfinv.data.writers import FORMAT_EXTENSIONS, STACK_FORMATS, write_stack
+           pixel_size: dict | None = None, header_from: str | None = None, history: str = "selfinv",
+           name: str = "") -> list[str]:
+    """Write the reconstructions of one input file (``name``) as ``fmt``, with the input's own extension when it is
+    one of that format's (``.mrcs`` stays ``.mrcs``), its pixel size, and for FITS the header of ``header_from``.
+    What PNG cannot hold (a stack, float data) is written as TIFF, with a note saying why."""
+    from selfinv.data.writers import FORMAT_EXTENSIONS, STACK_FORMATS, png_unfit, write_stack
 
     if fmt not in STACK_FORMATS:
         raise ValueError(f"--format must be one of {sorted(STACK_FORMATS)}, got {fmt!r}")
     ext = input_suffix if input_suffix in FORMAT_EXTENSIONS[fmt] else STACK_FORMATS[fmt]
-    if fmt == "png" and (len(slices) > 1 or slices[0].dtype not in (np.uint8, np.uint16)):
-        fmt, ext = "tiff", ".tif"  # PNG holds one 8/16-bit image; stacks and float data go to TIFF
+    why = png_unfit(slices[0].dtype, (len(slices), *slices[0].shape)) if fmt == "png" else None
+    if why is not None:
+        fmt, ext = "tiff", ".tif"
+        print(f"note: {name or stem}: PNG cannot hold {why}: wrote TIFF instead")
     shapes = {s.shape for s in slices}
     if len(shapes) == 1:
         return [str(write_stack(out_dir / f"{stem}{ext}", np.stack(slices), pixel_size, header_from, history))]

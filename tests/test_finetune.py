@@ -197,3 +197,76 @@ def test_cli_finetune_sigma_on_a_checkpoint_without_a_noise_level(noise, ok, noi
         assert code == 2
         assert "--sigma: the noise model 'poisson' has no level σ; give its parameters with --noise" in \
             capsys.readouterr().err
+
+
+def test_finetune_sure_with_sigma_auto_uses_tau_auto(pretrained, noisy, tmp_path):
+    """σ estimated (``sigma: auto``): SURE's step is ``tau: auto`` (σ/20 of the estimate), not the default 0.01
+    chosen for no particular σ; a tau the user gave is kept, as is the default for a given σ."""
+    from selfinv.finetune import finetune_config
+    from selfinv.training.checkpoint import load_checkpoint
+
+    pre = load_checkpoint(pretrained)["hyper_parameters"]["config"]
+    y = noisy[1]
+    auto = {"args": {"sigma": "auto"}}
+    cfg, _ = finetune_config(pre, y, "sure", steps=1, noise=auto, output_dir=str(tmp_path / "a"))
+    assert cfg.losses[0].args["tau"] == "auto"
+    cfg, _ = finetune_config(pre, y, [{"name": "sure", "args": {"tau": 0.004}}], steps=1, noise=auto,
+                             output_dir=str(tmp_path / "b"))
+    assert cfg.losses[0].args["tau"] == 0.004
+    cfg, _ = finetune_config(pre, y, "sure", steps=1, noise={"args": {"sigma": 0.15}}, output_dir=str(tmp_path / "c"))
+    assert "tau" not in cfg.losses[0].args
+
+
+def test_cli_finetune_sigma_auto_leaves_no_temporary_folder(pretrained, noisy, tmp_path, capsys, monkeypatch):
+    """Without --run_dir the run folder is temporary: removed at the end, also when the fine-tuning fails; and
+    ``--loss sure --sigma auto`` fine-tunes without SURE's warning about a step too large for the estimated σ."""
+    import tempfile
+    import warnings
+
+    from selfinv.cli import main
+    from selfinv.data.writers import write_image
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    meas = write_image(tmp_path / "y.tif", noisy[1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["finetune", "--checkpoint", pretrained, "--measurement", str(meas), "--loss", "sure", "--sigma",
+                     "auto", "--steps", "1", "--batch_size", "2", "--patch_size", "16", "--output",
+                     str(tmp_path / "x.tif")]) == 0
+    assert not [w for w in caught if "SURE: tau" in str(w.message)]
+    out = capsys.readouterr().out
+    assert "wrote" in out and "--run_dir DIR keeps the fine-tuned run" in out and "last.ckpt" not in out
+    assert list((tmp_path / "tmp").iterdir()) == []
+    with pytest.raises(ValueError):  # an error once the temporary folder exists: removed all the same
+        finetune(pretrained, noisy[1], losses="no_such_loss", steps=1, patch_size=16)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_cli_finetune_refuses_before_training(pretrained, noisy, tmp_path, capsys):
+    """What finetune cannot write or cannot fine-tune on is refused before any training: an unknown output
+    extension (naming every format written, DICOM included), a float image to PNG, colour to MRC, a k-space file
+    for a denoising network."""
+    import h5py
+
+    from selfinv.cli import main
+    from selfinv.data.writers import write_image
+
+    meas = str(write_image(tmp_path / "y.tif", noisy[1]))  # float32
+    rgb = str(write_image(tmp_path / "rgb.png", noisy[1].clamp(0, 1).expand(3, -1, -1)))
+    with h5py.File(tmp_path / "knee.h5", "w") as f:
+        f["kspace"] = (np.random.default_rng(0).normal(size=(1, 16, 16)) * (1 + 1j)).astype(np.complex64)
+    cases = [(meas, "ft.xyz", "--output {out}: '.xyz' is none of the formats finetune writes: .tif .tiff .png .npy "
+                               ".mrc .mrcs .map .fits .fit .fts, or .dcm .dicom for a DICOM measurement"),
+             (meas, "ft.png", "--output {out}: PNG cannot hold the reconstruction of y.tif, float32 data"),
+             (rgb, "ft.mrc", "--output {out}: MRC holds single-channel images, and rgb.png has 3 channels"),
+             (str(tmp_path / "knee.h5"), "ft.tif", "this checkpoint was trained for denoising; knee.h5 holds MRI "
+                                                   "k-space (needs a checkpoint trained with physics mri")]
+    for i, (source, name, expected) in enumerate(cases):
+        out = tmp_path / name
+        capsys.readouterr()
+        assert main(["finetune", "--checkpoint", pretrained, "--measurement", source, "--steps", "1",
+                     "--output", str(out), "--run_dir", str(tmp_path / f"run{i}")]) == 2
+        err = capsys.readouterr().err
+        assert expected.format(out=out) in err, err
+        assert not (tmp_path / f"run{i}").exists() and not out.exists()

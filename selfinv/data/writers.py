@@ -40,6 +40,23 @@ STACK_FORMATS = {"tiff": ".tif", "png": ".png", "npy": ".npy", "mrc": ".mrc", "f
 #: the file extensions of each format (``write_stack`` accepts all of them; an input's own is kept)
 FORMAT_EXTENSIONS = {"tiff": (".tif", ".tiff"), "png": (".png",), "npy": (".npy",), "mrc": (".mrc", ".mrcs", ".map"),
                      "fits": (".fits", ".fit", ".fts")}
+#: every extension ``write_stack`` writes
+STACK_EXTENSIONS = tuple(ext for exts in FORMAT_EXTENSIONS.values() for ext in exts)
+
+
+def png_unfit(dtype: np.dtype | str, shape: tuple[int, ...]) -> str | None:
+    """Why PNG cannot hold an ``(N, C, H, W)`` array of ``dtype`` (``"a stack of 3 images"``, ``"float32 data"``),
+    or None when it can: one 8- or 16-bit grayscale image, or one 8-bit RGB image."""
+    dt, (n, c) = np.dtype(dtype), shape[:2]
+    if n > 1:
+        return f"a stack of {n} images"
+    if dt not in (np.uint8, np.uint16):
+        return f"{dt} data (it holds 8- and 16-bit unsigned integers)"
+    if c not in (1, 3):
+        return f"{c}-channel images (it holds grayscale or RGB)"
+    if c == 3 and dt == np.uint16:
+        return "16-bit RGB (selfinv writes 8-bit RGB PNG)"
+    return None
 
 
 def _to_numpy(array: Tensor | np.ndarray) -> np.ndarray:
@@ -123,9 +140,12 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
                 header_from: str | Path | None = None, history: str = "selfinv") -> Path:
     """Write ``array`` ``(N, C, H, W)`` of any real dtype, values unchanged, to ``path`` (``.tif``, ``.npy``,
     ``.mrc`` / ``.mrcs`` / ``.map``, ``.png``, ``.fits``). Single images drop the leading axes (``(H, W)`` when
-    ``N = C = 1``); stacks keep them. PNG holds one 8-bit or 16-bit image: other dtypes or stacks are refused
-    (use ``.tif``). ``pixel_size`` (``{"x", "y", "z", "unit", "imagej"}``, as the readers give it): written
-    to an MRC header (in ångström) or as a TIFF's resolution (an ImageJ calibration for ImageJ inputs).
+    ``N = C = 1``); stacks keep them. TIFF stores floating-point values as float32 (ImageJ and most viewers read
+    no 64- or 16-bit floats). PNG holds one 8/16-bit grayscale or 8-bit RGB image: other dtypes or stacks are
+    refused (``png_unfit``; use ``.tif``). ``pixel_size`` (``{"x", "y", "z", "unit", "imagej"}``, as the
+    readers give it): written to an MRC header (in ångström; an unknown or zero Z spacing is the X one: the
+    voxel size viewers expect rather than 0) or as a TIFF's resolution (an ImageJ calibration for ImageJ
+    inputs).
     FITS: with ``header_from`` (the FITS file it reconstructs) the output keeps that file's structure — the
     image HDU selfinv reads holds the output under its header (WCS, units, observation keywords) rescaled to
     the output's size (``CRPIX``, ``CDELT``, ``CD``: the same sky, smaller pixels for super-resolution), the
@@ -142,6 +162,8 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
     if ext in (".tif", ".tiff"):
         import tifffile
 
+        if np.issubdtype(squeezed.dtype, np.floating) and squeezed.dtype != np.float32:
+            squeezed = squeezed.astype(np.float32)
         axes = {2: "YX", 3: "QYX" if C == 1 else "CYX", 4: "QCYX"}[squeezed.ndim]
         px = pixel_size or {}
         resolution = (1 / px["x"], 1 / px["y"]) if px.get("x") and px.get("y") else None
@@ -180,18 +202,22 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
             px = pixel_size or {}
             to_angstrom = _ANGSTROM.get(str(px.get("unit")), None)
             if px.get("x") and px.get("y") and to_angstrom is not None:
-                m.voxel_size = (px["x"] * to_angstrom, px["y"] * to_angstrom, (px.get("z") or 0.0) * to_angstrom)
+                z = px.get("z") or px["x"]  # no Z spacing known (a 2-D image, a TIFF stack): isotropic voxels
+                m.voxel_size = (px["x"] * to_angstrom, px["y"] * to_angstrom, z * to_angstrom)
     elif ext in FORMAT_EXTENSIONS["fits"]:
         _write_fits(path, squeezed, header_from, history)
     elif ext == ".png":
         from PIL import Image
 
-        if squeezed.ndim != 2 or a.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"PNG output holds one 8- or 16-bit grayscale image; this reconstruction is "
-                             f"{a.dtype} of shape {a.shape}: use --format tiff")
-        Image.fromarray(squeezed).save(path)
+        why = png_unfit(a.dtype, a.shape)
+        if why is not None:
+            raise ValueError(f"{path.name}: PNG cannot hold {why}; this reconstruction is {a.dtype} of shape "
+                             f"{a.shape}: use --format tiff")
+        rgb = squeezed.ndim == 3  # (3, H, W) -> (H, W, 3)
+        Image.fromarray(np.ascontiguousarray(squeezed.transpose(1, 2, 0)) if rgb else squeezed).save(path)
     else:
-        raise ValueError(f"cannot write '{path.name}': supported formats are {sorted(STACK_FORMATS)}")
+        raise ValueError(f"cannot write '{path.name}': the extension '{ext or '(none)'}' is none of selfinv's "
+                         f"output formats ({' '.join(STACK_EXTENSIONS)})")
     return path
 
 

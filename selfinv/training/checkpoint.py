@@ -91,6 +91,45 @@ class CheckpointError(ValueError):
     """A file is not a readable selfinv checkpoint."""
 
 
+#: the first bytes of files a user may pass as a checkpoint by mistake, and what they are
+_NOT_CHECKPOINTS = ((b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"\x89PNG", "a PNG image"),
+                    (b"\x89HDF", "an HDF5 file"), (b"\x93NUMPY", "a NumPy array (.npy)"),
+                    (b"SIMPLE  =", "a FITS file"), (b"\xff\xd8\xff", "a JPEG image"))
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> None:
+    """Refuse, with a one-line ``CheckpointError``, a file that is no PyTorch checkpoint at all (a text file, an
+    image, a zip archive without a pickle): ``torch.load`` would report it as a damaged file or as forbidden
+    Python objects. A PyTorch file (a zip archive holding ``data.pkl``, or a legacy pickle) passes: what it holds
+    is ``read_checkpoint``'s to check. A missing, empty or folder path is left to ``read_checkpoint``."""
+    import zipfile
+
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        return
+    with open(p, "rb") as f:
+        head = f.read(132)
+    expected = "expected a .ckpt written by 'selfinv fit'"
+    if head.startswith(b"PK\x03\x04"):  # a zip archive: torch.save's format, or another archive (.npz, .docx)
+        try:
+            with zipfile.ZipFile(p) as z:
+                if any(n.endswith("data.pkl") for n in z.namelist()):
+                    return
+        except zipfile.BadZipFile:
+            return  # a truncated or damaged archive: read_checkpoint says so
+        what = "a NumPy .npz archive" if p.suffix.lower() == ".npz" else "a zip archive without torch.save's data.pkl"
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint ({what}); {expected}")
+    if head[:1] == b"\x80":  # a pickle (protocol 2+): torch.save's legacy format
+        return
+    what = next((name for magic, name in _NOT_CHECKPOINTS if head.startswith(magic)), None)
+    if what is None and head[128:132] == b"DICM":
+        what = "a DICOM file"
+    if what is None:
+        text = all(b >= 32 or b in b"\t\n\r" for b in head)  # no NUL or other control bytes
+        what = "a text file" if text else "neither a zip archive nor a pickle"
+    raise CheckpointError(f"{p} is not a PyTorch checkpoint ({what}); {expected}")
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """``load_checkpoint`` with one-line errors for the files a user may point at by mistake
     (missing, empty, truncated, not a checkpoint, not written by selfinv)."""
@@ -102,6 +141,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
                               f"(e.g. {p / 'checkpoints' / 'last.ckpt'})")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p} is empty (0 bytes): not a checkpoint")
+    check_checkpoint_file(p)
     try:
         ckpt = load_checkpoint(p, map_location=map_location)
     except Exception as e:  # noqa: BLE001 - torch raises several types for damaged files

@@ -1,0 +1,129 @@
+"""``selfinv predict``: what it writes when the asked format cannot hold the data, the output's metadata, and the
+files it refuses (a k-space file for an image checkpoint, a file that is no checkpoint)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from selfinv.cli import main
+from selfinv.config import from_dict
+from selfinv.training.engine import fit
+
+PRETRAIN = {
+    "data": {"dataset": "natural-gray", "patch_size": 16, "num_patches": 16, "batch_size": 4, "seed": 0},
+    "physics": {"name": "denoising", "noise": {"name": "gaussian", "args": {"sigma": 0.1}}},
+    "model": {"backbone": {"name": "unet", "args": {"scales": 2, "base_channels": 4, "batch_norm": False}}},
+    "losses": [{"name": "splitting"}],
+    "trainer": {"max_steps": 2, "accelerator": "cpu", "progress_bar": False, "figures": False,
+                "val_every": 1000, "checkpoint_every": 1000},
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre")
+    fit(from_dict({**PRETRAIN, "trainer": {**PRETRAIN["trainer"], "output_dir": str(out)}}))
+    return str(out / "checkpoints" / "last.ckpt")
+
+
+def _predict(checkpoint, source, out, *extra) -> int:
+    return main(["predict", "--checkpoint", checkpoint, "--input", str(source), "--output", str(out),
+                 "--progress", "false", *extra])
+
+
+def test_png_that_cannot_hold_the_data_is_tiff_with_a_note(checkpoint, tmp_path, capsys, one_thread):
+    """``--format png`` of a uint16 stack or a float32 image: a TIFF, and one line says why; a single uint16 image
+    is a PNG, without a note."""
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "stack.tif", rng.integers(100, 200, (3, 24, 24), dtype=np.uint16),
+                     photometric="minisblack")
+    tifffile.imwrite(tmp_path / "f32.tif", rng.random((24, 24), dtype=np.float32))
+    tifffile.imwrite(tmp_path / "u16.tif", rng.integers(100, 200, (24, 24), dtype=np.uint16))
+    capsys.readouterr()
+    assert _predict(checkpoint, tmp_path / "stack.tif", tmp_path / "a", "--format", "png") == 0
+    assert "note: stack.tif: PNG cannot hold a stack of 3 images: wrote TIFF instead" in capsys.readouterr().out
+    assert tifffile.imread(tmp_path / "a" / "stack.tif").shape == (3, 24, 24)
+    assert _predict(checkpoint, tmp_path / "f32.tif", tmp_path / "b", "--format", "png") == 0
+    assert "note: f32.tif: PNG cannot hold float32 data" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["f32.tif"]
+    assert _predict(checkpoint, tmp_path / "u16.tif", tmp_path / "c", "--format", "png") == 0
+    assert "PNG cannot hold" not in capsys.readouterr().out
+    assert np.asarray(Image.open(tmp_path / "c" / "u16.png")).dtype == np.uint16
+
+
+def test_mrc_of_a_tiff_stack_has_a_nonzero_z_voxel_size(checkpoint, tmp_path, one_thread):
+    """A TIFF stack with a pixel size but no Z spacing: the MRC's voxel is as deep as it is wide (not 0)."""
+    import mrcfile
+    import tifffile
+
+    stack = np.random.default_rng(0).integers(100, 200, (3, 24, 24), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"unit": "um", "axes": "ZYX"})
+    assert _predict(checkpoint, tmp_path / "stack.tif", tmp_path / "out", "--format", "mrc") == 0
+    with mrcfile.open(tmp_path / "out" / "stack.mrc") as m:
+        vx = m.voxel_size
+        assert m.data.shape == (3, 24, 24)
+    assert float(vx.x) == pytest.approx(5000.0) and float(vx.z) == pytest.approx(float(vx.x))
+
+
+def test_tiff_of_a_dicom_is_float32(checkpoint, tmp_path, one_thread):
+    """A DICOM (rescaled to float64 Hounsfield units) written as TIFF: float32, which ImageJ reads."""
+    import pydicom.data
+    import tifffile
+
+    src = pydicom.data.get_testdata_file("CT_small.dcm")
+    with pytest.warns(UserWarning, match="far from the about"):  # HU on a network trained on [0, 1]
+        assert _predict(checkpoint, src, tmp_path / "out", "--format", "tiff") == 0
+    assert tifffile.imread(tmp_path / "out" / "CT_small.tif").dtype == np.float32
+
+
+def test_kspace_file_on_an_image_checkpoint_names_the_physics_it_needs(checkpoint, tmp_path, capsys):
+    import h5py
+
+    with h5py.File(tmp_path / "knee.h5", "w") as f:
+        f["kspace"] = (np.random.default_rng(0).normal(size=(1, 16, 16)) * (1 + 1j)).astype(np.complex64)
+    capsys.readouterr()
+    assert _predict(checkpoint, tmp_path / "knee.h5", tmp_path / "out") == 2
+    assert ("error: this checkpoint was trained for denoising; knee.h5 holds MRI k-space (needs a checkpoint "
+            "trained with physics mri: 2 channels, real and imaginary)") in capsys.readouterr().err
+
+
+class _NotAllowed:
+    """An object ``torch.load(weights_only=True)`` refuses to unpickle."""
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("text", "fake.ckpt is not a PyTorch checkpoint (a text file); expected a .ckpt written by 'selfinv fit'"),
+    ("tiff", "fake.ckpt is not a PyTorch checkpoint (a TIFF image)"),
+    ("npz", "fake.ckpt is not a PyTorch checkpoint (a zip archive without torch.save's data.pkl)"),
+    ("pickle", "it holds Python objects that selfinv refuses to unpickle"),
+])
+def test_a_file_that_is_no_checkpoint_is_named_as_such(kind, expected, tmp_path, capsys):
+    """A text file, an image or another zip archive passed as --checkpoint is "not a PyTorch checkpoint"; a real
+    PyTorch file holding objects outside the allowed types keeps the security refusal."""
+    import tifffile
+
+    fake = tmp_path / "fake.ckpt"
+    if kind == "text":
+        fake.write_text("model: unet\nweights: somewhere\n")
+    elif kind == "tiff":
+        with open(fake, "wb") as f:
+            tifffile.imwrite(f, np.zeros((8, 8), np.uint8))
+    elif kind == "npz":
+        with open(fake, "wb") as f:
+            np.savez(f, a=np.zeros(3))
+    else:
+        torch.save({"state_dict": {}, "obj": _NotAllowed()}, fake)
+    np.save(tmp_path / "y.npy", np.zeros((16, 16), np.float32))
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(fake), "--input", str(tmp_path / "y.npy"), "--output",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    if kind != "pickle":
+        assert "unpickle" not in err
