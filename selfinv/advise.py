@@ -1415,10 +1415,10 @@ def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str], 
             ys.append(y)
     if not ys:
         raise ValueError(f"--data: no {ADVISE_CROP}-pixel area of {data} is free of blank (NaN) pixels")
+    if all(float(y.std()) == 0 for y in ys):
+        raise ValueError(f"--data: {data} holds constant images (one value each): there is no noise to measure "
+                         f"and nothing to denoise")
     corr = estimate_noise_correlation(ys, warn=False)
-    if not corr.sigma > 1e-7 * max(float(y.abs().max()) for y in ys):
-        raise ValueError(f"--data: {data} shows no noise (σ ≈ {corr.sigma:.3g}: constant or noise-free images?); "
-                         f"there is nothing to denoise")
     rho = corr.neighbours()
     around = f" (around blank pixels: {len(ys)} areas)" if len(ys) != len(ms) else ""
     text = (f"Measured on {len(ms)} measurement(s) of {data}{around}: noise {'white' if corr.white else 'CORRELATED'} "

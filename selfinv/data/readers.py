@@ -53,8 +53,10 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -238,8 +240,10 @@ def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
     with np.load(path, allow_pickle=False) as z:
         keys = list(z.files)
         if key is None:
+            if not keys:
+                raise ValueError(f"{path} holds no array")
             if len(keys) != 1:
-                raise ValueError(f"{path} holds several arrays {keys}; choose one: {CHOOSE_KEY}")
+                raise ValueError(f"{path} holds several arrays {keys}; {_SEVERAL_ARRAYS_HINT.get()}")
             key = keys[0]
         if key not in keys:
             raise ValueError(f"{path} has no array '{key}'; available: {keys}")
@@ -286,7 +290,7 @@ def _read_hdf5(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
                 key = datasets[0]
             else:
                 raise ValueError(f"{path} has no 'kspace' dataset and several datasets {datasets}; "
-                                 f"choose one: {CHOOSE_KEY}")
+                                 f"{_SEVERAL_ARRAYS_HINT.get()}")
         if key not in f or not isinstance(f[key], h5py.Dataset):
             raise ValueError(f"{path} has no dataset '{key}'; available: {datasets}")
         a = f[key][()]
@@ -553,9 +557,20 @@ def read_raw(path: str | Path, kind: str | None = None, key: str | None = None) 
                          f"({type(e).__name__}: {_first_line(e)})") from None
 
 
-#: how to name the array of a file holding several (NPZ, HDF5)
-CHOOSE_KEY = ("data.key in the config (--data.key NAME) for fit / validate / advise --config, --key NAME for "
-              "predict, key=NAME in Python")
+#: what to do about a file holding several arrays (NPZ, HDF5): the Python keyword by default, the running
+#: command's own option on the command line (``several_arrays_hint``)
+_SEVERAL_ARRAYS_HINT: ContextVar[str] = ContextVar("several_arrays_hint", default="choose one with key=NAME")
+
+
+@contextmanager
+def several_arrays_hint(text: str) -> Iterator[None]:
+    """Inside the block, a file holding several arrays says ``text`` (e.g. ``choose one with --data.key NAME``,
+    the running command's option) instead of naming the Python keyword ``key=NAME``."""
+    token = _SEVERAL_ARRAYS_HINT.set(text)
+    try:
+        yield
+    finally:
+        _SEVERAL_ARRAYS_HINT.reset(token)
 
 
 def _first_line(e: BaseException) -> str:

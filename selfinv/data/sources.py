@@ -182,8 +182,8 @@ def read_source(path: str | Path, key: str | None = None) -> list[Measurement]:
 
 
 def check_kspace(measurements: list[Measurement], physics: str, where: str) -> None:
-    """Refuse MRI k-space (a fastMRI ``kspace`` dataset) given to another physics than ``mri``: read as an
-    image it would train a denoiser on k-space stripes.
+    """Refuse MRI k-space (a fastMRI ``kspace`` dataset) given to a physics whose images are not complex
+    (``Physics.complex_image``): read as an image it would train a denoiser on k-space stripes.
 
     Example::
 
@@ -196,12 +196,16 @@ def check_kspace(measurements: list[Measurement], physics: str, where: str) -> N
         data.path: scan.h5 holds MRI k-space (its 'kspac
         >>> check_kspace([m], "mri", "data.path")  # nothing to say
     """
-    if physics == "mri":
+    from selfinv import registry
+
+    if registry.resolve("physics", physics, "physics").complex_image:
         return
+    k_space = [n for n in registry.names("physics") if registry.resolve("physics", n).complex_image]
     for m in measurements:
         if m.kind == "kspace":
             raise ValueError(f"{where}: {m.source} holds MRI k-space (its 'kspace' dataset), not '{physics}' "
-                             f"measurements; train on it with physics: {{name: mri}} (the file's mask is used)")
+                             f"measurements; train on it with physics: {{name: {' or '.join(k_space)}}} (the file's "
+                             f"mask is used)")
 
 
 def blank_pixels_allowed(m: Measurement, image_domain: bool) -> bool:
