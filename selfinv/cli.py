@@ -300,12 +300,14 @@ def _not_an_advert(record: logging.LogRecord) -> bool:
 
 
 def _quiet_lightning_chatter() -> None:
-    """Drop what Lightning prints that a user can do nothing about: its advertisement for a cloud logger and
-    a deprecation warning that a newer torch raises inside Lightning's own code."""
+    """Drop what Lightning prints that a user can do nothing about: its advertisement for a cloud logger,
+    a deprecation warning that a newer torch raises inside Lightning's own code, and its model summary's
+    note that it sizes a bf16-mixed model in 32 bits."""
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if _not_an_advert not in rank_zero.filters:
         rank_zero.addFilter(_not_an_advert)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
 
 
 def _run(command: str, rest: list[str]) -> None:
