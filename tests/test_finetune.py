@@ -5,19 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_denoiser_config
 
 from selfinv.config import from_dict
 from selfinv.finetune import SingleMeasurementDataset, finetune, load_measurement
 from selfinv.training.engine import fit
 
-PRETRAIN = {
-    "data": {"dataset": "natural-gray", "patch_size": 16, "num_patches": 32, "batch_size": 8, "seed": 0},
-    "physics": {"name": "denoising", "noise": {"name": "gaussian", "args": {"sigma": 0.05}}},
-    "model": {"backbone": {"name": "unet", "args": {"scales": 2, "base_channels": 4, "batch_norm": False}}},
-    "losses": [{"name": "supervised"}],
-    "trainer": {"max_steps": 3, "accelerator": "cpu", "progress_bar": False, "figures": False,
-                "val_every": 1000, "checkpoint_every": 1000},
-}
+PRETRAIN = tiny_denoiser_config()
 
 
 @pytest.fixture(scope="module")

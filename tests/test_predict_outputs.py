@@ -6,19 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_denoiser_config
 
 from selfinv.cli import main
 from selfinv.config import from_dict
 from selfinv.training.engine import fit
 
-PRETRAIN = {
-    "data": {"dataset": "natural-gray", "patch_size": 16, "num_patches": 16, "batch_size": 4, "seed": 0},
-    "physics": {"name": "denoising", "noise": {"name": "gaussian", "args": {"sigma": 0.1}}},
-    "model": {"backbone": {"name": "unet", "args": {"scales": 2, "base_channels": 4, "batch_norm": False}}},
-    "losses": [{"name": "splitting"}],
-    "trainer": {"max_steps": 2, "accelerator": "cpu", "progress_bar": False, "figures": False,
-                "val_every": 1000, "checkpoint_every": 1000},
-}
+PRETRAIN = tiny_denoiser_config("splitting", sigma=0.1, num_patches=16, batch_size=4, steps=2)
 
 
 @pytest.fixture(scope="module")
