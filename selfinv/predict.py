@@ -136,7 +136,7 @@ def predict(checkpoint: str, input: str, output: str,
         # operators); a sinogram's or k-space's has no such meaning
         pixel = pixel_size_for(ms[0].pixel_size, tuple(ms[0].y.shape[-2:]), tuple(slices[0].shape[-2:])) \
             if image_domain else None
-        stem = _stem(source, ms[0], names)
+        stem = _stem(source, ms[0], names, key)
         losses = "+".join(loss.name for loss in run.config.losses)
         if fmt == "dicom":
             if dicom is not None:
@@ -269,8 +269,12 @@ def _warn_units(y_n: Tensor, op, m) -> None:
                       f"units (dtype {m.dtype})?", UserWarning, stacklevel=3)
 
 
-def _stem(source: str, m, names: set[str]) -> str:
+def _stem(source: str, m, names: set[str], key: str | None = None) -> str:
+    """The output name of ``source``: its file (or folder) name, with the array's name when ``key`` chose one of
+    an NPZ / HDF5 file's arrays (``--key a`` and ``--key b`` of one file do not write the same output)."""
     base = Path(source).name if Path(source).is_dir() else Path(source).stem
+    if key is not None and Path(source).suffix.lower() in (".npz", ".h5", ".hdf5"):
+        base = f"{base}_{key}"
     stem, k = base, 2
     while stem in names:
         stem, k = f"{base}_{k}", k + 1

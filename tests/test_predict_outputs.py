@@ -121,3 +121,14 @@ def test_a_file_that_is_no_checkpoint_is_named_as_such(kind, expected, tmp_path,
     assert expected in err
     if kind != "pickle":
         assert "unpickle" not in err
+
+
+def test_predict_names_the_array_it_read_from_a_file_of_several(tmp_path, checkpoint):
+    """``--key a`` then ``--key b`` of one NPZ file write two outputs, not one over the other."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "two.npz", a=rng.random((32, 32)).astype(np.float32),
+             b=rng.random((32, 32)).astype(np.float32))
+    for key in ("a", "b"):
+        assert main(["predict", "--checkpoint", checkpoint, "--input", str(tmp_path / "two.npz"), "--output",
+                     str(tmp_path / "out"), "--key", key, "--format", "npy"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["two_a.npy", "two_b.npy"]
