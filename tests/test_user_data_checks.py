@@ -196,3 +196,24 @@ def test_a_truncated_uncompressed_dicom_is_called_truncated_not_undecodable(tmp_
     with pytest.raises(ValueError, match="truncated or damaged") as e:
         read_source(tmp_path / "cut.dcm")
     assert "pylibjpeg" not in str(e.value)
+
+
+def test_validate_on_data_of_other_channels_names_the_checkpoints_network(tmp_path, config, capsys):
+    """A network trained on RGB images (its channels taken from the data) validated on grayscale ones: the
+    error names the checkpoint's network, not a config key the user never wrote."""
+    import tifffile
+
+    (tmp_path / "rgb").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        tifffile.imwrite(tmp_path / "rgb" / f"c{i}.tif", (255 * rng.random((32, 32, 3))).astype(np.uint8),
+                         photometric="rgb")
+    gray = _images(tmp_path / "gray")
+    run, net = tmp_path / "run", ["--model.backbone.args", "{scales: 2, base_channels: 4, batch_norm: false}"]
+    assert main(["fit", "--config", str(config), "--data.path", str(tmp_path / "rgb"), "--trainer.output_dir",
+                 str(run), "--data.batch_size", "2", *net]) == 0
+    capsys.readouterr()
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    assert main(["validate", "--config", str(config), "--checkpoint", ckpt, "--data.path", str(gray), *net]) == 2
+    err = _error_line(capsys)
+    assert f"the network of {ckpt} takes 3-channel images" in err and "leave in_channels" not in err

@@ -100,13 +100,15 @@ def resolve_channels(cfg: RunConfig, data: TrainingData) -> RunConfig:
     return out
 
 
-def load_data(cfg: RunConfig, normalization: Normalization | None = None) -> TrainingData:
+def load_data(cfg: RunConfig, normalization: Normalization | None = None,
+              checkpoint: str | None = None) -> TrainingData:
     """The run's training and validation data, loaded once: the user's measurements (``data.path``,
     normalised by ``normalization`` or by one fitted to them, ``selfinv.data.user_data``) or bundled clean
-    images simulated through the config's physics (already in [0, 1]: no normalisation)."""
+    images simulated through the config's physics (already in [0, 1]: no normalisation). ``checkpoint``: the
+    network's channels are that checkpoint's (``validate``), and a mismatch with the data's is said so."""
     d = cfg.data
     if d.path is not None:
-        return _user_data(cfg, normalization)
+        return _user_data(cfg, normalization, checkpoint)
     from selfinv.data.bundled import load_dataset
     from selfinv.data.measurements import MeasurementDataset
     from selfinv.data.patches import random_patches
@@ -138,7 +140,7 @@ def map_intensity(x: Tensor, intensity_range: Sequence[float] | None) -> Tensor:
     return lo + (hi - lo) * x
 
 
-def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingData:
+def _user_data(cfg: RunConfig, normalization: Normalization | None, checkpoint: str | None = None) -> TrainingData:
     from selfinv.data.sources import check_channels, check_kspace, read_source
     from selfinv.physics.support import check_measurement
 
@@ -147,9 +149,14 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None) -> TrainingD
     noise_cls = registry.resolve("noise", cfg.physics.noise.name, "physics.noise")
     measurements = read_source(d.path, d.key)
     check_kspace(measurements, cfg.physics.name, "data.path")
-    channels = check_channels(measurements, _named_channels(cfg), "data.path", "model.backbone.args.in_channels is {n}",
-                              "leave in_channels and out_channels out of model.backbone.args to train on the "
-                              "data's channels")
+    if checkpoint is not None:
+        channels = check_channels(measurements, _named_channels(cfg), "data.path",
+                                  f"the network of {checkpoint} takes {{n}}-channel images",
+                                  "validate it on measurements like those it was trained on")
+    else:
+        channels = check_channels(measurements, _named_channels(cfg), "data.path",
+                                  "model.backbone.args.in_channels is {n}", "leave in_channels and out_channels out "
+                                  "of model.backbone.args to train on the data's channels")
     if d.pairs is not None:
         measurements = _with_pairs(measurements, read_source(d.pairs, d.key))
     for m in measurements:
@@ -464,7 +471,7 @@ def validate(cfg: RunConfig, checkpoint: str) -> list[dict]:
     check_same_problem(stored["hyper_parameters"]["config"], to_dict(cfg), str(checkpoint), "validate --checkpoint")
     normalization = Normalization.from_dict(stored["hyper_parameters"].get("normalization"))
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    data = load_data(cfg, normalization)
+    data = load_data(cfg, normalization, checkpoint=str(checkpoint))
     if data.val is None:
         raise ValueError("validate needs held-out measurements, but data.val_fraction is 0")
     cfg, _ = resolve_noise_level(cfg, data)
