@@ -159,12 +159,12 @@ def check_physics_fits(measurements: list, physics: type, name: str) -> None:
     """Refuse measurements a checkpoint trained with the physics class ``physics`` (registered as ``name``) cannot
     take: MRI k-space (a fastMRI file) under a physics without complex images, or operator parameters the physics
     does not have (a ``selfinv simulate`` file of another physics), naming what each needs."""
-    from selfinv import registry
+    from selfinv.data.sources import kspace_physics
 
     for m in measurements:
         source = Path(m.source).name
         if m.kind == "kspace" and not physics.complex_image:
-            mri = [n for n in registry.names("physics") if registry.resolve("physics", n).complex_image]
+            mri = kspace_physics()
             raise ValueError(f"this checkpoint was trained for {name}; {source} holds MRI k-space (needs a "
                              f"checkpoint trained with physics {' or '.join(mri)}: 2 channels, real and imaginary)")
         extra = sorted(set(m.params) - set(physics.param_names))
@@ -259,11 +259,11 @@ def _check_finite(t: Tensor, m, what: str) -> None:
 
 def _warn_units(y_n: Tensor, op, m) -> None:
     """Warn when the normalised input lies far outside the training range (about [0, 1])."""
-    v = (y_n if op.image_domain else op.A_dagger(y_n).abs()).detach().reshape(-1).float()
-    if v.numel() > 1_000_000:
-        v = v[torch.randint(0, v.numel(), (1_000_000,), generator=torch.Generator().manual_seed(0))]
-    lo, hi = (float(q) for q in torch.quantile(v, torch.tensor([0.001, 0.999])))
-    if lo < -1.0 or hi > 3.0 or hi < 0.05:
+    from selfinv.data.user_data import far_from_unit_range
+
+    span = far_from_unit_range(y_n if op.image_domain else op.A_dagger(y_n).abs(), sample=1_000_000)
+    if span is not None:
+        lo, hi = span
         warnings.warn(f"{m.name}: after the checkpoint's normalisation its values span [{lo:.3g}, {hi:.3g}], far "
                       f"from the about [0, 1] of the training data: was the network trained on data in these "
                       f"units (dtype {m.dtype})?", UserWarning, stacklevel=3)

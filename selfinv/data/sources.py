@@ -181,6 +181,13 @@ def read_source(path: str | Path, key: str | None = None) -> list[Measurement]:
     return out
 
 
+def kspace_physics() -> list[str]:
+    """The registered physics that take k-space measurements (complex images, ``Physics.complex_image``)."""
+    from selfinv import registry
+
+    return [n for n in registry.names("physics") if registry.resolve("physics", n).complex_image]
+
+
 def check_kspace(measurements: list[Measurement], physics: str, where: str) -> None:
     """Refuse MRI k-space (a fastMRI ``kspace`` dataset) given to a physics whose images are not complex
     (``Physics.complex_image``): read as an image it would train a denoiser on k-space stripes.
@@ -200,7 +207,7 @@ def check_kspace(measurements: list[Measurement], physics: str, where: str) -> N
 
     if registry.resolve("physics", physics, "physics").complex_image:
         return
-    k_space = [n for n in registry.names("physics") if registry.resolve("physics", n).complex_image]
+    k_space = kspace_physics()
     for m in measurements:
         if m.kind == "kspace":
             raise ValueError(f"{where}: {m.source} holds MRI k-space (its 'kspace' dataset), not '{physics}' "

@@ -205,6 +205,19 @@ def _evenly(items: list, k: int) -> list:
 MIN_PATCH = 4
 
 
+def far_from_unit_range(v: Tensor, sample: int = 100_000) -> tuple[float, float] | None:
+    """The 0.1 / 99.9 percentiles of normalised values ``v`` (finite ones, a seeded sample of ``sample``) when they
+    lie far from the about ``[0, 1]`` training data have (below -1, above 3, or all under 0.05), else None."""
+    v = v.detach().reshape(-1).float()
+    v = v[torch.isfinite(v)]
+    if v.numel() == 0:
+        return None
+    if v.numel() > sample:
+        v = v[torch.randint(0, v.numel(), (sample,), generator=torch.Generator().manual_seed(0))]
+    lo, hi = (float(q) for q in torch.quantile(v, torch.tensor([0.001, 0.999])))
+    return (lo, hi) if lo < -1.0 or hi > 3.0 or hi < 0.05 else None
+
+
 def warn_mixed_units(ms: list[Measurement], norm: Normalization) -> list[str]:
     """Warn when some measurements lie far from the about ``[0, 1]`` that ``norm`` (fitted on all of them) gives
     the whole, e.g. 8-bit and 16-bit images in one folder: the network then trains on data in two units and
@@ -223,17 +236,10 @@ def warn_mixed_units(ms: list[Measurement], norm: Normalization) -> list[str]:
     if len(ms) < 2:
         return []
     odd = []
-    gen = torch.Generator().manual_seed(0)
     for m in ms:
-        v = norm.apply(m.y.float()).reshape(-1)
-        v = v[torch.isfinite(v)]
-        if v.numel() > 100_000:
-            v = v[torch.randint(0, v.numel(), (100_000,), generator=gen)]
-        if v.numel() == 0:
-            continue
-        lo, hi = (float(q) for q in torch.quantile(v, torch.tensor([0.001, 0.999])))
-        if lo < -1.0 or hi > 3.0 or hi < 0.05:
-            odd.append((m.name, lo, hi))
+        span = far_from_unit_range(norm.apply(m.y.float()))
+        if span is not None:
+            odd.append((m.name, *span))
     if not odd or len(odd) == len(ms):
         return []
     names = ", ".join(f"{n} [{lo:.3g}, {hi:.3g}]" for n, lo, hi in odd[:3]) + (", ..." if len(odd) > 3 else "")
