@@ -482,18 +482,23 @@ def test_poisson_r2r_rejects_non_integer_counts():
 
 
 # ----------------------------------------------------------------------------- Noise2Noise
+@pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("fname", ["filter", "cnn"])
-def test_noise2noise_is_unbiased_up_to_sigma2(fname):
+def test_noise2noise_is_unbiased_up_to_sigma2(fname, symmetric):
+    # one direction: E[L] = risk of f(y) + σ²; both directions drawn: the mean of the risks of f(y) and f(y2)
     sigma = 0.1
     physics = Denoising(GaussianNoise(sigma))
     model = FUNCTIONS[fname]()
-    loss = Noise2Noise()
+    loss = Noise2Noise(symmetric=symmetric)
     x = clean_image().expand(200, 1, 8, 8)
     g = torch.Generator().manual_seed(8)
     d = []
     for _ in range(20):
         y, y2 = physics(x, generator=g), physics(x, generator=g)
-        d.append(float(loss(y, physics, model, y2=y2)) - per_entry_risk(model, y, physics, x) - sigma**2)
+        risk = per_entry_risk(model, y, physics, x)
+        if symmetric:
+            risk = (risk + per_entry_risk(model, y2, physics, x)) / 2
+        d.append(float(loss(y, physics, model, y2=y2, generator=g)) - risk - sigma**2)
     mean, se = mean_and_se(d)
     assert 4 * se < 0.1 * sigma**2
     assert abs(mean) < 4 * se
@@ -883,6 +888,29 @@ def test_supervised_loss():
 def test_incompatible_pairs_raise(loss, physics, match):
     with pytest.raises(LossConfigError, match=match):
         loss.check(physics)
+
+
+def test_noise2noise_symmetric_draws_each_direction_half_the_time_and_validates_one():
+    # with f(y) = 2y the two directions give different values: ||y2 - 2y||² and ||y - 2y2||²
+    physics = Denoising(GaussianNoise(0.1))
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 1, 8, 8, generator=g)
+    y, y2 = physics(x, generator=g), physics(x, generator=g)
+    model = lambda v, p: 2 * v  # noqa: E731
+    forward, backward = float(((y2 - 2 * y) ** 2).mean()), float(((y - 2 * y2) ** 2).mean())
+    assert abs(forward - backward) > 1e-3
+    loss = Noise2Noise()
+    values = [float(loss(y, physics, model, y2=y2, generator=g)) for _ in range(200)]
+    n_forward = sum(abs(v - forward) < 1e-6 for v in values)
+    n_backward = sum(abs(v - backward) < 1e-6 for v in values)
+    assert n_forward + n_backward == 200
+    assert 70 <= n_forward <= 130  # Binomial(200, 1/2): mean 100, sd 7.1 -> ±30 is 4.2 sd
+    assert float(loss.validation_loss(y, physics, model, y2=y2, generator=g)) == pytest.approx(forward, abs=1e-7)
+    one_way = Noise2Noise(symmetric=False)
+    assert all(float(one_way(y, physics, model, y2=y2, generator=g)) == pytest.approx(forward, abs=1e-7)
+               for _ in range(20))
+    with pytest.raises(LossConfigError, match="symmetric must be true or false"):
+        Noise2Noise(symmetric="yes")
 
 
 def test_noise2noise_without_pair_raises():

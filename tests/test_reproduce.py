@@ -148,6 +148,19 @@ def test_verdicts():
     assert C.gap_fraction("t/@noisy", "t/@noisy", "t/sup", 0.8)(res).status == "misses"
 
 
+def test_unsure_prediction_reports_error_and_multiplier_against_the_theory():
+    # MMSE 1e-3 at σ² = 1e-2: predicted MSE σ²(1/(1 − 0.1) − 1) = 1.111e-3, multiplier η = σ²/0.9 = 1.111e-2
+    from selfinv.reproduce.denoising import key, unsure_prediction
+
+    rows = {key("gaussian", "supervised"): {"mse": [1e-3, 1e-3]},
+            key("gaussian", "unsure"): {"mse": [1.111e-3, 1.111e-3], "extras": {"final_losses.0.eta": [0.0112]}}}
+    v = unsure_prediction("gaussian")(C.Results(rows, {}, {}))
+    assert v.status == "holds" and "measured/predicted -0.00 dB" in v.measured
+    assert "η learned 1.120e-02, predicted σ²/(1 − MMSE/σ²) = 1.111e-02" in v.measured
+    rows[key("gaussian", "unsure")]["mse"] = [1.5e-3, 1.5e-3]  # 1.30 dB above the prediction
+    assert unsure_prediction("gaussian")(C.Results(rows, {}, {})).note == "by 1.00 dB"
+
+
 def test_convergence_gain():
     curve = [{"step": s, "test_psnr": p} for s, p in ((0, 20), (100, 28), (800, 30.0), (900, 30.05), (1000, 30.08))]
     assert runner.convergence_gain(curve) == pytest.approx(0.08)

@@ -100,6 +100,10 @@ def unsure_prediction(noise: str):
                 f"i.e. {10 * math.log10(exact / mmse):.2f} dB above MMSE; measured {measured:.2e}, "
                 f"{10 * math.log10(measured / mmse):.2f} dB above MMSE; measured/predicted {db:+.2f} dB "
                 "(tolerance ±0.3)")
+        eta = res.rows.get(key(noise, "unsure"), {}).get("extras", {}).get("final_losses.0.eta")
+        if eta:  # the multiplier's optimum: f = y + η ∇log p with E[div f] = 0 gives η = σ²/(1 − MMSE/σ²)
+            text += (f"; multiplier η learned {eta[0]:.3e}, predicted σ²/(1 − MMSE/σ²) = {SIGMA**2 / (1 - ratio):.3e} "
+                     "(a uniform over-shrinkage by η/σ²: it costs most on the flattest test images)")
         ok = abs(db) <= 0.3
         return Verdict("holds" if ok else "misses", text, "" if ok else f"by {abs(db) - 0.3:.2f} dB",
                        {"predicted_mse": exact, "measured_mse": measured, "mmse": mmse})
