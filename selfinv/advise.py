@@ -123,6 +123,8 @@ class Situation:
         n_operators: operators drawn for the multi-operator rank condition of a random physics.
         data_path: the user's measurements (a file or folder), written as ``data.path`` of the advised
             config (``None``: a placeholder where the data must be measured, not simulated).
+        data_offset: the detector offset measured on those data (where the variance of photon-counting
+            noise vanishes), written as ``data.offset`` when the user's config sets none.
     """
 
     physics: Union[Physics, str] = "denoising"
@@ -137,6 +139,7 @@ class Situation:
     template: Optional[dict[str, Any]] = None
     n_operators: int = 32
     data_path: Optional[str] = None
+    data_offset: Optional[float] = None
 
     def __post_init__(self):
         if self.noise not in ("known", "unknown", "poisson_gaussian", "correlated", "none"):
@@ -1113,6 +1116,10 @@ def _config(f: _Facts, best: Assessment) -> tuple[dict[str, Any], list[str]]:
         elif f.s.data_path is not None:
             cfg["data"] = {**cfg.get("data", {}), "dataset": None, "path": f.s.data_path}
         cfg.setdefault("trainer", {})["output_dir"] = f"runs/advise_{best.loss}"
+    if f.s.data_offset is not None and (cfg.get("data") or {}).get("offset") is None:
+        cfg["data"] = {**(cfg.get("data") or {}), "offset": float(f"{f.s.data_offset:.4g}")}
+        notes.append(f"data.offset: {f.s.data_offset:.4g} is where the noise variance of your data vanishes "
+                     f"(measured above); your detector's documented offset is better if you know it")
     cfg["losses"] = _merged_losses(best.losses, cfg.get("losses") or [])
     if best.backbone is not None:
         cfg.setdefault("model", {})["backbone"] = copy.deepcopy(best.backbone)
@@ -1317,9 +1324,9 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
             correlated noise (unless --noise says otherwise).
     """
     transforms = parse_transforms(transform) if transform else None
-    measured = ""
+    measured, data_offset = "", None
     if data is not None:
-        noise, detected, measured = _measure_data_noise(data, noise, config, physics, noise_model)
+        noise, detected, measured, data_offset = _measure_data_noise(data, noise, config, physics, noise_model)
         physics = physics or (detected if config is None else None)
     if config is not None:
         from selfinv.config import load_yaml, parse_run_config
@@ -1330,7 +1337,7 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
             raise ValueError("--physics/--physics_args and --config are exclusive (the config names the physics)")
         run = parse_run_config(["--data.path", data] if data is not None else [], config)
         extra: dict[str, Any] = {"template": load_yaml(config),  # the user's file as written, losses replaced
-                                 "data_path": data}
+                                 "data_path": data, "data_offset": data_offset}
         if noise is not None:
             extra["noise"] = noise
         if noise_model is not None:
@@ -1342,7 +1349,8 @@ def advise_cmd(config: Optional[str] = None, physics: Optional[str] = None, phys
             noise = "known" if noise_model and noise_model.get("args") else "unknown"
         situation = Situation(physics=physics or "denoising", physics_args=dict(physics_args or {}), noise=noise,
                               noise_model=noise_model, measurements=measurements, pairs=pairs,
-                              transforms=transforms, image_size=image_size, data_path=data)
+                              transforms=transforms, image_size=image_size, data_path=data,
+                              data_offset=data_offset)
     advice = advise(situation)
     text = measured + advice.render()
     if output is not None and advice.config is not None:
@@ -1359,10 +1367,12 @@ ADVISE_MIN_SIDE = 8
 
 
 def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str], physics: Optional[str],
-                        noise_model: Optional[dict] = None) -> tuple[Optional[str], Optional[str], str]:
+                        noise_model: Optional[dict] = None
+                        ) -> tuple[Optional[str], Optional[str], str, Optional[float]]:
     """Read the user's measurements and measure the spatial correlation of their noise; returns the noise
     knowledge to advise for, the physics the data call for when they say (``"mri"`` for a fastMRI k-space
-    file) and a paragraph saying what was measured."""
+    file), a paragraph saying what was measured and the detector offset the data show when photon-counting
+    noise is declared without one (``None`` otherwise)."""
     from selfinv import registry
     from selfinv.data.sources import blank_pixels_allowed, read_source
     from selfinv.data.user_data import blank_free_areas
@@ -1391,7 +1401,7 @@ def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str], 
             else ""
         return noise, "mri", (f"{data} holds MRI k-space ({len(ms)} slice(s) of {m.y.shape[-2]} x {m.y.shape[-1]}"
                               f"{kept}): the advice is for physics mri, trained with each file's mask. The noise "
-                              f"is not measured in k-space here: say what you know with --noise.\n\n")
+                              f"is not measured in k-space here: say what you know with --noise.\n\n"), None
     if name == "mri":
         raise ValueError(f"--data: physics mri trains on k-space (the 'kspace' dataset of a fastMRI HDF5 file); "
                          f"{data} holds images")
@@ -1444,14 +1454,17 @@ def _measure_data_noise(data: str, noise: Optional[str], config: Optional[str], 
                      f"grows with the signal (Poisson), which a Gaussian model with one σ does not describe: if they "
                      f"are counts, declare the noise {{name: poisson, args: {{gain: {q:g}}}}} (gain: auto finds "
                      f"{q:g}) — Poisson SURE and R2R are exact for it.\n")
+    level = None
     if noise_name is not None:
-        from selfinv.training.auto_noise import detector_offset_warning
+        from selfinv.training.auto_noise import detector_offset_level, detector_offset_message
 
-        offset_note = detector_offset_warning([y - (offset or 0.0) for y in ys], noise_name, offset or 0.0,
-                                              what="these measurements")
-        if offset_note is not None:
-            text += offset_note[0].upper() + offset_note[1:] + ".\n"
-    return noise, None, text + "\n"
+        level = detector_offset_level([y - (offset or 0.0) for y in ys], noise_name, offset or 0.0)
+        if level is not None:
+            note = detector_offset_message(level, noise_name, offset or 0.0, what="these measurements")
+            text += note[0].upper() + note[1:] + ".\n"
+            if offset is not None:  # the user set one: the note says it does not fit; the config keeps theirs
+                level = None
+    return noise, None, text + "\n", level
 
 
 __all__ = ["Situation", "Advice", "Assessment", "advise", "advise_cmd", "parse_transforms", "GROUPS"]

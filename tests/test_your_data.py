@@ -854,21 +854,30 @@ def test_fit_warns_of_a_detector_offset_and_data_offset_removes_it(tmp_path):
 
 
 def test_advise_on_offset_photon_counts_names_data_offset(tmp_path, capsys):
-    """``selfinv advise --data`` with a Poisson config reads the offset off the files, and is silent once
-    data.offset is set."""
+    """``selfinv advise --data`` with a Poisson config reads the offset off the files and writes it as
+    data.offset of the advised config (with or without a config of the user's), and is silent once data.offset
+    is set (the user's value is kept)."""
     import tifffile
+
+    from selfinv.safe_yaml import load_file
 
     y, _ = _photon_counts(100.0)
     f = tmp_path / "counts.tif"
     tifffile.imwrite(f, y, photometric="minisblack")
+    advised = tmp_path / "advised.yaml"
     for offset, expected in (("", True), (", offset: 100", False)):
         cfg = tmp_path / "c.yaml"
         cfg.write_text(f"data: {{path: {f}{offset}}}\nphysics: {{name: denoising, noise: {{name: poisson, args: "
                        f"{{gain: 2}}}}}}\nlosses: [{{name: sure, args: {{noise: poisson}}}}]\n")
-        assert main(["advise", "--config", str(cfg), "--data", str(f)]) == 0
+        assert main(["advise", "--config", str(cfg), "--data", str(f), "--output", str(advised)]) == 0
         out = capsys.readouterr().out
         assert ("The noise variance of these measurements falls to zero at y ≈ 10" in out) == expected, out[:400]
         assert ("set data.offset" in out) == expected
+        written = load_file(advised)["data"]["offset"]
+        assert (95 < written < 115 and written != 100) if expected else written == 100, written
+        assert ("data.offset: 10" in out and "is where the noise variance of your data vanishes" in out) == expected
+    assert main(["advise", "--data", str(f), "--noise_model", "{name: poisson}", "--output", str(advised)]) == 0
+    assert 95 < load_file(advised)["data"]["offset"] < 115
 
 
 def test_data_offset_is_refused_where_it_has_no_meaning(tmp_path):

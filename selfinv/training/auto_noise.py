@@ -253,13 +253,13 @@ class DetectorOffsetWarning(UserWarning):
     """The measurements' noise variance vanishes well above 0: a detector offset the noise model lacks."""
 
 
-def detector_offset_warning(measurements: list[Tensor], noise_name: str, offset: float,
-                            scale: float = 1.0, max_items: int = 256,
-                            what: str = "the training measurements") -> str | None:
-    """The warning to give when photon-counting measurements (normalised ``(y - offset) / scale``) look
-    offset: their fitted noise variance ``a mu + b`` vanishes at ``mu_0 = -b / a`` above ``OFFSET_LEVEL``
-    of their 99.5th percentile (``variance_zero_level``); ``None`` otherwise, for other noise models,
-    or when the fit is not possible (too few intensity levels)."""
+def detector_offset_level(measurements: list[Tensor], noise_name: str, offset: float, scale: float = 1.0,
+                          max_items: int = 256) -> float | None:
+    """Where the noise variance of photon-counting measurements (normalised ``(y - offset) / scale``) vanishes,
+    in the data's units, when it is far from their offset: the fitted variance ``a mu + b`` is zero at
+    ``mu_0 = -b / a``; returned (``mu_0 · scale + offset``) when ``mu_0`` lies above ``OFFSET_LEVEL`` of their
+    99.5th percentile (``variance_zero_level``); ``None`` otherwise, for other noise models, or when the fit
+    is not possible (too few intensity levels)."""
     from selfinv.physics.noise_estimation import variance_zero_level
 
     if noise_name not in PHOTON_NOISE or not measurements:
@@ -275,7 +275,20 @@ def detector_offset_warning(measurements: list[Tensor], noise_name: str, offset:
     top = float(torch.quantile(batch.flatten()[:1_000_000].abs(), 0.995))
     if not (mu0 == mu0 and top > 0 and mu0 > OFFSET_LEVEL * top):
         return None
-    level = mu0 * float(scale) + float(offset)
+    return mu0 * float(scale) + float(offset)
+
+
+def detector_offset_warning(measurements: list[Tensor], noise_name: str, offset: float,
+                            scale: float = 1.0, max_items: int = 256,
+                            what: str = "the training measurements") -> str | None:
+    """The warning to give when photon-counting measurements look offset (``detector_offset_level``);
+    ``None`` when they do not."""
+    level = detector_offset_level(measurements, noise_name, offset, scale, max_items)
+    return None if level is None else detector_offset_message(level, noise_name, offset, what)
+
+
+def detector_offset_message(level: float, noise_name: str, offset: float, what: str) -> str:
+    """What ``detector_offset_warning`` says for a variance that vanishes at ``level`` (the data's units)."""
     return (f"the noise variance of {what} falls to zero at y ≈ {level:.4g} (in your units), "
             f"not at {float(offset):.4g}: {noise_name} noise has variance gain × y, with no offset. If your "
             f"detector adds a constant (camera bias, dark level), set data.offset to it (about {level:.4g}; a "
@@ -345,5 +358,6 @@ def correlation_record(corr: NoiseCorrelation) -> dict:
 
 
 __all__ = ["AUTO", "CorrelatedNoiseWarning", "DetectorOffsetWarning", "NeighbourDetailWarning", "correlation_record",
-           "detector_offset_warning", "estimate_noise_args", "is_auto", "measure_noise_correlation",
+           "detector_offset_level", "detector_offset_message", "detector_offset_warning",
+           "estimate_noise_args", "is_auto", "measure_noise_correlation",
            "neighbour_detail", "neighbour_detail_warning", "resolve_auto_noise", "write_noise_record"]

@@ -385,12 +385,15 @@ def captured_logging(stream: io.StringIO):
     for name in _LOGGERS:
         for h in logging.getLogger(name).handlers:
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-                swapped.append((h, h.setStream(stream)))
+                # assigned, not setStream(): that flushes the old stream, which an earlier test's capture
+                # (Lightning imported under capsys) may have closed
+                swapped.append((h, h.stream))
+                h.stream = stream
     try:
         yield
     finally:
         for h, old in swapped:
-            h.setStream(old)
+            h.stream = old
 
 
 def run_cli_inprocess(argv: Sequence[str], patches: Sequence = ()) -> Outcome:
