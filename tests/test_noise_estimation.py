@@ -78,3 +78,29 @@ def test_neighbour_detail_reads_the_interpolation_error_and_the_noise():
     assert "trained to predict each pixel from its neighbours" in neighbour_detail_warning(noisy(ramp + a * stripes),
                                                                                   "the loss splitting")
     assert neighbour_detail_warning(noisy(ramp), "the loss splitting") is None
+
+
+def test_periodic_stripes_keep_the_last_fit_and_say_it_is_unreliable():
+    """Period-2 stripes pass the Laplacian as a pattern no finite noise autocovariance describes: widening the
+    window once made the least-squares fit degenerate, and the estimate came back 'correlated' with every
+    correlation 0 and sigma 0 (what ``sigma: auto`` would then use). The search keeps the last fit that holds
+    noise and the advice says the numbers are unreliable; noise alone stays white with no caveat."""
+    import torch
+
+    from selfinv.physics.noise_estimation import estimate_noise_correlation
+
+    g = torch.Generator().manual_seed(0)
+    H = W = 128
+    i, j = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    ramp, stripes = (i + j).double() / (H + W), (1 - 2 * (j % 2)).double()
+
+    def images(a):
+        return [(ramp + a * stripes + 0.05 * torch.randn(H, W, generator=g, dtype=torch.float64))[None].float()
+                for _ in range(4)]
+
+    est = estimate_noise_correlation(images(0.06), warn=False)
+    assert not est.white and est.sigma > 0.05 and est.sigma == est.sigma_pixel
+    assert any(abs(v) > 0.1 for d, v in est.correlation.items() if d != (0, 0))
+    assert "no noise correlation fits these measurements" in est.advice
+    est = estimate_noise_correlation(images(0.0), warn=False)
+    assert est.white and "no noise correlation fits" not in est.advice
