@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import torch
@@ -75,6 +76,7 @@ def run_demo(out: str = "runs/demo", steps: int = DEMO_STEPS, patch_size: int = 
     models = {}
     for loss in ("sure", "supervised"):
         cfg = _config(loss, os.path.join(out, loss), steps, patch_size, num_patches, seed, progress)
+        shutil.rmtree(cfg.trainer.output_dir, ignore_errors=True)  # the demo's own run of an earlier demo
         print(f"[demo] training with {loss}: {steps} steps ...", flush=True)
         trainer, _ = fit(cfg)
         run = load_trained(os.path.join(cfg.trainer.output_dir, "checkpoints", "last.ckpt"))

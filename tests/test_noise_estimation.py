@@ -80,11 +80,12 @@ def test_neighbour_detail_reads_the_interpolation_error_and_the_noise():
     assert neighbour_detail_warning(noisy(ramp), "the loss splitting") is None
 
 
-def test_periodic_stripes_keep_the_last_fit_and_say_it_is_unreliable():
+def test_periodic_stripes_read_as_a_pattern_with_the_haar_sigma():
     """Period-2 stripes pass the Laplacian as a pattern no finite noise autocovariance describes: widening the
-    window once made the least-squares fit degenerate, and the estimate came back 'correlated' with every
-    correlation 0 and sigma 0 (what ``sigma: auto`` would then use). The search keeps the last fit that holds
-    noise and the advice says the numbers are unreliable; noise alone stays white with no caveat."""
+    window makes the least-squares fit degenerate, and the estimate came back 'correlated' with every
+    correlation 0 and sigma 0 (what ``sigma: auto`` would then use). Now: not white, no correlation length,
+    sigma = the Haar-MAD estimate (blind to period-2 stripes: the noise's 0.05), advice naming the pattern;
+    noise alone stays white."""
     import torch
 
     from selfinv.physics.noise_estimation import estimate_noise_correlation
@@ -99,8 +100,8 @@ def test_periodic_stripes_keep_the_last_fit_and_say_it_is_unreliable():
                 for _ in range(4)]
 
     est = estimate_noise_correlation(images(0.06), warn=False)
-    assert not est.white and est.sigma > 0.05 and est.sigma == est.sigma_pixel
-    assert any(abs(v) > 0.1 for d, v in est.correlation.items() if d != (0, 0))
-    assert "no noise correlation fits these measurements" in est.advice
+    assert not est.white and est.correlation_length == 0
+    assert est.sigma == est.sigma_white and abs(est.sigma - 0.05) < 0.0025, est.sigma  # 4 x 128² pixels: ~1 %
+    assert "no noise correlation over lags up to" in est.advice and "periodic pattern" in est.advice
     est = estimate_noise_correlation(images(0.0), warn=False)
-    assert est.white and "no noise correlation fits" not in est.advice
+    assert est.white and "periodic pattern" not in est.advice

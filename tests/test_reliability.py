@@ -120,6 +120,22 @@ def test_resume_with_another_problem_is_refused_unless_weights_only(tmp_path, co
     assert last["hyper_parameters"]["config"]["losses"][0]["name"] == "r2r"
 
 
+def test_a_new_run_into_the_folder_of_an_earlier_one_is_refused(tmp_path, config, capsys):
+    """Without --resume, a run into a folder holding another run's checkpoints would number its own beside them
+    (best-…-v1.ckpt), replace last.ckpt and restart the log: refused in one line naming --resume last; the
+    earlier run is untouched and --resume last continues it."""
+    out = tmp_path / "run"
+    fit(_cfg(config, out, "--trainer.max_steps", "3"))
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+    argv = ["fit", "--config", str(config), "--trainer.output_dir", str(out), "--trainer.max_steps", "5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds the checkpoints of an earlier run" in err and "--resume last" in err, err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
+    assert main(argv + ["--resume", "last"]) == 0
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == 5
+
+
 def test_stale_temporary_checkpoints_are_cleaned_on_the_next_start(tmp_path, config):
     ckdir = tmp_path / "run" / "checkpoints"
     ckdir.mkdir(parents=True)

@@ -435,14 +435,14 @@ def test_fit_warns_when_a_blind_spot_loss_cannot_beat_the_input(tmp_path, n2v_co
         for k in range(2):
             img = 0.5 + 0.2 * (1 - 2 * (j % 2)) + 0.3 * _phantom(48, 48, k) + noise * rng.standard_normal((48, 48))
             tifffile.imwrite(tmp_path / name / f"im{k}.tif", img.astype(np.float32))
-    run = ["fit", "--config", str(n2v_config), "--trainer.output_dir", str(tmp_path / "run"), *TINY]
+    run = ["fit", "--config", str(n2v_config), *TINY]
     expected = r"the loss splitting: trained to predict each pixel from its neighbours, but .* sure or r2r .* " \
                r"or noise2noise with data.pairs"
     with pytest.warns(NeighbourDetailWarning, match=expected):
-        assert main([*run, "--data.path", str(tmp_path / "fine")]) == 0
+        assert main([*run, "--data.path", str(tmp_path / "fine"), "--trainer.output_dir", str(tmp_path / "r1")]) == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error", NeighbourDetailWarning)
-        assert main([*run, "--data.path", str(tmp_path / "noisy")]) == 0
+        assert main([*run, "--data.path", str(tmp_path / "noisy"), "--trainer.output_dir", str(tmp_path / "r2")]) == 0
     # advise --data says the same before any training
     for name, said in (("fine", True), ("noisy", False)):
         capsys.readouterr()

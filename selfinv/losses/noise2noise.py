@@ -60,7 +60,7 @@ class Noise2Noise(Loss):
 
     def forward(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                 generator: torch.Generator | None = None, *, y2: Tensor | None = None) -> Tensor:
-        self._check_pair(y, y2)
+        y2 = self._checked_pair(y, y2)
         if self.symmetric:
             swap = rng.rand((y.shape[0],) + (1,) * (y.ndim - 1), generator=generator, device=y.device) < 0.5
             y, y2 = torch.where(swap, y2, y), torch.where(swap, y, y2)
@@ -70,14 +70,15 @@ class Noise2Noise(Loss):
                         generator: torch.Generator | None = None, *, y2: Tensor | None = None,
                         **batch: Tensor) -> Tensor:
         """``||y2 - A f(y, A)||² / m``, the one fixed direction (no draw: comparable across validations)."""
-        self._check_pair(y, y2)
+        y2 = self._checked_pair(y, y2)
         return ((y2 - physics.A(model(y, physics))) ** 2).mean()
 
     @staticmethod
-    def _check_pair(y: Tensor, y2: Tensor | None) -> None:
+    def _checked_pair(y: Tensor, y2: Tensor | None) -> Tensor:
         if y2 is None:
             raise LossConfigError(
                 "Noise2Noise needs a second noisy copy of each measurement: call loss(y, physics, model, y2=...) "
                 "with a data set whose items carry 'y2' (got y2=None)")
         if y2.shape != y.shape:
             raise ValueError(f"Noise2Noise: y2 has shape {tuple(y2.shape)} but y has shape {tuple(y.shape)}")
+        return y2

@@ -416,24 +416,25 @@ def estimate_noise_correlation(y: Tensor | Sequence[Tensor], radius: int | None 
     level = max(LENGTH_LEVEL, WHITE_SPREAD_K * WHITE_SPREAD_C / math.sqrt(max(n_pixels, 1)))
     while radius is None and not white and r < max_radius and \
             max(abs(v) for (dy, dx), v in rho.items() if max(abs(dy), abs(dx)) == r) > level:
-        wider_rho, wider_c0 = _fit(images, r + 1, block, keep)[:2]
-        if wider_c0 <= 0 < c0:  # no noise fits the wider window (a periodic pattern: stripes): keep this one
-            unfitted = r + 1
+        r += 1
+        rho, c0 = _fit(images, r, block, keep)[:2]
+        if c0 <= 0 < test_c0:  # no noise fits the wider window: a periodic pattern (stripes), not noise
+            unfitted = r
             break
-        r, rho, c0 = r + 1, wider_rho, wider_c0
     correlation = _symmetric(rho)
-    length = 0 if white else max([max(abs(dy), abs(dx)) for (dy, dx), v in correlation.items()
+    length = 0 if white or unfitted else max([max(abs(dy), abs(dx)) for (dy, dx), v in correlation.items()
                                   if (dy, dx) != (0, 0) and abs(v) > level] or [0])
     f2 = 1 - correlation[(0, 1)] - correlation[(1, 0)] + 0.5 * (correlation[(1, 1)] + correlation[(1, -1)])
     haar_fraction = math.sqrt(max(f2, 0.0))
     sigma_white = float(torch.cat([estimate_gaussian_sigma(imgs[:, None]) for imgs in images]).median())
     sigma_pixel = math.sqrt(c0)
-    sigma = sigma_white if white else sigma_pixel
+    sigma = sigma_white if white or unfitted else sigma_pixel
     binned = _binned_correlation(correlation)
     spread = statistics.median(_percentile_range(imgs) for imgs in images)
     noise_to_range = sigma_white / spread if spread > 0 else float("inf")
-    advice = _advice(correlation, white, statistic, thr, length, level, r, max_radius, sigma_pixel,
-                     sigma_white, haar_fraction, binned, noise_to_range, unfitted)
+    advice = _pattern_advice(unfitted, statistic, thr, sigma_white) if unfitted else \
+        _advice(correlation, white, statistic, thr, length, level, r, max_radius, sigma_pixel, sigma_white,
+                haar_fraction, binned, noise_to_range)
     result = NoiseCorrelation(correlation=correlation, white=white, statistic=statistic, threshold=thr,
                               correlation_length=length, length_level=level, sigma=sigma, sigma_pixel=sigma_pixel,
                               sigma_white=sigma_white, haar_fraction=haar_fraction, binned_correlation=binned,
@@ -462,8 +463,7 @@ def _binned_correlation(correlation: dict[tuple[int, int], float], factor: int =
 
 
 def _advice(correlation, white, statistic, threshold, length, level, radius, max_radius, sigma_pixel,
-            sigma_white, haar_fraction, binned, noise_to_range: float = float("inf"),
-            unfitted: int | None = None) -> str:
+            sigma_white, haar_fraction, binned, noise_to_range: float = float("inf")) -> str:
     nb = (f"ρ(x±1) = {correlation[(0, 1)]:.2f}, ρ(y±1) = {correlation[(1, 0)]:.2f}, "
           f"ρ(x±2) = {correlation[(0, 2)]:.2f}, ρ(y±2) = {correlation[(2, 0)]:.2f}")
     if white:
@@ -487,17 +487,16 @@ def _advice(correlation, white, statistic, threshold, length, level, radius, max
             f"noise assumption, but not MMSE-optimal); or 2x2 binning of the measurements (it halves the "
             f"resolution and leaves a neighbour correlation of about {binned:.2f}) followed by a white-noise "
             f"method. The pixel noise standard deviation is about {sigma_pixel:.4g}; the Haar-MAD estimate "
-            f"({sigma_white:.4g}) sees only {100 * haar_fraction:.0f} % of it.{_weak_noise_caveat(noise_to_range)}"
-            f"{_periodic_caveat(unfitted, sigma_white)}")
+            f"({sigma_white:.4g}) sees only {100 * haar_fraction:.0f} % of it.{_weak_noise_caveat(noise_to_range)}")
 
 
-def _periodic_caveat(unfitted: int | None, sigma_white: float) -> str:
-    if unfitted is None:
-        return ""
-    return (f" Caution: over lags up to {unfitted} no noise correlation fits these measurements (their residual "
-            f"holds a periodic pattern — stripes, fixed-pattern column or row noise — that no finite correlation "
-            f"window describes): the correlation and pixel sigma above are unreliable. The Haar-MAD sigma "
-            f"({sigma_white:.4g}) is blind to period-2 stripes; check a flat region or a dark frame.")
+def _pattern_advice(unfitted: int, statistic: float, threshold: float, sigma_white: float) -> str:
+    return (f"The measurements are not white noise on a smooth image (max |ρ| = {statistic:.2f} > {threshold:.2f}), "
+            f"but no noise correlation over lags up to {unfitted} fits them either: their residual holds a periodic "
+            f"pattern (stripes of period 2: image detail, or fixed-pattern row / column noise), which no finite "
+            f"correlation window describes. The noise level is taken from the Haar-MAD estimate, which period-2 "
+            f"stripes do not reach: sigma ≈ {sigma_white:.4g}. If the stripes are noise (a detector's column "
+            f"pattern), no loss here removes them: subtract the pattern (e.g. a dark frame) first.")
 
 
 def _weak_noise_caveat(noise_to_range: float) -> str:

@@ -436,13 +436,27 @@ def fit(cfg: RunConfig, resume: str | None = None, extra_callbacks: Sequence[pl.
         resume_step = int(stored.get("global_step", 0))
         best = _stored_best(stored)
         clean_stale_files(ckpt_dir, keep_best=best)
-    else:
+    else:  # a new run: after the data and config checks, which say more than this one
+        _check_no_earlier_run(ckpt_dir)
         clean_stale_files(ckpt_dir)
     steps_per_epoch = math.ceil(len(dm.train_set) / cfg.data.batch_size)
     trainer = build_trainer(cfg, extra_callbacks, has_truth=dm.has_ground_truth, steps_per_epoch=steps_per_epoch,
                             resume_step=resume_step, validates=dm.val_set is not None)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return trainer, module
+
+
+def _check_no_earlier_run(ckpt_dir: str) -> None:
+    """A new run does not start in a folder holding another run's checkpoints: Lightning would number its
+    checkpoints beside them (``best-…-v1.ckpt``), replace ``last.ckpt`` and restart the log."""
+    if not os.path.isdir(ckpt_dir):
+        return
+    found = sorted(f for f in os.listdir(ckpt_dir) if f.endswith(".ckpt"))
+    if found:
+        shown = ", ".join(found[:3]) + (", …" if len(found) > 3 else "")
+        raise ValueError(f"trainer.output_dir: {os.path.dirname(ckpt_dir)} holds the checkpoints of an earlier run "
+                         f"({shown}); continue it with --resume last, or train into another folder "
+                         f"(--trainer.output_dir) or remove this one")
 
 
 def _stored_best(ckpt: dict) -> str | None:
