@@ -20,8 +20,10 @@ For every measurement read from ``--input`` (a file or a folder, any format of
 
 Outputs are written one per input file, named after it (``cells.tif`` ->
 ``OUT/cells.tif``; a stack stays a stack), in the input's format when selfinv can
-write it (TIFF, PNG, NPY, MRC, FITS — with the input's header: WCS, units), else
-TIFF, or in ``--format``. DICOM inputs give
+write it (TIFF, PNG, NPY, MRC, FITS — with the input's header: WCS, units; HDF5 and
+NPZ — the input file with the reconstruction in place of the array read, its other
+arrays and attributes kept, ``writers.write_container``), else TIFF, or in
+``--format``. DICOM inputs give
 DICOM outputs (``OUT/<file>``, or ``OUT/<series folder>/<each file>``): each file
 keeps the header of the file it was reconstructed from (patient, study, geometry,
 rescale, window) as a new instance of one derived series per input series
@@ -67,8 +69,8 @@ def predict(checkpoint: str, input: str, output: str,
         input: measurement file or folder (PNG/TIFF/NPY/NPZ/MRC/DICOM/FITS/fastMRI HDF5, or a ``selfinv simulate``
             file).
         output: output folder (one reconstruction per input file, named after it).
-        format: output format; default: the input's when writable (TIFF/PNG/NPY/MRC/FITS, DICOM for
-            grayscale images), else TIFF.
+        format: output format; default: the input's when writable (TIFF/PNG/NPY/MRC/FITS, HDF5/NPZ with the input
+            file's other arrays, DICOM for grayscale images), else TIFF.
         tile: tile size for image-domain physics; default: tiles of 512 for images larger than 1024.
         overlap: overlap between tiles (blended).
         batch_size: tiles per network call.
@@ -83,7 +85,7 @@ def predict(checkpoint: str, input: str, output: str,
     from selfinv import registry
     from selfinv.data.readers import FITS_EXTENSIONS
     from selfinv.data.sources import check_channels, read_source
-    from selfinv.data.writers import pixel_size_for
+    from selfinv.data.writers import CONTAINER_EXTENSIONS, pixel_size_for, write_container
     from selfinv.training.loading import load_trained
 
     if tile is not None and tile < 8:
@@ -138,7 +140,12 @@ def predict(checkpoint: str, input: str, output: str,
             if image_domain else None
         stem = _stem(source, ms[0], names, key)
         losses = "+".join(loss.name for loss in run.config.losses)
-        if fmt == "dicom":
+        container = format is None and suffix in CONTAINER_EXTENSIONS and ms[0].kind in ("image", "kspace") \
+            and len({sl.shape for sl in slices}) == 1
+        if container:  # an HDF5 / NPZ file of the user's: the same file with the reconstruction in place
+            written.append(str(write_container(out_dir / f"{stem}{suffix}", np.stack(slices), source, key,
+                                               f"selfinv predict ({losses}) of {Path(source).name}")))
+        elif fmt == "dicom":
             if dicom is not None:
                 raise ValueError(f"--format dicom: {source}: {dicom}; use --format tiff")
             written.extend(_write_dicom(out_dir, stem, ms, slices, Path(source).is_dir(),
@@ -274,7 +281,7 @@ def _stem(source: str, m, names: set[str], key: str | None = None) -> str:
     an NPZ / HDF5 file's arrays (``--key a`` and ``--key b`` of one file do not write the same output)."""
     base = Path(source).name if Path(source).is_dir() else Path(source).stem
     if key is not None and Path(source).suffix.lower() in (".npz", ".h5", ".hdf5"):
-        base = f"{base}_{key}"
+        base = f"{base}_{key.strip('/').replace('/', '_')}"  # an HDF5 path (group/array) is one file name
     stem, k = base, 2
     while stem in names:
         stem, k = f"{base}_{k}", k + 1

@@ -120,7 +120,25 @@ def test_mrc_micrograph_and_npz_give_outputs_in_their_format(tmp_path, n2v_confi
     np.savez(tmp_path / "arr.npz", images=np.stack([_phantom(32, 32, s) for s in range(2)]).astype(np.float32))
     assert main(["predict", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--input",
                  str(tmp_path / "arr.npz"), "--output", str(tmp_path / "den2")]) == 0
-    assert np.asarray(__import__("tifffile").imread(tmp_path / "den2" / "arr.tif")).shape == (2, 32, 32)
+    with np.load(tmp_path / "den2" / "arr.npz") as z:  # the input's container, the array under its own name
+        assert z.files == ["images"] and z["images"].shape == (2, 32, 32) and z["images"].dtype == np.float32
+    # an HDF5 file of several datasets (one nested in a group): the output is that file with the reconstruction in
+    # place of the array read (its attributes kept), every other dataset, group and attribute copied
+    import h5py
+
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f.attrs["instrument"] = "scope 2"
+        f["exposure"] = np.array([1.0, 2.0])
+        f["raw/frames"] = np.stack([_phantom(32, 32, s) * 1000 for s in range(2)]).astype(np.uint16)
+        f["raw/frames"].attrs["units"] = "ADU"
+        f["raw/dark"] = np.zeros((4, 4))
+    assert main(["predict", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--input",
+                 str(tmp_path / "scan.h5"), "--key", "raw/frames", "--output", str(tmp_path / "den4")]) == 0
+    assert [p.name for p in (tmp_path / "den4").iterdir()] == ["scan_raw_frames.h5"]  # a file, not a folder
+    with h5py.File(tmp_path / "den4" / "scan_raw_frames.h5", "r") as f:
+        assert f.attrs["instrument"] == "scope 2" and f["exposure"][()].tolist() == [1.0, 2.0]
+        assert f["raw/dark"].shape == (4, 4) and f["raw/frames"].attrs["units"] == "ADU"
+        assert f["raw/frames"].shape == (2, 32, 32) and f["raw/frames"].dtype == np.uint16
 
 
 MRI_CONFIG = """
@@ -196,6 +214,17 @@ def test_fastmri_files_train_with_their_masks_and_predict_with_the_file_mask(tmp
                                        torch.Generator().manual_seed(0)))
     assert got.shape == (2, 32, 28)
     np.testing.assert_allclose(got, x[0].numpy(), rtol=1e-4, atol=1e-9)
+    # by default the output is the input's HDF5 file: its mask and attributes, the magnitude image as
+    # 'reconstruction_selfinv' (fastMRI's naming), no k-space
+    assert main(["predict", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--input",
+                 str(tmp_path / "under.h5"), "--output", str(tmp_path / "rec3")]) == 0
+    import h5py
+
+    with h5py.File(tmp_path / "rec3" / "under.h5", "r") as f:
+        assert sorted(f) == ["mask", "reconstruction_selfinv"] and "selfinv predict" in f.attrs["selfinv_history"]
+        np.testing.assert_array_equal(f["mask"][()], m)
+        np.testing.assert_allclose(f["reconstruction_selfinv"][()], np.abs(got[0] + 1j * got[1]), rtol=1e-4,
+                                   atol=1e-9)
 
 
 def test_multicoil_fastmri_file_is_compressed_to_one_virtual_coil(tmp_path):

@@ -221,6 +221,80 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
     return path
 
 
+#: container formats whose output keeps the input file's other arrays (``write_container``)
+CONTAINER_EXTENSIONS = (".h5", ".hdf5", ".npz")
+
+
+def write_container(path: str | Path, array: np.ndarray, source: str | Path, key: str | None,
+                    history: str = "selfinv") -> Path:
+    """Write ``array`` ``(N, C, H, W)`` (a reconstruction of one array of the HDF5 / NPZ file ``source``) as a file
+    like ``source``: its other arrays (and, for HDF5, groups and attributes) copied, the reconstruction under the
+    array's own name — the one ``key`` names, else the file's only array — with that dataset's attributes, or
+    under ``reconstruction_selfinv`` for fastMRI k-space (fastMRI's naming; ``kspace`` itself is not copied).
+    The input's layout is kept when the sizes match (``(slices, H, W)`` stays so), else single images and
+    channels are squeezed as in ``write_stack``. HDF5 gets a ``selfinv_history`` attribute.
+
+    Example::
+
+        >>> import tempfile, numpy as np
+        >>> d = Path(tempfile.mkdtemp())
+        >>> np.savez(d / "in.npz", images=np.zeros((3, 8, 8), np.float32), exposure=np.arange(3.0))
+        >>> out = write_container(d / "out.npz", np.ones((3, 1, 8, 8), np.float32), d / "in.npz", None)
+        Traceback (most recent call last):
+        ...
+        ValueError: in.npz holds several arrays ['images', 'exposure']: name the one reconstructed
+        >>> out = write_container(d / "out.npz", np.ones((3, 1, 8, 8), np.float32), d / "in.npz", "images")
+        >>> z = np.load(out); sorted(z.files), z["images"].shape, z["exposure"].tolist()
+        (['exposure', 'images'], (3, 8, 8), [0.0, 1.0, 2.0])
+    """
+    path, source = Path(path), Path(source)
+    a = np.asarray(array)
+    N, C = a.shape[:2]
+    squeezed = a[0, 0] if N == 1 and C == 1 else a[:, 0] if C == 1 else a[0] if N == 1 else a
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def laid_out(shape: tuple[int, ...]) -> np.ndarray:
+        return a.reshape(shape) if int(np.prod(shape)) == a.size else squeezed
+
+    if source.suffix.lower() == ".npz":
+        with np.load(source, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        key = _only_array(key, list(arrays), source)
+        arrays[key] = laid_out(arrays[key].shape)
+        np.savez(path, **arrays)
+        return path
+    import h5py
+
+    with h5py.File(source, "r") as src, h5py.File(path, "w") as dst:
+        names: list[str] = []
+        src.visititems(lambda k, o: names.append(k) if isinstance(o, h5py.Dataset) else None)
+        key = "kspace" if key is None and "kspace" in src else _only_array(key, names, source)
+        out_key = "reconstruction_selfinv" if key == "kspace" else key
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+        for name in src:
+            if name != key.split("/")[0]:
+                src.copy(src[name], dst, name=name)
+            elif "/" in key:  # the group holding the array: copied without it
+                src.copy(src[name], dst, name=name)
+                del dst[key]
+        data = squeezed if key == "kspace" else laid_out(src[key].shape)
+        dset = dst.create_dataset(out_key, data=data)
+        if key != "kspace":
+            for k, v in src[key].attrs.items():
+                dset.attrs[k] = v
+        dst.attrs["selfinv_history"] = history
+    return path
+
+
+def _only_array(key: str | None, names: list[str], source: Path) -> str:
+    if key is not None:
+        return key
+    if len(names) != 1:
+        raise ValueError(f"{source.name} holds several arrays {names}: name the one reconstructed")
+    return names[0]
+
+
 #: numpy dtype of DICOM pixel data by (Bits Allocated, Pixel Representation)
 _DICOM_DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int16,
                  (32, 0): np.uint32, (32, 1): np.int32}

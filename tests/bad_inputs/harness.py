@@ -996,6 +996,16 @@ def read_array(path: str | os.PathLike):
         import pydicom
 
         return pydicom.dcmread(p).pixel_array
+    if p.suffix in (".h5", ".hdf5"):  # predict's output of an HDF5 input: the input file, reconstruction in place
+        import h5py
+
+        with h5py.File(p, "r") as f:
+            names: list[str] = []
+            f.visititems(lambda k, o: names.append(k) if isinstance(o, h5py.Dataset) else None)
+            return f["reconstruction_selfinv" if "reconstruction_selfinv" in f else names[0]][()]
+    if p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            return z[z.files[0]]
     from PIL import Image
 
     with Image.open(p) as im:
