@@ -161,6 +161,46 @@ def test_unsure_prediction_reports_error_and_multiplier_against_the_theory():
     assert unsure_prediction("gaussian")(C.Results(rows, {}, {})).note == "by 1.00 dB"
 
 
+def test_unsure_gap_claim_states_the_gap_the_theory_predicts_item_by_item():
+    # items of MSE 1e-4 and 1e-3 at σ² = 1e-2: MMSE 5.5e-4, k = 1/(1 − 0.055); extra error (k−1)²(σ² − MMSE_i)
+    import math
+
+    from selfinv.reproduce.denoising import key, unsure_within
+
+    mse = [1e-4, 1e-3]
+    k = 1 / (1 - 5.5e-4 / 1e-2)
+    extra = [(k - 1) ** 2 * (1e-2 - m) for m in mse]
+    sup = {"mse": mse, "psnr": [-10 * math.log10(m) for m in mse]}
+    uns = {"psnr": [-10 * math.log10(m + e) for m, e in zip(mse, extra, strict=True)]}
+    res = C.Results({key("gaussian", "supervised"): sup, key("gaussian", "unsure"): uns}, {}, {})
+    v = unsure_within("gaussian", 0.7)(res)
+    predicted = sum(10 * math.log10(1 + e / m) for m, e in zip(mse, extra, strict=True)) / 2
+    assert v.values["predicted_gap"] == pytest.approx(predicted) == pytest.approx(v.values["gap"])
+    assert f"predicts a gap of {predicted:.2f} dB" in v.measured and v.status == "holds"  # 0.69 dB <= 0.7
+
+
+def test_code_version_follows_training_code_not_the_claims(tmp_path):
+    """The cache key's code version changes with what trains and evaluates a row (runner, losses), not with the
+    claims' wording or checks (rewording a claim must not retrain 83 rows)."""
+    import shutil
+
+    import selfinv
+
+    root = tmp_path / "selfinv"
+    shutil.copytree(Path(selfinv.__file__).resolve().parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    base = runner.code_version(root)
+    assert base == runner.code_version()
+    for part in ("reproduce/denoising.py", "reproduce/claims.py", "reproduce/report.py", "reproduce/sei.py"):
+        with open(root / part, "a") as f:
+            f.write("\n# reworded\n")
+        assert runner.code_version(root) == base, part
+    for part in ("reproduce/runner.py", "losses/sure.py", "training/engine.py"):
+        with open(root / part, "a") as f:
+            f.write("\n# changed\n")
+        assert runner.code_version(root) != base, part
+        base = runner.code_version(root)
+
+
 def test_convergence_gain():
     curve = [{"step": s, "test_psnr": p} for s, p in ((0, 20), (100, 28), (800, 30.0), (900, 30.05), (1000, 30.08))]
     assert runner.convergence_gain(curve) == pytest.approx(0.08)

@@ -64,7 +64,10 @@ CONVERGENCE_DB = 0.1
 #: library sources whose content defines the numbers of a row (the cache key's code version)
 _CODE_PARTS = ("physics", "losses", "models", "transforms", "training", "data", "utils", "theory", "reproduce")
 _CODE_FILES = ("config.py", "registry.py", "options.py", "safe_yaml.py")
-_NOT_CODE = ("reproduce/report.py",)  # presentation only
+#: what only presents or judges finished rows: the report, and the claims with their checks (a row's config file
+#: and test set, which the family modules name, are in the cache key themselves)
+_NOT_CODE = ("reproduce/report.py", "reproduce/claims.py", "reproduce/denoising.py", "reproduce/incomplete.py",
+             "reproduce/sei.py", "reproduce/theory.py", "reproduce/selection.py")
 
 
 # -- families ----------------------------------------------------------------------------------------------
@@ -261,11 +264,12 @@ def merge_seeds(results: list[dict]) -> dict:
 
 # -- cache ---------------------------------------------------------------------------------------------------------
 
-def code_version() -> str:
-    """Hash of the sources that define a row's numbers (see ``_CODE_PARTS``), plus selfinv's version."""
+def code_version(root: Path | None = None) -> str:
+    """Hash of the sources that define a row's numbers (see ``_CODE_PARTS``), plus selfinv's version; ``root``:
+    the package folder (default: the imported one)."""
     import selfinv
 
-    root = Path(selfinv.__file__).resolve().parent
+    root = Path(selfinv.__file__).resolve().parent if root is None else Path(root)
     h = hashlib.sha256(selfinv.__version__.encode())
     files = [root / f for f in _CODE_FILES]
     for part in _CODE_PARTS:
