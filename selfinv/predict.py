@@ -60,8 +60,8 @@ _FORMATS = {".tif": "tiff", ".tiff": "tiff", ".png": "png", ".npy": "npy", ".mrc
 def predict(checkpoint: str, input: str, output: str,
             format: Optional[Literal["tiff", "png", "npy", "mrc", "fits", "dicom"]] = None, tile: Optional[int] = None,
             overlap: int = 32, batch_size: int = 4, physics_args: Optional[dict] = None, complex: bool = False,
-            key: Optional[str] = None, progress: bool = True, dtype: Literal["input", "float32"] = "input"
-            ) -> list[str]:
+            key: Optional[str] = None, progress: bool = True, dtype: Literal["input", "float32"] = "input",
+            pairs: Optional[str] = None) -> list[str]:
     """Reconstruct measurements (a file or a folder) with a trained checkpoint, in the input's units.
 
     Args:
@@ -81,10 +81,14 @@ def predict(checkpoint: str, input: str, output: str,
         dtype: ``input``: the input's data type (integers rounded and clipped to the type's range); ``float32``:
             the reconstruction unrounded, in the input's units (for low counts, where rounding to integers
             costs precision: values spanning few levels get a note).
+        pairs: a second, independent noisy measurement of each input (a file or folder matching ``input`` one to
+            one, like ``data.pairs`` of fit: two exposures, even/odd frame sums): each output is the mean of the
+            reconstructions of the two (their errors are partly independent). A ``selfinv simulate`` file of
+            pairs is averaged the same way.
     """
     from selfinv import registry
     from selfinv.data.readers import FITS_EXTENSIONS
-    from selfinv.data.sources import check_channels, read_source
+    from selfinv.data.sources import check_channels, read_source, with_pairs
     from selfinv.data.writers import CONTAINER_EXTENSIONS, pixel_size_for, write_container
     from selfinv.training.loading import load_trained
 
@@ -102,6 +106,8 @@ def predict(checkpoint: str, input: str, output: str,
     run = load_trained(checkpoint)
     physics = _physics(run, physics_args)
     measurements = read_source(input, key)
+    if pairs is not None:
+        measurements = with_pairs(measurements, read_source(pairs, key), "--pairs", "--input")
     check_physics_fits(measurements, type(run.module.physics), run.config.physics.name)
     channels = int(run.config.model.backbone.args.get("in_channels", 1))
     check_channels(measurements, channels, "--input", "the checkpoint's network takes {n}-channel images",
@@ -155,7 +161,9 @@ def predict(checkpoint: str, input: str, output: str,
             written.extend(_write(out_dir, stem, fmt, slices, suffix, pixel, source if fits_header else None,
                                   f"selfinv predict ({losses}) of {Path(source).name}", Path(source).name))
     bar.close()
-    print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}")
+    averaged = " (each the mean of the reconstructions of its pair)" if any(m.y2 is not None for m in measurements) \
+        else ""
+    print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}{averaged}")
     if few_levels >= 0:
         print(f"note: the reconstructions were rounded to the input's integer type and span {few_levels} levels: "
               f"rounding adds an error of 0.29 (rms) to each value; --dtype float32 writes them unrounded")
@@ -211,23 +219,32 @@ def _reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex_
         params = {"mask": op.mask_from_measurement(y)}
     if params:
         op = op.with_params(**params)
-    y_n = run.normalization.apply(y)
-    _warn_units(y_n, op, m)
-    generator = torch.Generator().manual_seed(0)
     size = max(y.shape[-2:])
     if tile is None and op.image_domain and size > AUTO_TILE_ABOVE:
         tile = AUTO_TILE
-    with torch.no_grad():
-        if tile is not None and op.image_domain:
-            from selfinv.data.tiling import tiled_apply
 
-            bar = _progress(_n_tiles(y.shape[-2:], tile, min(overlap, tile - 1)), progress, "tiles")
-            x_n = tiled_apply(lambda t: estimator(t, op, generator), y_n, tile=tile, overlap=min(overlap, tile - 1),
-                              batch_size=batch_size, progress=lambda done, total: bar.update_to(done))
-            bar.close()
-        else:
-            x_n = estimator(y_n, op, generator)
-    x = run.normalization.undo(x_n)
+    def reconstruct(y: Tensor) -> Tensor:
+        y_n = run.normalization.apply(y)
+        _warn_units(y_n, op, m)
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            if tile is not None and op.image_domain:
+                from selfinv.data.tiling import tiled_apply
+
+                bar = _progress(_n_tiles(y.shape[-2:], tile, min(overlap, tile - 1)), progress, "tiles")
+                x_n = tiled_apply(lambda t: estimator(t, op, generator), y_n, tile=tile,
+                                  overlap=min(overlap, tile - 1), batch_size=batch_size,
+                                  progress=lambda done, total: bar.update_to(done))
+                bar.close()
+            else:
+                x_n = estimator(y_n, op, generator)
+        return run.normalization.undo(x_n)
+
+    x = reconstruct(y)
+    if m.y2 is not None:  # the second measurement of a pair: the mean of the two reconstructions
+        y2, _ = _fill_blank(m.y2[None].to(y.dtype), m, op)
+        _check_finite(y2, m, "input (its pair)")
+        x = (x + reconstruct(y2)) / 2
     _check_finite(x, m, "reconstruction")
     if blank is not None:
         if blank.shape[-2:] != x.shape[-2:]:

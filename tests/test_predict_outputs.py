@@ -132,3 +132,24 @@ def test_predict_names_the_array_it_read_from_a_file_of_several(tmp_path, checkp
         assert main(["predict", "--checkpoint", checkpoint, "--input", str(tmp_path / "two.npz"), "--output",
                      str(tmp_path / "out"), "--key", key, "--format", "npy"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["two_a.npy", "two_b.npy"]
+
+
+def test_predict_with_pairs_writes_the_mean_of_the_two_reconstructions(checkpoint, tmp_path, capsys, one_thread):
+    """``--pairs``: a second noisy measurement of each input (two exposures); the output is the mean of the two
+    reconstructions, each as predict gives it alone; inputs and pairs that do not correspond are refused."""
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 24)).astype(np.float32)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for i in range(2):
+            np.save(tmp_path / folder / f"im{i}.npy", (x + 0.1 * rng.standard_normal(x.shape)).astype(np.float32))
+    for folder in ("a", "b"):
+        assert _predict(checkpoint, tmp_path / folder, tmp_path / f"out_{folder}") == 0
+    assert _predict(checkpoint, tmp_path / "a", tmp_path / "out_pair", "--pairs", str(tmp_path / "b")) == 0
+    assert "each the mean of the reconstructions of its pair" in capsys.readouterr().out
+    for i in range(2):
+        a, b = (np.load(tmp_path / f"out_{f}" / f"im{i}.npy") for f in ("a", "b"))
+        np.testing.assert_allclose(np.load(tmp_path / "out_pair" / f"im{i}.npy"), (a + b) / 2, atol=1e-6)
+    (tmp_path / "b" / "im1.npy").unlink()
+    assert _predict(checkpoint, tmp_path / "a", tmp_path / "out_bad", "--pairs", str(tmp_path / "b")) == 2
+    assert "--pairs holds 1 measurement(s) but --input 2" in capsys.readouterr().err

@@ -37,7 +37,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +178,30 @@ def read_source(path: str | Path, key: str | None = None) -> list[Measurement]:
     out: list[Measurement] = []
     for f, _ in files:
         out.extend(read_file(f, key))
+    return out
+
+
+def with_pairs(measurements: list[Measurement], seconds: list[Measurement], option: str = "data.pairs",
+               main: str = "data.path") -> list[Measurement]:
+    """``measurements`` with ``y2`` = the matching measurement of ``seconds`` (the second noisy measurements given
+    by ``option``, in the same order: sorted file names, then slices), checked to match one to one in shape and
+    blank (NaN) pixels, and not to be copies (a pair is two independent measurements of one image)."""
+    if len(seconds) != len(measurements):
+        raise ValueError(f"{option} holds {len(seconds)} measurement(s) but {main} {len(measurements)}; they "
+                         f"must correspond one to one (the second noisy measurement of each image)")
+    out = []
+    for m, s in zip(measurements, seconds, strict=True):
+        if s.y.shape != m.y.shape:
+            raise ValueError(f"{option}: {s.name} ({s.source}) has shape {tuple(s.y.shape)} but its pair {m.name} "
+                             f"({m.source}) {tuple(m.y.shape)}; a pair is two measurements of the same image")
+        if m.y.is_floating_point() and not torch.equal(torch.isnan(m.y), torch.isnan(s.y.float())):
+            raise ValueError(f"{option}: {s.name} ({s.source}) has blank (NaN) pixels where {m.name} has none, or "
+                             f"the reverse; the two measurements of a pair must be blank at the same pixels")
+        if torch.equal(m.y, s.y.to(m.y.dtype)):
+            raise ValueError(f"{option}: {s.name} ({s.source}) is identical to {m.name} ({m.source}); a pair is two "
+                             f"independent noisy measurements of the same image (Noise2Noise on identical copies "
+                             f"learns the identity)")
+        out.append(replace(m, y2=s.y.to(m.y.dtype)))
     return out
 
 

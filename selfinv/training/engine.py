@@ -29,7 +29,7 @@ from torch import Tensor
 from selfinv import registry
 from selfinv.config import RunConfig, from_dict, physics_args, to_dict
 from selfinv.data.normalization import Normalization
-from selfinv.data.sources import Measurement
+from selfinv.data.sources import Measurement, with_pairs
 from selfinv.data.user_data import TrainingData
 from selfinv.losses.base import WeightedSum
 from selfinv.physics.base import Physics
@@ -158,7 +158,7 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None, checkpoint: 
                                   "model.backbone.args.in_channels is {n}", "leave in_channels and out_channels out "
                                   "of model.backbone.args to train on the data's channels")
     if d.pairs is not None:
-        measurements = _with_pairs(measurements, read_source(d.pairs, d.key))
+        measurements = with_pairs(measurements, read_source(d.pairs, d.key))
     for m in measurements:
         check_measurement(_blank_filled(m, op), noise_cls, f"{m.name} ({m.source})")
         if m.y2 is not None:
@@ -180,28 +180,6 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None, checkpoint: 
         back_project=back_project, normalization=normalization, offset=d.offset)
     data.channels = channels
     return data
-
-
-def _with_pairs(measurements: list[Measurement], seconds: list[Measurement]) -> list[Measurement]:
-    """``measurements`` with ``y2`` = the matching measurement of ``seconds`` (``data.pairs``, in the same order:
-    sorted file names, then slices), checked to match one to one in shape and blank (NaN) pixels."""
-    if len(seconds) != len(measurements):
-        raise ValueError(f"data.pairs holds {len(seconds)} measurement(s) but data.path {len(measurements)}; they "
-                         f"must correspond one to one (the second noisy measurement of each image)")
-    out = []
-    for m, s in zip(measurements, seconds, strict=True):
-        if s.y.shape != m.y.shape:
-            raise ValueError(f"data.pairs: {s.name} ({s.source}) has shape {tuple(s.y.shape)} but its pair {m.name} "
-                             f"({m.source}) {tuple(m.y.shape)}; a pair is two measurements of the same image")
-        if m.y.is_floating_point() and not torch.equal(torch.isnan(m.y), torch.isnan(s.y.float())):
-            raise ValueError(f"data.pairs: {s.name} ({s.source}) has blank (NaN) pixels where {m.name} has none, or "
-                             f"the reverse; the two measurements of a pair must be blank at the same pixels")
-        if torch.equal(m.y, s.y.to(m.y.dtype)):
-            raise ValueError(f"data.pairs: {s.name} ({s.source}) is identical to {m.name} ({m.source}); a pair is two "
-                             f"independent noisy measurements of the same image (Noise2Noise on identical copies "
-                             f"learns the identity)")
-        out.append(replace(m, y2=s.y.to(m.y.dtype)))
-    return out
 
 
 def _blank_filled(m: Measurement, op: Physics) -> Tensor:
