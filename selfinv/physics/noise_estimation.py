@@ -423,7 +423,7 @@ def estimate_noise_correlation(y: Tensor | Sequence[Tensor], radius: int | None 
             break
     correlation = _symmetric(rho)
     length = 0 if white or unfitted else max([max(abs(dy), abs(dx)) for (dy, dx), v in correlation.items()
-                                  if (dy, dx) != (0, 0) and abs(v) > level] or [0])
+                                              if (dy, dx) != (0, 0) and abs(v) > level] or [0])
     f2 = 1 - correlation[(0, 1)] - correlation[(1, 0)] + 0.5 * (correlation[(1, 1)] + correlation[(1, -1)])
     haar_fraction = math.sqrt(max(f2, 0.0))
     sigma_white = float(torch.cat([estimate_gaussian_sigma(imgs[:, None]) for imgs in images]).median())
