@@ -223,9 +223,10 @@ def _reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex_
     if tile is None and op.image_domain and size > AUTO_TILE_ABOVE:
         tile = AUTO_TILE
 
-    def reconstruct(y: Tensor) -> Tensor:
+    def reconstruct(y: Tensor, first: bool = True) -> Tensor:
         y_n = run.normalization.apply(y)
-        _warn_units(y_n, op, m)
+        if first:  # a pair's second measurement is in the same units: one warning
+            _warn_units(y_n, op, m)
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():
             if tile is not None and op.image_domain:
@@ -242,9 +243,9 @@ def _reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex_
 
     x = reconstruct(y)
     if m.y2 is not None:  # the second measurement of a pair: the mean of the two reconstructions
-        y2, _ = _fill_blank(m.y2[None].to(y.dtype), m, op)
+        y2, _ = _fill_blank(m.y2[None].to(y.dtype), m, op, warn=False)  # blank where y is (with_pairs)
         _check_finite(y2, m, "input (its pair)")
-        x = (x + reconstruct(y2)) / 2
+        x = (x + reconstruct(y2, first=False)) / 2
     _check_finite(x, m, "reconstruction")
     if blank is not None:
         if blank.shape[-2:] != x.shape[-2:]:
@@ -257,14 +258,14 @@ def _reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex_
     return cast_to(x, m.dtype if keep_dtype else "float32")
 
 
-def _fill_blank(y: Tensor, m, op) -> tuple[Tensor, Tensor | None]:
+def _fill_blank(y: Tensor, m, op, warn: bool = True) -> tuple[Tensor, Tensor | None]:
     """A FITS image's blank (NaN) pixels under an image-domain operator (``fill_blank_pixels``): the network
     sees them filled with the image's median and the output keeps them blank (the mask resized to the output by
     nearest neighbour), with a warning. A NaN anywhere else stays an error (``_check_finite``)."""
     from selfinv.data.sources import fill_blank_pixels
 
     y, blank = fill_blank_pixels(y, m, op.image_domain)
-    if blank is not None:
+    if blank is not None and warn:
         warnings.warn(f"{m.name}: {int(blank.sum())} blank (NaN) pixel(s) of {y.numel()}: filled with the image's "
                       f"median for the network and left blank in the output", UserWarning, stacklevel=3)
     return y, blank

@@ -136,6 +136,13 @@ def pixel_size_for(pixel_size: dict | None, measured_hw: tuple[int, int], output
     return {**pixel_size, "x": pixel_size["x"] * w / w2, "y": pixel_size["y"] * h / h2}
 
 
+def _squeezed(a: np.ndarray) -> np.ndarray:
+    """``(N, C, H, W)`` without its unit leading axes: ``(H, W)`` for one single-channel image, ``(N, H, W)``
+    for a single-channel stack, ``(C, H, W)`` for one multi-channel image."""
+    N, C = a.shape[:2]
+    return a[0, 0] if N == 1 and C == 1 else a[:, 0] if C == 1 else a[0] if N == 1 else a
+
+
 def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = None,
                 header_from: str | Path | None = None, history: str = "selfinv") -> Path:
     """Write ``array`` ``(N, C, H, W)`` of any real dtype, values unchanged, to ``path`` (``.tif``, ``.npy``,
@@ -156,7 +163,7 @@ def write_stack(path: str | Path, array: np.ndarray, pixel_size: dict | None = N
     if a.ndim != 4:
         raise ValueError(f"write_stack expects (N, C, H, W), got shape {a.shape}")
     N, C = a.shape[:2]
-    squeezed = a[0, 0] if N == 1 and C == 1 else a[:, 0] if C == 1 else a[0] if N == 1 else a
+    squeezed = _squeezed(a)
     ext = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     if ext in (".tif", ".tiff"):
@@ -249,8 +256,7 @@ def write_container(path: str | Path, array: np.ndarray, source: str | Path, key
     """
     path, source = Path(path), Path(source)
     a = np.asarray(array)
-    N, C = a.shape[:2]
-    squeezed = a[0, 0] if N == 1 and C == 1 else a[:, 0] if C == 1 else a[0] if N == 1 else a
+    squeezed = _squeezed(a)
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def laid_out(shape: tuple[int, ...]) -> np.ndarray:
