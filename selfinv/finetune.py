@@ -93,13 +93,15 @@ def load_measurement(path: str | os.PathLike, index: int = 0) -> tuple[Tensor, d
     return _measurement(path, index)[:3]  # type: ignore[return-value]
 
 
-def _measurement(path: str | os.PathLike, index: int):
+def _measurement(path: str | os.PathLike, index: int, keep_coils: bool = False):
+    from selfinv.data.readers import keeping_coils
     from selfinv.data.sources import read_source
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"--measurement: file not found: {p}")
-    ms = read_source(p)
+    with keeping_coils(keep_coils):
+        ms = read_source(p)
     if not 0 <= index < len(ms):
         raise ValueError(f"--index {index}: {p} holds {len(ms)} measurement(s)")
     m = ms[index]
@@ -340,10 +342,10 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
     spec: Any = loss
     if isinstance(loss, str) and loss.lstrip().startswith("["):
         spec = safe_yaml.load_text(loss, "--loss")
-    y, params, _, m = _measurement(measurement, index)
     pretrained = load_checkpoint_config(checkpoint)
     physics_name = pretrained["physics"]["name"]
     physics_cls = registry.resolve("physics", physics_name, "physics")
+    y, params, _, m = _measurement(measurement, index, keep_coils=physics_cls.keeps_coils)
     check_physics_fits([m], physics_cls, physics_name)
     image_domain = physics_cls.image_domain  # else the measurement is a sinogram or k-space
     to_dicom = Path(output).suffix.lower() in DICOM_EXTENSIONS

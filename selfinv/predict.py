@@ -87,7 +87,7 @@ def predict(checkpoint: str, input: str, output: str,
             pairs is averaged the same way.
     """
     from selfinv import registry
-    from selfinv.data.readers import FITS_EXTENSIONS
+    from selfinv.data.readers import FITS_EXTENSIONS, keeping_coils
     from selfinv.data.sources import check_channels, read_source, with_pairs
     from selfinv.data.writers import CONTAINER_EXTENSIONS, pixel_size_for, write_container
     from selfinv.training.loading import load_trained
@@ -105,13 +105,14 @@ def predict(checkpoint: str, input: str, output: str,
         raise ValueError(f"--output {out_dir} is a file; expected a folder for the reconstructions")
     run = load_trained(checkpoint)
     physics = _physics(run, physics_args)
-    measurements = read_source(input, key)
-    if pairs is not None:
-        measurements = with_pairs(measurements, read_source(pairs, key), "--pairs", "--input")
+    with keeping_coils(physics.keeps_coils):
+        measurements = read_source(input, key)
+        if pairs is not None:
+            measurements = with_pairs(measurements, read_source(pairs, key), "--pairs", "--input")
     check_physics_fits(measurements, type(run.module.physics), run.config.physics.name)
     channels = int(run.config.model.backbone.args.get("in_channels", 1))
     check_channels(measurements, channels, "--input", "the checkpoint's network takes {n}-channel images",
-                   "give it images like those it was trained on, or train a network on these")
+                   "give it images like those it was trained on, or train a network on these", physics.image_channels)
     if tile is not None and not physics.image_domain:
         raise ValueError(f"--tile: tiled prediction needs an image-domain operator (denoising, blur, "
                          f"downsampling); this checkpoint uses {type(physics).__name__}, whose measurements "
@@ -286,7 +287,7 @@ def _warn_units(y_n: Tensor, op, m) -> None:
     """Warn when the normalised input lies far outside the training range (about [0, 1])."""
     from selfinv.data.user_data import far_from_unit_range
 
-    span = far_from_unit_range(y_n if op.image_domain else op.A_dagger(y_n).abs(), sample=1_000_000)
+    span = far_from_unit_range(y_n if op.image_domain else op.image_estimate(y_n).abs(), sample=1_000_000)
     if span is not None:
         lo, hi = span
         warnings.warn(f"{m.name}: after the checkpoint's normalisation its values span [{lo:.3g}, {hi:.3g}], far "

@@ -28,6 +28,7 @@ _REGISTRY: dict[str, dict[str, str]] = {
         "denoising": "selfinv.physics.base:Denoising",
         "inpainting": "selfinv.physics.inpainting:Inpainting",
         "mri": "selfinv.physics.mri:MRI",
+        "mri_multicoil": "selfinv.physics.mri_multicoil:MultiCoilMRI",
         "tomography": "selfinv.physics.tomography:Tomography",
         "beer_lambert_ct": "selfinv.physics.tomography:BeerLambertCT",
         "blur": "selfinv.physics.blur:Blur",

@@ -26,10 +26,10 @@ def test_config_builds_and_trains_one_step(path, tmp_path):
     build_module(cfg)  # at the configured size
     g = torch.Generator().manual_seed(0)
     size = 32
-    channels = 2 if cfg.physics.name == "mri" else 1
     cfg.data.patch_size = size  # the operator's image size follows the patch size: keep the step cheap
     module = build_module(cfg)
     small = module.physics
+    channels = 2 if small.complex_image else 1  # MRI (single- and multi-coil): complex images
     x = torch.rand(2, channels, size, size, generator=g) * 0.8 + 0.1
     params = small.sample_params(2, g)
     op = small.with_params(**params) if params else small

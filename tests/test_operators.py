@@ -46,6 +46,8 @@ CASES = {
     "inpainting_shared": (lambda g: Inpainting((1, 8, 8), keep_ratio=0.3, per_sample=False, generator=g),
                           (1, 8, 8)),
     "mri_random": (lambda g: MRI((16, 16), acceleration=4, center_fraction=0.125, generator=g), (2, 16, 16)),
+    "mri_multicoil": (lambda g: P.MultiCoilMRI((16, 12), acceleration=2, center_fraction=0.25, coils=4,
+                                               generator=g), (2, 16, 12)),
     "mri_equispaced": (lambda g: MRI((16, 12), acceleration=2, center_fraction=0.1, pattern="equispaced",
                                      generator=g), (2, 16, 12)),
     "blur_circular": (lambda g: Blur(sigma=1.0, boundary="circular", sigma_range=(0.5, 1.5)), (2, 12, 13)),
@@ -73,7 +75,7 @@ if getattr(P, "Tomography", None) is not None:  # built by another helper; inclu
 EXACT_DAGGER = {"denoising", "inpainting", "inpainting_shared", "mri_random", "mri_equispaced",
                 "downsampling_bicubic2", "downsampling_gaussian4", "downsampling_plain2",
                 "cs_per_sample", "cs_shared"}
-CG_DAGGER = {"blur_valid", "blur_reflect", "blur_box_reflect", "blur_even_user_kernel"}
+CG_DAGGER = {"blur_valid", "blur_reflect", "blur_box_reflect", "blur_even_user_kernel", "mri_multicoil"}
 
 
 def make(name: str, seed: int = 0, batch: int = B):
@@ -180,13 +182,16 @@ def test_per_sample_params_differ_and_match_single_samples(name):
     assert op.is_random
     params = op.params()
     assert params, "a random operator must expose its parameters"
+    drawn = set(op.sample_params(2, _g(3)))  # what it draws (MultiCoilMRI's sensitivities come with the data)
+    assert drawn, "a random operator must draw some parameter"
     for pname, value in params.items():
-        assert value.shape[0] == 4, f"{pname} should have one entry per sample"
-        assert not torch.equal(value[0], value[1]), f"{pname} identical for two samples"
+        if pname in drawn:
+            assert value.shape[0] == 4, f"{pname} should have one entry per sample"
+            assert not torch.equal(value[0], value[1]), f"{pname} identical for two samples"
     y = op.A(x)
     yt = torch.randn(y.shape, generator=_g(7), dtype=torch.float64)
     for b in range(4):
-        single = op.with_params(**{k: v[b:b + 1] for k, v in params.items()})
+        single = op.with_params(**{k: v[b:b + 1] if v.shape[0] == 4 else v for k, v in params.items()})
         assert torch.allclose(single.A(x[b:b + 1]), y[b:b + 1], rtol=1e-12, atol=1e-12)
         assert torch.allclose(single.A_adjoint(yt[b:b + 1]), op.A_adjoint(yt)[b:b + 1], rtol=1e-12, atol=1e-12)
         if name in EXACT_DAGGER or name == "blur_circular":

@@ -84,7 +84,7 @@ def test_kspace_file_on_an_image_checkpoint_names_the_physics_it_needs(checkpoin
     capsys.readouterr()
     assert _predict(checkpoint, tmp_path / "knee.h5", tmp_path / "out") == 2
     assert ("error: this checkpoint was trained for denoising; knee.h5 holds MRI k-space (needs a checkpoint "
-            "trained with physics mri: 2 channels, real and imaginary)") in capsys.readouterr().err
+            "trained with physics mri or mri_multicoil: 2 channels, real and imaginary)") in capsys.readouterr().err
 
 
 class _NotAllowed:

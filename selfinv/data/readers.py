@@ -299,22 +299,34 @@ def _read_hdf5(path: Path, key: str | None) -> tuple[np.ndarray, dict]:
     if key == "kspace" and not np.iscomplexobj(a):
         raise ValueError(f"{path}: 'kspace' holds real values of dtype {a.dtype}; expected complex k-space")
     compression = None
+    if key == "kspace" and 2 <= a.ndim <= 4 and _KEEP_COILS.get():  # (slices, coils, H, W), read coil by coil
+        a = a.reshape((1,) * (4 - a.ndim) + a.shape) if a.ndim == 2 else a[:, None] if a.ndim == 3 else a
+        meta = {"key": key, "attrs": attrs, "coils": int(a.shape[1]), **_stats(a)}
+        if mask is not None:
+            meta["mask"] = _checked_kspace_mask(mask, a, path)
+        channels = np.stack([a.real, a.imag], axis=2).reshape(a.shape[0], 2 * a.shape[1], *a.shape[2:])
+        return channels, meta
     if key == "kspace" and a.ndim == 4:  # (slices, coils, H, W)
         coils = a.shape[1]
         a, kept = compress_coils(a)
         compression = {"coils": coils, "energy_kept": [float(v) for v in kept]}
         warnings.warn(f"{path}: the {coils} receive coils of each slice are compressed to one virtual coil (SVD; "
                       f"{100 * float(kept.min()):.0f}-{100 * float(kept.max()):.0f} % of the k-space energy kept): "
-                      f"the reconstruction is that virtual coil's image", UserWarning, stacklevel=2)
+                      f"the reconstruction is that virtual coil's image (physics.name: mri_multicoil reconstructs "
+                      f"from every coil with its sensitivities)", UserWarning, stacklevel=2)
     meta = {"key": key, "attrs": attrs, **_stats(a)}
     if compression is not None:
         meta["coil_compression"] = compression
     if mask is not None:
-        if mask.ndim != 1 or mask.shape[0] != a.shape[-1]:
-            raise ValueError(f"{path}: 'mask' has shape {mask.shape}; expected ({a.shape[-1]},), one entry per "
-                             f"k-space column of 'kspace' {a.shape}")
-        meta["mask"] = mask.astype(np.float32)
+        meta["mask"] = _checked_kspace_mask(mask, a, path)
     return array_to_nchw(a, f"{path}[{key}]"), meta
+
+
+def _checked_kspace_mask(mask: np.ndarray, kspace: np.ndarray, path: Path) -> np.ndarray:
+    if mask.ndim != 1 or mask.shape[0] != kspace.shape[-1]:
+        raise ValueError(f"{path}: 'mask' has shape {mask.shape}; expected ({kspace.shape[-1]},), one entry per "
+                         f"k-space column of 'kspace' {kspace.shape}")
+    return mask.astype(np.float32)
 
 
 def _read_mrc(path: Path) -> tuple[np.ndarray, dict]:
@@ -571,6 +583,22 @@ def several_arrays_hint(text: str) -> Iterator[None]:
         yield
     finally:
         _SEVERAL_ARRAYS_HINT.reset(token)
+
+
+#: whether a multi-coil fastMRI ``kspace`` (slices, coils, H, W) is read coil by coil (``(slices, 2C, H, W)``,
+#: for a physics that ``keeps_coils``) instead of compressed to one virtual coil (``compress_coils``)
+_KEEP_COILS: ContextVar[bool] = ContextVar("keep_coils", default=False)
+
+
+@contextmanager
+def keeping_coils(keep: bool = True) -> Iterator[None]:
+    """Inside the block, multi-coil k-space files are read coil by coil, 2 real channels per coil, with
+    ``meta["coils"]`` (``keep=True``: the physics reconstructs from every coil, ``Physics.keeps_coils``)."""
+    token = _KEEP_COILS.set(bool(keep))
+    try:
+        yield
+    finally:
+        _KEEP_COILS.reset(token)
 
 
 def _first_line(e: BaseException) -> str:

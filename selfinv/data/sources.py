@@ -37,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -67,7 +68,7 @@ class Measurement:
     y2: Tensor | None = None
     #: dtype of the stored values (outputs are cast back to it)
     dtype: str = "float32"
-    #: ``"image"``, ``"kspace"`` (complex, 2 channels) or ``"simulated"``
+    #: ``"image"``, ``"kspace"`` (complex: 2 channels, or 2 per coil) or ``"simulated"``
     kind: str = "image"
     #: the file's pixel size, when it states one (MRC voxel size, TIFF resolution / ImageJ calibration, DICOM
     #: PixelSpacing): ``{"x", "y", "z", "unit", "imagej"}``; outputs keep it (``writers.write_stack``)
@@ -127,8 +128,9 @@ def _split(array: np.ndarray, meta: dict, path: Path, stem: str) -> list[Measure
     dtype = str(np.dtype(meta.get("original_dtype", array.dtype)))
     is_kspace = meta.get("key") == "kspace"
     params: dict[str, Tensor] = {}
+    coils = int(meta.get("coils", 0))
     if is_kspace:
-        k = array[:, 0] + 1j * array[:, 1]
+        k = array[:, 0::2] + 1j * array[:, 1::2]  # (slices, coils, H, W)
         params = {"mask": torch.from_numpy(_kspace_mask(meta, k)).reshape(1, 1, -1)}
     pixel_size = meta.get("pixel_size")
     origins = meta.get("slice_origins")
@@ -136,10 +138,23 @@ def _split(array: np.ndarray, meta: dict, path: Path, stem: str) -> list[Measure
     for i in range(n):
         y = torch.from_numpy(np.ascontiguousarray(array[i], dtype=np.float32))
         name = stem if n == 1 else f"{stem}_{i:04d}"
-        out.append(Measurement(y=y, name=name, source=str(path), index=i, count=n, params=dict(params),
+        own = dict(params)
+        if coils:  # multi-coil k-space read coil by coil: its self-calibrated sensitivities
+            own["sensitivities"] = _sensitivities(k[i], own["mask"], path, name)
+        out.append(Measurement(y=y, name=name, source=str(path), index=i, count=n, params=own,
                                dtype=dtype, kind="kspace" if is_kspace else "image", pixel_size=pixel_size,
                                origin=tuple(origins[i]) if origins else None))
     return out
+
+
+def _sensitivities(kspace: np.ndarray, mask: Tensor, path: Path, name: str) -> Tensor:
+    """The coil sensitivities ``(C, 2, H, W)`` of one slice of multi-coil k-space, from its calibration lines."""
+    from selfinv.physics.mri_multicoil import estimate_sensitivities
+
+    try:
+        return estimate_sensitivities(torch.from_numpy(np.ascontiguousarray(kspace, np.complex64)), mask).float()
+    except ValueError as e:
+        raise ValueError(f"{path} ({name}): {e}") from None
 
 
 def read_file(path: str | Path, key: str | None = None) -> list[Measurement]:
@@ -235,8 +250,8 @@ def check_kspace(measurements: list[Measurement], physics: str, where: str) -> N
     for m in measurements:
         if m.kind == "kspace":
             raise ValueError(f"{where}: {m.source} holds MRI k-space (its 'kspace' dataset), not '{physics}' "
-                             f"measurements; train on it with physics: {{name: {' or '.join(k_space)}}} (the file's "
-                             f"mask is used)")
+                             f"measurements; train on it with physics: {{name: {k_space[0]}}} (the file's mask is "
+                             f"used{''.join(f'; {n} also takes it' for n in k_space[1:])})")
 
 
 def blank_pixels_allowed(m: Measurement, image_domain: bool) -> bool:
@@ -269,8 +284,11 @@ def fill_blank_pixels(y: Tensor, m: Measurement, image_domain: bool) -> tuple[Te
 
 
 def check_channels(measurements: list[Measurement], channels: int | None, where: str,
-                   expected: str = "the model takes {n}", fix: str = "") -> int:
-    """Every measurement has ``channels`` channels (``None``: as many as the first); returns that count.
+                   expected: str = "the model takes {n}", fix: str = "",
+                   image_channels: Callable[[int], int] = int) -> int:
+    """Every measurement is of an image with ``channels`` channels (``None``: as many as the first); returns that
+    count. ``image_channels``: the image channels of a measurement with that many channels (the physics' own,
+    ``Physics.image_channels``; by default the same).
 
     A clear error names the first measurement that differs, ``expected`` what asked for ``channels``
     (``{n}`` is the count) and ``fix`` how to change that.
@@ -278,9 +296,9 @@ def check_channels(measurements: list[Measurement], channels: int | None, where:
     if not measurements:
         return 1 if channels is None else channels
     first = measurements[0]
-    want = first.y.shape[0] if channels is None else channels
+    want = image_channels(first.y.shape[0]) if channels is None else channels
     for m in measurements:
-        got = m.y.shape[0]
+        got = image_channels(m.y.shape[0])
         if got == want:
             continue
         if channels is None:

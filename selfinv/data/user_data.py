@@ -271,9 +271,9 @@ class TrainingData:
                           normalization: Normalization | None = None,
                           offset: float | None = None) -> "TrainingData":
         """See the module docstring. ``affine``: whether the normalisation may use an offset;
-        ``back_project(m)``: ``A† y`` of a measurement (its image-domain values set the scale for
-        non-image-domain operators); ``normalization``: use this one (a trained run's) instead of fitting;
-        ``offset``: a known detector offset of image-domain measurements (``data.offset``)."""
+        ``back_project(m)``: ``physics.image_estimate(y)`` of a measurement, ``A† y`` for most (its image-domain
+        values set the scale for non-image-domain operators); ``normalization``: use this one (a trained run's)
+        instead of fitting; ``offset``: a known detector offset of image-domain measurements (``data.offset``)."""
         if not measurements:
             raise ValueError("no measurements to train on")
         if targets is not None and len(targets) != len(measurements):

@@ -28,6 +28,7 @@ __all__ += [
     "Inpainting", "bernoulli_mask", "MRI", "mri_mask", "to_channels", "to_complex",
     "Blur", "box_kernel", "gaussian_kernel", "Downsampling", "bicubic_kernel", "CompressedSensing",
 ]
+from selfinv.physics.mri_multicoil import MultiCoilMRI, estimate_sensitivities  # noqa: E402
 from selfinv.physics.tomography import BeerLambertCT, Tomography  # noqa: E402
 
-__all__ += ["Tomography", "BeerLambertCT"]
+__all__ += ["MultiCoilMRI", "estimate_sensitivities", "Tomography", "BeerLambertCT"]

@@ -76,6 +76,9 @@ class Physics(nn.Module):
     image_domain: ClassVar[bool] = False
     #: images are complex, stored as 2 real channels (real, imaginary): MRI
     complex_image: ClassVar[bool] = False
+    #: measurements are multi-coil k-space (``(2C, H, W)``): a multi-coil file is read coil by coil, with its
+    #: coil sensitivities, instead of being compressed to one virtual coil (``MultiCoilMRI``)
+    keeps_coils: ClassVar[bool] = False
 
     def __init__(self, noise: NoiseModel | None = None):
         super().__init__()
@@ -88,6 +91,17 @@ class Physics(nn.Module):
     def A_dagger(self, y: Tensor) -> Tensor:
         """An (approximate) inverse; linear operators give the pseudo-inverse."""
         raise NotImplementedError(f"{type(self).__name__} has no A_dagger")
+
+    def image_channels(self, measurement_channels: int) -> int:
+        """The channels of the image behind a measurement with ``measurement_channels`` channels (what the
+        network takes): the same, unless the operator changes them (``MultiCoilMRI``: 2 for ``2C``)."""
+        return int(measurement_channels)
+
+    def image_estimate(self, y: Tensor) -> Tensor:
+        """A quick image-domain estimate of the scene of ``y``, whose values set the scale of a user's data (the
+        normalisation fitted at training, the units check of ``predict``): ``A_dagger(y)``, unless the
+        pseudo-inverse amplifies noise (``MultiCoilMRI``: ``Aᵀ y``, the coil-combined zero-filled image)."""
+        return self.A_dagger(y)
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Simulate a measurement ``y = noise(A(x))``."""

@@ -273,7 +273,7 @@ class MRI(MaskedPhysics):
     ``sample_params(B)`` draws ``B`` fresh masks from the same distribution.
     """
 
-    param_names = ("mask",)
+    param_names: tuple[str, ...] = ("mask",)
     complex_image: ClassVar[bool] = True
 
     def __init__(

@@ -141,24 +141,27 @@ def map_intensity(x: Tensor, intensity_range: Sequence[float] | None) -> Tensor:
 
 
 def _user_data(cfg: RunConfig, normalization: Normalization | None, checkpoint: str | None = None) -> TrainingData:
+    from selfinv.data.readers import keeping_coils
     from selfinv.data.sources import check_channels, check_kspace, read_source
     from selfinv.physics.support import check_measurement
 
     d = cfg.data
     op = build_operator(cfg)
     noise_cls = registry.resolve("noise", cfg.physics.noise.name, "physics.noise")
-    measurements = read_source(d.path, d.key)
+    with keeping_coils(op.keeps_coils):
+        measurements = read_source(d.path, d.key)
     check_kspace(measurements, cfg.physics.name, "data.path")
     if checkpoint is not None:
         channels = check_channels(measurements, _named_channels(cfg), "data.path",
                                   f"the network of {checkpoint} takes {{n}}-channel images",
-                                  "validate it on measurements like those it was trained on")
+                                  "validate it on measurements like those it was trained on", op.image_channels)
     else:
         channels = check_channels(measurements, _named_channels(cfg), "data.path",
                                   "model.backbone.args.in_channels is {n}", "leave in_channels and out_channels out "
-                                  "of model.backbone.args to train on the data's channels")
+                                  "of model.backbone.args to train on the data's channels", op.image_channels)
     if d.pairs is not None:
-        measurements = with_pairs(measurements, read_source(d.pairs, d.key))
+        with keeping_coils(op.keeps_coils):
+            measurements = with_pairs(measurements, read_source(d.pairs, d.key))
     for m in measurements:
         check_measurement(_blank_filled(m, op), noise_cls, f"{m.name} ({m.source})")
         if m.y2 is not None:
@@ -172,7 +175,7 @@ def _user_data(cfg: RunConfig, normalization: Normalization | None, checkpoint: 
     affine = op.image_domain and noise_cls.kind in ("gaussian", "colored_gaussian", "unknown", "none")
 
     def back_project(m: Measurement) -> Tensor:
-        return operator_for(op, m).A_dagger(m.y[None])[0]
+        return operator_for(op, m).image_estimate(m.y[None])[0]
 
     data = TrainingData.from_measurements(
         measurements, image_domain=op.image_domain, patch_size=d.patch_size, num_patches=d.num_patches,
