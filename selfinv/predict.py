@@ -173,9 +173,10 @@ def predict(checkpoint: str, input: str, output: str,
 
 def check_physics_fits(measurements: list, physics: type, name: str) -> None:
     """Refuse measurements a checkpoint trained with the physics class ``physics`` (registered as ``name``) cannot
-    take: MRI k-space (a fastMRI file) under a physics without complex images, or operator parameters the physics
+    take: MRI k-space (a fastMRI file) under a physics without complex images (and images under one with), or
+    operator parameters the physics
     does not have (a ``selfinv simulate`` file of another physics), naming what each needs."""
-    from selfinv.data.sources import kspace_physics
+    from selfinv.data.sources import kspace_physics, kspace_problem
 
     for m in measurements:
         source = Path(m.source).name
@@ -183,6 +184,9 @@ def check_physics_fits(measurements: list, physics: type, name: str) -> None:
             mri = kspace_physics()
             raise ValueError(f"this checkpoint was trained for {name}; {source} holds MRI k-space (needs a "
                              f"checkpoint trained with physics {' or '.join(mri)}: 2 channels, real and imaginary)")
+        problem = kspace_problem(m, physics, name) if physics.complex_image else None
+        if problem:
+            raise ValueError(f"this checkpoint was trained for {name}; {problem}")
         extra = sorted(set(m.params) - set(physics.param_names))
         if extra:
             raise ValueError(f"this checkpoint was trained for {name}, whose operator takes "

@@ -3,6 +3,8 @@ known ones, and a fastMRI multi-coil file from reading to training to its recons
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -206,3 +208,27 @@ def test_bundled_images_simulate_multicoil_kspace_through_the_config():
     data = load_data(cfg)
     item = data.train[0]
     assert item["y"].shape == (8, 32, 32) and item["x"].shape == (2, 32, 32)
+
+
+def test_images_and_arrays_without_maps_are_refused_by_the_mri_physics(tmp_path, capsys):
+    # an image given to an MRI physics was read as k-space (a 2-channel one trained; a grayscale one failed on
+    # its channel count); a plain k-space array has no coil sensitivities for mri_multicoil
+    import tifffile
+
+    from selfinv.cli import main
+
+    tifffile.imwrite(tmp_path / "cells.tif", (np.random.default_rng(0).random((32, 32)) * 1000).astype(np.uint16))
+    np.save(tmp_path / "k.npy", np.random.default_rng(1).standard_normal((3, 32, 32)).astype(np.complex64))
+    cfg = tmp_path / "mc.yaml"
+    cfg.write_text(MULTICOIL_CONFIG)
+    single = Path(__file__).resolve().parents[1] / "configs" / "your_data_mri_ssdu.yaml"
+    for config in (str(cfg), str(single)):
+        assert main(["fit", "--config", config, "--data.path", str(tmp_path / "cells.tif"),
+                     "--trainer.output_dir", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert "cells (" in err and "is an image (1 channel(s)), but physics 'mri" in err and "trains on MRI k-space" \
+            in err and err.count("\n") == 1
+    assert main(["fit", "--config", str(cfg), "--data.path", str(tmp_path / "k.npy"), "--trainer.output_dir",
+                 str(tmp_path / "run")]) == 2
+    assert "holds no coil sensitivities: physics 'mri_multicoil' reads multi-coil k-space from fastMRI HDF5" in \
+        capsys.readouterr().err

@@ -227,9 +227,28 @@ def kspace_physics() -> list[str]:
     return [n for n in registry.names("physics") if registry.resolve("physics", n).complex_image]
 
 
+def kspace_problem(m: Measurement, physics: type, name: str) -> str | None:
+    """Why measurement ``m`` is no k-space for the MRI physics class ``physics`` (registered as ``name``), or None:
+    an image (not complex, not 2 real channels: a grayscale or colour picture), or, for a physics that
+    ``keeps_coils``, an array without the coil sensitivities that a fastMRI multi-coil file gives."""
+    if m.kind != "image":
+        return None
+    channels, real = int(m.y.shape[0]), not m.dtype.startswith("complex")
+    if real and (channels % 2 or channels != 2 and not physics.keeps_coils):
+        return (f"{m.name} ({m.source}) is an image ({channels} channel(s)), but physics '{name}' trains on MRI "
+                f"k-space (a fastMRI HDF5 file's 'kspace', or complex / 2-channel arrays); use an image-domain "
+                f"physics (denoising, blur, downsampling) for images")
+    if physics.keeps_coils:
+        return (f"{m.name} ({m.source}) holds no coil sensitivities: physics '{name}' reads multi-coil k-space from "
+                f"fastMRI HDF5 files ('kspace' (slices, coils, H, W), its central lines sampled), whose coil "
+                f"sensitivities it estimates; use physics 'mri' for single-coil k-space arrays")
+    return None
+
+
 def check_kspace(measurements: list[Measurement], physics: str, where: str) -> None:
     """Refuse MRI k-space (a fastMRI ``kspace`` dataset) given to a physics whose images are not complex
-    (``Physics.complex_image``): read as an image it would train a denoiser on k-space stripes.
+    (``Physics.complex_image``): read as an image it would train a denoiser on k-space stripes; and images
+    given to an MRI physics (which would read them as k-space).
 
     Example::
 
@@ -244,7 +263,12 @@ def check_kspace(measurements: list[Measurement], physics: str, where: str) -> N
     """
     from selfinv import registry
 
-    if registry.resolve("physics", physics, "physics").complex_image:
+    cls = registry.resolve("physics", physics, "physics")
+    if cls.complex_image:
+        for m in measurements:
+            problem = kspace_problem(m, cls, physics)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
         return
     k_space = kspace_physics()
     for m in measurements:
