@@ -232,3 +232,28 @@ def test_images_and_arrays_without_maps_are_refused_by_the_mri_physics(tmp_path,
                  str(tmp_path / "run")]) == 2
     assert "holds no coil sensitivities: physics 'mri_multicoil' reads multi-coil k-space from fastMRI HDF5" in \
         capsys.readouterr().err
+
+
+def test_reconstructions_are_zero_where_no_coil_sees_the_image():
+    # pixels outside every coil's sensitivity are in the null space of every measurement: nothing trains the
+    # network there (it left a grey frame around the brain in benchmarks/multicoil_mri.py), so the
+    # reconstructors return 0 there, the minimum-norm value; elsewhere, and for other operators, nothing changes
+    from selfinv.models.reconstructor import BackProjection
+    from selfinv.models.unet import UNet
+    from selfinv.models.unrolled import UnrolledProximalGradient
+
+    g = torch.Generator().manual_seed(0)
+    op = MultiCoilMRI((16, 16), acceleration=2, center_fraction=0.25, coils=3, generator=g)
+    maps = op.sensitivities.clone()
+    maps[..., :5] = 0
+    op = op.with_params(sensitivities=maps)
+    y = op.A(torch.rand(2, 2, 16, 16, generator=g))
+    torch.manual_seed(0)
+    for model in (BackProjection(UNet(2, 2, scales=2, base_channels=4), init="adjoint"),
+                  UnrolledProximalGradient(lambda: UNet(2, 2, scales=2, base_channels=4), n_iter=2, init="adjoint",
+                                           channels=2)):
+        x = model(y, op)
+        assert x[..., :5].abs().max() == 0 and x[..., 5:].abs().min() > 0
+    single = MRI((16, 16), acceleration=2, center_fraction=0.25, generator=g)
+    x = torch.rand(1, 2, 16, 16, generator=g)
+    assert single.restrict_to_field_of_view(x) is x

@@ -58,7 +58,7 @@ class BackProjection(nn.Module):
             raise ValueError(
                 f"the back-projected image has {x0.shape[1]} channel(s) (shape {tuple(x0.shape)}) but the "
                 f"backbone {type(self.backbone).__name__} expects in_channels={expected}")
-        return self.backbone(x0)
+        return physics.restrict_to_field_of_view(self.backbone(x0))
 
     def extra_repr(self) -> str:
         return f"init={self.init!r}"

@@ -88,7 +88,7 @@ class UnrolledProximalGradient(nn.Module):
         for k in range(self.n_iter):
             grad = physics.A_adjoint(physics.A(x) - y)
             x = self.priors[0 if self.share_weights else k](x - tau[k] * grad)
-        return x
+        return physics.restrict_to_field_of_view(x)
 
     def extra_repr(self) -> str:
         return f"n_iter={self.n_iter}, init={self.init!r}, share_weights={self.share_weights}"

@@ -92,6 +92,12 @@ class Physics(nn.Module):
         """An (approximate) inverse; linear operators give the pseudo-inverse."""
         raise NotImplementedError(f"{type(self).__name__} has no A_dagger")
 
+    def restrict_to_field_of_view(self, x: Tensor) -> Tensor:
+        """``x`` with 0 where no measurement of this operator sees the image (the pixels outside every receive
+        coil's sensitivity, ``MultiCoilMRI``): the identity for most operators. Reconstructors apply it to their
+        output: nothing constrains a network there, and 0 is the minimum-norm value (what ``A⁺`` gives)."""
+        return x
+
     def image_channels(self, measurement_channels: int) -> int:
         """The channels of the image behind a measurement with ``measurement_channels`` channels (what the
         network takes): the same, unless the operator changes them (``MultiCoilMRI``: 2 for ``2C``)."""

@@ -285,6 +285,11 @@ class MultiCoilMRI(MRI):
         """SENSE: the minimum-norm least-squares image, by conjugate gradient on ``Aᵀ A x = Aᵀ y``."""
         return super(MRI, self).A_dagger(y)
 
+    def restrict_to_field_of_view(self, x: Tensor) -> Tensor:
+        """``x`` with 0 where every coil's sensitivity is 0 (outside the object, or cropped by ESPIRiT)."""
+        s = self._param_for("sensitivities", x, "MultiCoilMRI.restrict_to_field_of_view")
+        return x * (s.pow(2).sum((1, 2)) > 0).unsqueeze(1).to(x.dtype)
+
     def image_channels(self, measurement_channels: int) -> int:
         """2 (real, imaginary): one complex image behind every coil's k-space."""
         return 2
