@@ -17,8 +17,9 @@ Conventions (those of ``selfinv.physics.mri`` for the image, the FFT and the mas
 
 Sensitivities come with the data (``estimate_sensitivities``: ESPIRiT maps self-calibrated from a file's
 fully sampled central lines) or, to simulate from images, from ``simulated_sensitivities`` (smooth coils
-around the field of view). Coil noise
-is taken white and uncorrelated between coils (pre-whiten the file with its noise scan if it has one).
+around the field of view). Coil noise is taken white and uncorrelated between coils (pre-whiten the file
+with its noise scan if it has one). Pixels that no coil sees are in the null space of every measurement;
+reconstructors set them to 0 (``restrict_to_field_of_view``).
 
 Example:
     >>> import torch
@@ -204,6 +205,7 @@ class MultiCoilMRI(MRI):
     keeps_coils: ClassVar[bool] = True
     cg_max_iter = 200
     cg_tol = 1e-6
+    sensitivities: Tensor
 
     def __init__(
         self,
@@ -221,8 +223,6 @@ class MultiCoilMRI(MRI):
         if sensitivities is None:
             sensitivities = simulated_sensitivities(int(coils), *self.img_size, device=self.mask.device)
         self._set_param("sensitivities", sensitivities)
-
-    sensitivities: Tensor
 
     @property
     def coils(self) -> int:
