@@ -222,7 +222,8 @@ def curves_figure(path: Path, ours: dict[str, dict], theirs: dict[str, dict] | N
             ax.plot(t, p, style, marker="o", markersize=3, label=f"{lib} {m}")
     ax.axhline(noisy, color="gray", linewidth=0.8, label="noisy input")
     if bm3d_psnr is not None:
-        ax.axhline(bm3d_psnr, color="black", linestyle=":", linewidth=1, label="BM3D (σ given)")
+        ax.axhline(bm3d_psnr, color="black", linestyle="-.", linewidth=1.2, label="BM3D (σ given)")
+        ax.set_ylim(top=max(ax.get_ylim()[1], bm3d_psnr + 0.7))  # not on the frame
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("test PSNR (dB), camera crops")
     ax.legend(fontsize=8, loc="lower right")
