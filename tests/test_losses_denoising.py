@@ -187,6 +187,51 @@ def test_sure_probes_average_independent_monte_carlo_estimates(noise):
     assert 0.40 < ratio < 0.60, ratio
 
 
+@pytest.mark.parametrize("fname", ["filter", "cnn"])
+def test_sure_with_rademacher_probes_is_unbiased_for_the_mse(fname):
+    physics = Denoising(GaussianNoise(0.1))
+    model = FUNCTIONS[fname]()
+    loss = SURE(noise="gaussian", tau=1e-3, probe="rademacher")
+    x = clean_image().expand(200, 1, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    d = []
+    for _ in range(20):
+        y = physics(x, generator=g)
+        d.append(float(loss(y, physics, model, generator=g)) - per_entry_risk(model, y, physics, x))
+    mean, se = mean_and_se(d)
+    assert 4 * se < 0.1 * 0.1**2  # forgetting the constant σ² would be caught
+    assert abs(mean) < 4 * se, (mean, se)
+
+
+@pytest.mark.parametrize("probe", ["gaussian", "rademacher"])
+def test_mc_divergence_variance_is_hutchinsons(probe):
+    """For a linear map ``J`` the one-probe estimate ``ωᵀJω`` is exact in τ: mean ``tr J`` and variance
+    ``2‖J_s‖²_F`` (Gaussian) or ``2‖J_s‖²_F − 2 Σ J_ii²`` (Rademacher), ``J_s = (J + Jᵀ)/2``."""
+    n = 16
+    g = torch.Generator().manual_seed(3)
+    J = (0.2 * torch.randn(n, n, generator=g, dtype=DT) + torch.diag(1 + torch.rand(n, generator=g, dtype=DT)))
+    Js = (J + J.T) / 2
+    expected_var = 2 * float((Js**2).sum()) - (2 * float((torch.diagonal(J) ** 2).sum()) if probe == "rademacher"
+                                                else 0.0)
+    y = torch.zeros(4000, n, dtype=DT)
+    d = mc_divergence(lambda v: v @ J.T, y, 1.0, torch.Generator().manual_seed(4), probe=probe)
+    mean, se = mean_and_se(d)
+    assert abs(mean - float(torch.trace(J))) < 4 * se, (mean, float(torch.trace(J)), se)
+    var = float(d.var())
+    se_var = float(((d - d.mean()) ** 4).mean() - var**2) ** 0.5 / len(d) ** 0.5
+    assert abs(var - expected_var) < 4 * se_var, (var, expected_var, se_var)
+    # the two formulas differ by 2 Σ J_ii² (about 2/3 of the Gaussian variance here): far more than 4 SE
+    assert 2 * float((torch.diagonal(J) ** 2).sum()) > 8 * se_var
+
+
+def test_sure_rademacher_probe_refused_by_second_order_poisson_sure():
+    with pytest.raises(LossConfigError, match="skewed two-point probe"):
+        SURE(noise="poisson", probe="rademacher")
+    assert SURE(noise="poisson", probe="rademacher", second_order=False).probe == "rademacher"
+    with pytest.raises(LossConfigError, match="probe must be one of"):
+        SURE(probe="uniform")
+
+
 def test_sure_probes_must_be_a_positive_integer():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(LossConfigError, match="probes must be an integer >= 1"):

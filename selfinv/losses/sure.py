@@ -38,7 +38,10 @@ al. 2014) with a single probe ``μ`` per sample, ``E[μ_i μ_j] = δ_ij`` (``pro
 independent ones: variance / K, K times the derivative evaluations):
 
 * Gaussian: ``Σ w_i ∂_i h_i ≈ (w∘ω)ᵀ (h(y + τω) - h(y)) / τ`` with
-  ``ω ~ N(0, I)`` (2 evaluations);
+  ``ω ~ N(0, I)`` or, with ``probe="rademacher"``, ``ω_i = ±1`` (2 evaluations). Both are unbiased
+  (Hutchinson 1989); for ``J = ∂h/∂y`` the estimate ``ωᵀJω`` has variance ``2‖J_s‖²_F`` (``J_s`` its
+  symmetric part) with Gaussian ``ω`` and ``2‖J_s‖²_F − 2 Σ_i J_ii²`` with Rademacher ``ω``: the diagonal,
+  the largest part of a denoiser's Jacobian, no longer adds noise to the loss and its gradient;
 * Poisson(–Gaussian): ``μ`` two-point (``2`` w.p. 0.2, ``-1/2`` w.p. 0.8: mean 0,
   variance 1, third moment ``κ₃ = 3/2``);
   ``Σ w_i ∂_i h_i ≈ (w∘μ)ᵀ (h(y+τμ) - h(y-τμ)) / (2τ)`` and
@@ -105,14 +108,28 @@ def skewed_probe(like: Tensor, generator: torch.Generator | None = None) -> Tens
     return torch.where(u < _SKEW_P, torch.full_like(like, _SKEW_HI), torch.full_like(like, _SKEW_LO))
 
 
+#: the Monte-Carlo probes of the first-order divergence: i.i.d. entries of mean 0 and variance 1
+PROBES = ("gaussian", "rademacher")
+
+
+def draw_probe(like: Tensor, probe: str = "gaussian", generator: torch.Generator | None = None) -> Tensor:
+    """A Monte-Carlo probe ``ω`` shaped like ``like``: ``N(0, I)`` (``"gaussian"``) or ``±1`` (``"rademacher"``)."""
+    if probe == "rademacher":
+        return rng.rademacher_like(like, generator)
+    if probe != "gaussian":
+        raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
+    return rng.randn_like(like, generator)
+
+
 def mc_divergence(fn: Callable[[Tensor], Tensor], y: Tensor, tau: float | Tensor,
                   generator: torch.Generator | None = None, weight: Tensor | float = 1.0,
-                  fy: Tensor | None = None) -> Tensor:
+                  fy: Tensor | None = None, probe: str = "gaussian") -> Tensor:
     """Per-sample weighted divergence ``Σ_i w_i ∂f_i/∂y_i ≈ (w∘ω)ᵀ (f(y+τω) - f(y)) / τ``.
 
-    ``ω ~ N(0, I)``; returns a tensor of shape ``(B,)``. Ramani, Blu & Unser (2008).
+    ``ω ~ N(0, I)`` or ``±1`` (``probe``, see ``draw_probe``); returns a tensor of shape ``(B,)``.
+    Ramani, Blu & Unser (2008).
     """
-    omega = rng.randn_like(y, generator)
+    omega = draw_probe(y, probe, generator)
     fy = fn(y) if fy is None else fy
     return ((weight * omega) * (fn(y + tau * omega) - fy)).flatten(1).sum(1) / tau
 
@@ -352,6 +369,9 @@ class SURE(Loss):
         probes: independent Monte-Carlo probes averaged per step (``divergence="mc"``): the variance of
             the derivative estimate divided by ``probes``, at ``probes`` (Gaussian) or ``2 × probes``
             (Poisson, second order) network evaluations besides ``f(y)``.
+        probe: distribution of the first-order Monte-Carlo probe ``ω``: ``"gaussian"`` or ``"rademacher"``
+            (±1: the same cost, a smaller variance, see the module docstring). The second-order Poisson
+            estimate needs its skewed two-point probe (a third moment) and refuses ``"rademacher"``.
 
     Example:
         >>> import torch
@@ -372,7 +392,7 @@ class SURE(Loss):
     def __init__(self, noise: Literal["gaussian", "poisson", "poisson_gaussian"] = "gaussian",
                  tau: float | Literal["auto"] = 1e-2, divergence: Literal["mc", "exact"] = "mc", margin: int = 0,
                  second_order: bool = True, max_exact_entries: int = 4096, batch_evaluations: bool = True,
-                 probes: int = 1):
+                 probes: int = 1, probe: Literal["gaussian", "rademacher"] = "gaussian"):
         super().__init__()
         if noise not in ("gaussian", "poisson", "poisson_gaussian"):
             raise LossConfigError(f"SURE noise must be 'gaussian', 'poisson' or 'poisson_gaussian', got {noise!r}")
@@ -392,7 +412,14 @@ class SURE(Loss):
             raise LossConfigError(f"max_exact_entries must be >= 1, got {max_exact_entries}")
         if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
             raise LossConfigError(f"probes must be an integer >= 1 (Monte-Carlo probes per step), got {probes!r}")
+        if probe not in PROBES:
+            raise LossConfigError(f"probe must be one of {PROBES}, got {probe!r}")
+        if probe != "gaussian" and noise != "gaussian" and second_order:
+            raise LossConfigError(f"probe={probe!r}: the second-order {noise} SURE needs its skewed two-point probe "
+                                  f"(a non-zero third moment); use probe: gaussian or second_order: false")
         self.noise = noise
+        #: distribution of the first-order Monte-Carlo probe (``draw_probe``)
+        self.probe = probe
         #: the finite-difference step, or None for ``tau: auto`` (``σ/20`` per batch, ``step_size``)
         self.tau: float | None = None if isinstance(tau, str) else float(tau)
         self.divergence = divergence
@@ -498,12 +525,12 @@ class SURE(Loss):
             hy = h(y)
             div = exact_weighted_derivatives(h, y, w.expand_as(y), None if v is None else v.expand_as(y)).sum()
         elif v is None and self.probes == 1 and self.batch_evaluations and _can_batch(model, y, physics):
-            omega = rng.randn_like(y, generator)
+            omega = draw_probe(y, self.probe, generator)
             hy, hp = _evaluate_pair(model, y, y + tau * omega, physics)
             div = ((w * omega) * (hp - hy)).sum() / tau
         elif v is None:
             hy = h(y)
-            div = torch.stack([mc_divergence(h, y, tau, generator, weight=w, fy=hy).sum()
+            div = torch.stack([mc_divergence(h, y, tau, generator, weight=w, fy=hy, probe=self.probe).sum()
                                for _ in range(self.probes)]).mean()
         else:
             hy = h(y)
@@ -521,6 +548,7 @@ class SURE(Loss):
         tau = "auto" if self.tau is None else self.tau
         return (f"noise={self.noise!r}, tau={tau}, divergence={self.divergence!r}, "
                 f"batch_evaluations={self.batch_evaluations}, "
-                + (f"probes={self.probes}, " if self.probes != 1 else "") +
+                + (f"probes={self.probes}, " if self.probes != 1 else "")
+                + (f"probe={self.probe!r}, " if self.probe != "gaussian" else "") +
                 f"margin={self.margin}, second_order={self.second_order}"
                 + (f", max_exact_entries={self.max_exact_entries}" if self.divergence == "exact" else ""))

@@ -47,6 +47,11 @@ def rand_like(x: Tensor, generator=None) -> Tensor:
     return rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def rademacher_like(x: Tensor, generator=None) -> Tensor:
+    """Independent ±1 entries with probability 1/2 each (mean 0, variance 1), shape / device / dtype of ``x``."""
+    return torch.where(rand_like(x, generator) < 0.5, -1.0, 1.0).to(x.dtype)
+
+
 def randint(low: int, high: int, shape, *, generator=None, device=None) -> Tensor:
     device = torch.device(device) if device is not None else torch.device("cpu")
     check_generator(generator, device)
