@@ -86,6 +86,11 @@ def test_sets() -> dict[str, tuple[list[torch.Tensor], list[torch.Tensor], list[
             f"natural-gray test ({', '.join(imgs.names)}), whole": (ys, xs, ys)}
 
 
+def _no_grad_apply(module, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return module(y[None], module.physics)[0]
+
+
 def dihedral_ensemble(net, y: torch.Tensor) -> torch.Tensor:
     """Mean of ``T⁻¹ net(T y)`` over the 8 flips / 90° rotations ``T`` of the (C, H, W) image ``y``."""
     outs = []
@@ -164,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         n_params = sum(p.numel() for p in module.model.parameters())
 
         def net(y, module=module):
-            with torch.no_grad():
-                return module(y[None], module.physics)[0]
+            return _no_grad_apply(module, y)
 
         label = f"{loss}, {network} ({n_params:,} parameters; {args.steps} steps, {trained[loss] / 60:.1f} min)"
         for name, (_, xs, ys) in sets.items():
@@ -180,13 +184,17 @@ def main(argv: list[str] | None = None) -> int:
             tuned = f"{label} + test-time SURE fine-tuning ({args.finetune_steps} steps)"
             for name, (images, xs, ys) in sets.items():
                 t0 = time.perf_counter()
-                outs = [finetune(checkpoint, image, losses="sure", steps=args.finetune_steps, lr=args.finetune_lr,
-                                 batch_size=args.finetune_batch, patch_size=64, seed=0).x_after[0]
-                        for image in images]
+                tuned_modules = [finetune(checkpoint, image, losses="sure", steps=args.finetune_steps,
+                                          lr=args.finetune_lr, batch_size=args.finetune_batch, patch_size=64,
+                                          seed=0).module.eval() for image in images]
                 seconds = time.perf_counter() - t0
-                items = untile(outs[0], xs[0].shape[-1]) if len(images) < len(xs) else outs
-                lookup = {id(y): out for y, out in zip(ys, items, strict=True)}
-                rows.setdefault(tuned, {})[name] = evaluate(lambda y, lookup=lookup: lookup[id(y)], xs, ys)
+                # each item through the network tuned on its image (the anchor's crops: the one camera image)
+                nets = {id(y): (lambda t, m=tuned_modules[0 if len(images) < len(xs) else i]:
+                                _no_grad_apply(m, t)) for i, y in enumerate(ys)}
+                rows.setdefault(tuned, {})[name] = evaluate(lambda y, nets=nets: nets[id(y)](y), xs, ys)
+                if args.ensemble:
+                    rows.setdefault(f"{tuned} + 8-fold self-ensemble", {})[name] = evaluate(
+                        lambda y, nets=nets: dihedral_ensemble(nets[id(y)], y), xs, ys)
                 rows[tuned][name]["finetune_seconds"] = seconds
     names = list(sets)
     table = markdown_table(["method"] + [f"{n} PSNR ± SE" for n in names] + [f"{n} SSIM" for n in names],

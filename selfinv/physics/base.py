@@ -103,6 +103,13 @@ class Physics(nn.Module):
         network takes): the same, unless the operator changes them (``MultiCoilMRI``: 2 for ``2C``)."""
         return int(measurement_channels)
 
+    def commutes_with_dihedral(self) -> bool:
+        """Whether ``A T = T A`` for the 8 flips / 90° rotations ``T`` of the image grid (the same ``T`` acting on
+        the measurement grid) and the noise law is invariant under them (``NoiseModel.dihedral_invariant``). Then
+        ``T y`` is a measurement of ``T x`` like any other, and ``selfinv.models.ensemble.dihedral_ensemble``
+        may average a reconstructor over the 8 transforms. False unless an operator declares it."""
+        return False
+
     def image_estimate(self, y: Tensor) -> Tensor:
         """A quick image-domain estimate of the scene of ``y``, whose values set the scale of a user's data (the
         normalisation fitted at training, the units check of ``predict``): ``A_dagger(y)``, unless the
@@ -330,6 +337,9 @@ class Denoising(LinearPhysics):
     """``A = I``: ``y = noise(x)``."""
 
     image_domain: ClassVar[bool] = True
+
+    def commutes_with_dihedral(self) -> bool:
+        return self.noise.dihedral_invariant()
 
     def A(self, x: Tensor) -> Tensor:
         return x

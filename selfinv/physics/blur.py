@@ -237,6 +237,14 @@ class Blur(LinearPhysics):
     def is_random(self) -> bool:
         return self.sigma_range is not None
 
+    def commutes_with_dihedral(self) -> bool:
+        """True for kernels (every sample's) with a centre pixel that equal their flips and transposition — a
+        Gaussian or box blur — under pixel-wise noise, with any boundary; a random operator (``sigma_range``)
+        draws isotropic kernels too."""
+        from selfinv.physics.noise import dihedral_symmetric
+
+        return self.noise.dihedral_invariant() and all(dihedral_symmetric(k) for k in self.kernel.flatten(0, 1))
+
     # -- the maps ------------------------------------------------------------------
     def _check(self, t: Tensor, who: str) -> None:
         self._check_image(t, who)

@@ -66,6 +66,14 @@ def _check_param(name: str, value, *, strictly_positive: bool) -> Tensor:
     return t
 
 
+def dihedral_symmetric(k: Tensor, rtol: float = 1e-6) -> bool:
+    """Whether the 2-D array ``k`` (last two axes, odd sizes: a centre pixel) equals its 8 flips / 90° rotations."""
+    if k.shape[-1] != k.shape[-2] or k.shape[-1] % 2 == 0:
+        return False
+    tol = rtol * float(k.abs().max()) if k.numel() else 0.0
+    return all(float((t - k).abs().max()) <= tol for t in (k.flip(-1), k.flip(-2), k.transpose(-1, -2)))
+
+
 class NoiseModel(nn.Module):
     """Base class: ``noise(z, generator)`` draws ``y ~ p(y | z)``.
 
@@ -113,6 +121,12 @@ class NoiseModel(nn.Module):
     def variance(self, z: Tensor) -> Tensor:
         """Per-entry variance of ``y`` given ``z`` (used by tests and estimators)."""
         raise NotImplementedError
+
+    def dihedral_invariant(self) -> bool:
+        """Whether ``T(noise(z))`` has the law of ``noise(T z)`` for the 8 flips / 90° rotations ``T`` of the
+        image grid: true for noise drawn entry by entry (Gaussian, Poisson, Gamma...); a custom or unknown
+        model says no (its correlations may have a direction). Used by ``Physics.commutes_with_dihedral``."""
+        return self.kind in ("none", "gaussian", "poisson", "poisson_gaussian", "gamma")
 
     def scaled(self, factor: float) -> "NoiseModel":
         """The noise model of the measurements multiplied by ``factor`` (``y -> factor · y``): Gaussian
@@ -212,6 +226,13 @@ class ColoredGaussianNoise(NoiseModel):
 
     def variance(self, z: Tensor) -> Tensor:
         return (rng.as_per_sample(self.sigma, z, "sigma") ** 2).expand_as(z).clone()
+
+    def dihedral_invariant(self) -> bool:
+        """The covariance ``σ² (k ⋆ k)`` is invariant when the kernel's autocorrelation is (e.g. an isotropic
+        kernel); a kernel that correlates along rows only is not."""
+        k = self.kernel
+        auto = torch.nn.functional.conv2d(k[None, None], k[None, None], padding=(k.shape[0] - 1, k.shape[1] - 1))[0, 0]
+        return dihedral_symmetric(auto)
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma.tolist()}, kernel={tuple(self.kernel.shape)}"
