@@ -12,7 +12,7 @@ from torch import nn
 
 from selfinv.losses import UNSURE, MeasurementConsistency, Neighbor2Neighbor, Noise2Score, WeightedSum
 from selfinv.losses.base import Loss
-from selfinv.physics import Denoising, GaussianNoise, PoissonGaussianNoise
+from selfinv.physics import Denoising, GammaNoise, GaussianNoise, PoissonGaussianNoise
 from selfinv.physics.inpainting import Inpainting
 from selfinv.training.module import SelfSupervisedModule
 
@@ -140,15 +140,40 @@ def test_neighbor2neighbor_validates_without_the_regulariser():
 
 
 def test_noise2score_validation_ignores_the_annealing_clock():
-    physics = Denoising(GaussianNoise(0.1))
-    y = torch.rand(2, 1, 8, 8, dtype=DT, generator=torch.Generator().manual_seed(0))
-    loss = Noise2Score(sigma_max=0.1, sigma_min=0.01, anneal_steps=10)
+    physics = Denoising(GammaNoise(10.0))  # Gaussian noise validates with SURE instead (test below)
+    y = 0.1 + torch.rand(2, 1, 8, 8, dtype=DT, generator=torch.Generator().manual_seed(0))
+    loss = Noise2Score(noise="gamma", sigma_max=0.1, sigma_min=0.01, anneal_steps=10)
     model = Scale(-3.0)
     before = float(loss.validation_loss(y, physics, model, generator=torch.Generator().manual_seed(1)))
     loss.step.fill_(10)
     after = float(loss.validation_loss(y, physics, model, generator=torch.Generator().manual_seed(1)))
     assert before == after
     assert float(loss(y, physics, model, generator=torch.Generator().manual_seed(1))) == pytest.approx(after)
+
+
+def test_gaussian_noise2score_validates_with_the_sure_of_its_tweedie_denoiser():
+    """Unbiased for the per-entry MSE of ``y + σ² s(y)`` (here the posterior mean of a Gaussian mixture: the score
+    model is exact), whatever the annealing clock."""
+    from test_losses_denoising import MU, PI, S, ScoreModel, mean_and_se
+
+    sigma = 0.4
+    physics = Denoising(GaussianNoise(sigma))
+    loss = Noise2Score(noise="gaussian", sigma_max=0.1, sigma_min=0.01, anneal_steps=10)
+    loss.step.fill_(3)
+    model = ScoreModel(sigma**2)
+    g = torch.Generator().manual_seed(5)
+    d, mse = [], []
+    for _ in range(20):
+        comp = torch.multinomial(PI, 4096, replacement=True, generator=g)
+        x = (MU[comp] + S[comp] * torch.randn(4096, generator=g, dtype=DT)).reshape(64, 1, 8, 8)
+        y = physics(x, generator=g)
+        err = float(((loss.estimator(model)(y, physics) - x) ** 2).mean())
+        d.append(float(loss.validation_loss(y, physics, model, generator=g)) - err)
+        mse.append(err)
+    mean, se = mean_and_se(d)
+    assert 4 * se < 0.1 * min(mse)  # power: an offset of a tenth of the MSE would be caught
+    assert abs(mean) < 4 * se, (mean, se)
+    assert int(loss.step) == 3  # validation does not advance the annealing
 
 
 def test_the_engine_validates_with_the_validation_loss():

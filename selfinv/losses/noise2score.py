@@ -19,10 +19,15 @@ Test time (``estimator``), Tweedie's formula:
 
 Denoising only (the score is of the measurement density; ``A = I``).
 
-Validation (``validation_loss``): the score-matching loss at the final
-perturbation ``σ_a = sigma_min`` whatever the annealing step, so that every
-validation scores the same objective (with the annealed ``σ_a`` the loss's
-minimum value changes as ``σ_a`` decays, and values are not comparable).
+Validation (``validation_loss``), comparable from one validation to the next:
+
+* Gaussian noise: Stein's unbiased estimate of the per-entry MSE of the Tweedie denoiser itself
+  (``SURE``, ``τ = σ/20``): what a checkpoint is chosen for. The score-matching loss at
+  ``σ_a = sigma_min`` measures it only through terms of order ``sigma_min²`` under the ``E‖u‖²``
+  of the draw, and on the Gaussian claim row it chose a checkpoint 0.38 dB worse than the final one;
+* Poisson, Gamma (no SURE of that family here): the score-matching loss at the final perturbation
+  ``σ_a = sigma_min`` whatever the annealing step (with the annealed ``σ_a`` the loss's minimum value
+  changes as ``σ_a`` decays, and values are not comparable).
 """
 
 from __future__ import annotations
@@ -106,8 +111,15 @@ class Noise2Score(Loss):
 
     def validation_loss(self, y: Tensor, physics: Physics, model: Reconstructor, x: Tensor | None = None,
                         generator: torch.Generator | None = None, **batch: Tensor) -> Tensor:
-        """Score matching at ``σ_a = sigma_min`` (see the module docstring); no annealing step."""
+        """Gaussian: the SURE of the Tweedie denoiser; otherwise score matching at ``σ_a = sigma_min`` (see the
+        module docstring); no annealing step."""
         self.check(physics)
+        if self.noise == "gaussian":
+            from selfinv.losses.sure import SURE
+
+            estimate = self.estimator(model)
+            return SURE(noise="gaussian", tau="auto", batch_evaluations=False)(
+                y, physics, lambda v, p: estimate(v, p), generator=generator)
         u = rng.randn_like(y, generator)
         return ((u + self.sigma_min * model(y + self.sigma_min * u, physics)) ** 2).mean()
 
