@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         def net(y, module=module):
             return _no_grad_apply(module, y)
 
-        label = f"{loss}, {network} ({n_params:,} parameters; {args.steps} steps, {trained[loss] / 60:.1f} min)"
+        took = "trained by an earlier run" if trained[loss] != trained[loss] else f"{trained[loss] / 60:.1f} min"
+        label = f"{loss}, {network} ({n_params:,} parameters; {args.steps} steps, {took})"
         for name, (_, xs, ys) in sets.items():
             rows.setdefault(label, {})[name] = evaluate(net, xs, ys)
         if args.ensemble:
