@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from selfinv.config import DEFAULT_BACKBONE, from_dict  # noqa: E402
 from selfinv.data.bundled import load_dataset  # noqa: E402
 from selfinv.data.measurements import MeasurementDataset  # noqa: E402
+from selfinv.models.ensemble import dihedral_ensemble  # noqa: E402
 from selfinv.training import engine  # noqa: E402
 from selfinv.training.metrics import psnr, ssim  # noqa: E402
 
@@ -91,17 +92,9 @@ def _no_grad_apply(module, y: torch.Tensor) -> torch.Tensor:
         return module(y[None], module.physics)[0]
 
 
-def dihedral_ensemble(net, y: torch.Tensor) -> torch.Tensor:
-    """Mean of ``T⁻¹ net(T y)`` over the 8 flips / 90° rotations ``T`` of the (C, H, W) image ``y``."""
-    outs = []
-    for k in range(4):
-        for flip in (False, True):
-            t = torch.rot90(y, k, (-2, -1))
-            t = t.flip(-1) if flip else t
-            out = net(t)
-            out = out.flip(-1) if flip else out
-            outs.append(torch.rot90(out, -k, (-2, -1)))
-    return torch.stack(outs).mean(0)
+def ensemble(net, y: torch.Tensor) -> torch.Tensor:
+    """``selfinv.models.ensemble.dihedral_ensemble`` of ``net`` (one (C, H, W) image in, one out) on ``y``."""
+    return dihedral_ensemble(lambda t: net(t[0])[None], y[None])[0]
 
 
 def evaluate(fn, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> dict:
@@ -178,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ensemble:
             for name, (_, xs, ys) in sets.items():
                 rows.setdefault(f"{label} + 8-fold self-ensemble", {})[name] = evaluate(
-                    lambda y, net=net: dihedral_ensemble(net, y), xs, ys)
+                    lambda y, net=net: ensemble(net, y), xs, ys)
         if args.finetune_steps:
             from selfinv.finetune import finetune
 
@@ -195,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.setdefault(tuned, {})[name] = evaluate(lambda y, nets=nets: nets[id(y)](y), xs, ys)
                 if args.ensemble:
                     rows.setdefault(f"{tuned} + 8-fold self-ensemble", {})[name] = evaluate(
-                        lambda y, nets=nets: dihedral_ensemble(nets[id(y)], y), xs, ys)
+                        lambda y, nets=nets: ensemble(nets[id(y)], y), xs, ys)
                 rows[tuned][name]["finetune_seconds"] = seconds
     names = list(sets)
     table = markdown_table(["method"] + [f"{n} PSNR ± SE" for n in names] + [f"{n} SSIM" for n in names],
