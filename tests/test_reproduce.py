@@ -235,6 +235,9 @@ def test_quick_rows_end_to_end(tmp_path):
     row = json.loads((cache / files[0]).read_text())
     assert row["steps"] == 40 and row["curve"][0]["step"] == 0 and row["best"]["psnr"]
     assert "at most 1 row(s) at a time" in (out / "claims_quick.md").read_text()  # one after the other
+    # each row trained in a folder named by its cache key: another config of the row (an invocation sharing this
+    # cache) gets another folder, so side-by-side runs never wipe each other's checkpoints
+    assert sorted(p.name for p in (tmp_path / "runs" / "quick").iterdir()) == [Path(f).stem for f in files]
     stamp = {p: p.stat().st_mtime for p in cache.glob("*.json")}
     runner.reproduce(quick=True, only="inpainting/mc", out=str(out), cache=str(cache), configs=str(FOLDER),
                      log=lambda *a: None)

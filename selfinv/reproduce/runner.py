@@ -219,6 +219,15 @@ def seeded(cfg: dict, k: int) -> dict:
     return cfg
 
 
+def keyed_run_dir(cfg: dict, key: str) -> dict:
+    """``cfg`` training in ``<output_dir>__<key>``: a folder of its own per config and code version, so that two
+    ``reproduce`` invocations sharing a cache (``--only`` subsets run side by side, or variants of a row's
+    config) never train into, or wipe, each other's checkpoints (``train_row`` empties the folder first)."""
+    cfg = copy.deepcopy(cfg)
+    cfg["trainer"]["output_dir"] = f"{cfg['trainer']['output_dir']}__{key}"
+    return cfg
+
+
 #: per-item metric lists of a row's result, averaged over training seeds by ``merge_seeds``
 PER_ITEM = ("psnr", "mse", "ssim", "null_error")
 
@@ -726,9 +735,9 @@ def reproduce(quick: bool = False, only: str | None = None, device: str = "cpu",
     for row in rows:
         task = plan.tasks[row.task]
         spec = preset_test(task.test, preset)
-        cfg = apply_preset(load_row_config(row, folder), preset, device,
-                           str(runs_root / row.key.replace("/", "__")))
-        resolved[row.key] = [(c, spec, row_key(row, c, spec, code)) for c in (seeded(cfg, k) for k in range(seeds))]
+        cfg = apply_preset(load_row_config(row, folder), preset, device, str(runs_root / row.key.replace("/", "__")))
+        resolved[row.key] = [(keyed_run_dir(c, key), spec, key)
+                             for c in (seeded(cfg, k) for k in range(seeds)) for key in [row_key(row, c, spec, code)]]
     todo = [(r, k) for r in rows for k, (_, _, key) in enumerate(resolved[r.key]) if store.load(r, key) is None]
     n_workers, n_threads = plan_workers(workers, threads, device, 0 if cached_only else len(todo))
     log(f"[reproduce] preset {preset}: {len(rows)} rows selected × {seeds} training seed(s), "
