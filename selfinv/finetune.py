@@ -109,7 +109,7 @@ def _measurement(path: str | os.PathLike, index: int, keep_coils: bool = False):
 
 
 def _sure_tau_auto(specs: list[dict], losses: str | Sequence[Mapping] | None) -> None:
-    """``tau: auto`` (σ/20 of the estimated σ) for the SURE losses of ``specs`` whose noise level is estimated:
+    """``tau: auto`` (σ/10 of the estimated σ) for the SURE losses of ``specs`` whose noise level is estimated:
     their step (default 0.01, or the pretrained run's) was not chosen for that σ. A tau the user gave in
     ``losses`` (a list of ``{name, args}``) is kept, as is SURE without Gaussian noise or ``divergence: mc`` (no
     ``tau: auto`` there)."""

@@ -194,7 +194,7 @@ def test_cli_finetune_sigma_on_a_checkpoint_without_a_noise_level(noise, ok, noi
 
 
 def test_finetune_sure_with_sigma_auto_uses_tau_auto(pretrained, noisy, tmp_path):
-    """σ estimated (``sigma: auto``): SURE's step is ``tau: auto`` (σ/20 of the estimate), not the default 0.01
+    """σ estimated (``sigma: auto``): SURE's step is ``tau: auto`` (σ/10 of the estimate), not the default 0.01
     chosen for no particular σ; a tau the user gave is kept, as is the default for a given σ."""
     from selfinv.finetune import finetune_config
     from selfinv.training.checkpoint import load_checkpoint

@@ -1040,18 +1040,26 @@ def test_sure_warns_when_its_step_is_large_against_the_noise():
     y = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     def model(v, physics):
         return 0.5 * v
-    with pytest.warns(UserWarning, match=r"tau = 0.01 is 0.51 σ .*tau <= σ/10"):
+    with pytest.warns(UserWarning, match=r"tau = 0.01 is 0.51 × σ .*use tau: 0.002 \(1/10 of it\) or tau: auto"):
         SURE(noise="gaussian")(y, Denoising(GaussianNoise(0.0196)), model)
+    # Poisson: against the root-mean-square noise level sqrt(mean(γ y)) of the batch, here sqrt(1e-3 / 2) = 0.022
+    level = math.sqrt(1e-3 * float(y.mean()))
+    with pytest.warns(UserWarning, match=rf"tau = 0.01 is {0.01 / level:.2f} × the noise level .* \(= {level:.4g} .*"
+                                         rf"use tau: {level / 6:.2g} \(1/6 of it\)"):
+        SURE(noise="poisson")(y, Denoising(PoissonNoise(1e-3)), model, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SURE(noise="gaussian", tau=0.001)(y, Denoising(GaussianNoise(0.0196)), model)
         SURE(noise="gaussian")(y, Denoising(GaussianNoise(0.1)), model)
         SURE(noise="gaussian").check(Denoising(GaussianNoise(0.0196)))  # config-time check: units not known yet
+        SURE(noise="poisson")(y, Denoising(PoissonNoise(0.05)), model, generator=torch.Generator().manual_seed(0))
 
 
-def test_sure_tau_auto_is_sigma_over_20_of_each_batch():
-    """tau: auto uses σ/20 (the smallest σ of a per-sample batch): the same value as the explicit step, no
-    warning at a σ where the default step warns; refused where σ/20 has no meaning, with the reason."""
+def test_sure_tau_auto_is_a_tenth_of_the_noise_level_of_each_batch():
+    """tau: auto uses σ/10 (the smallest σ of a per-sample batch) for the first-order estimate and, for Poisson
+    noise, the root-mean-square noise level sqrt(mean(γ y + σ²)) of the batch over 6 (second order) or 10 (first
+    order): the same value as the explicit step, no warning at a σ where the default step warns; refused where it
+    has no meaning, with the reason."""
     import warnings
 
     from selfinv.losses.base import LossConfigError
@@ -1062,12 +1070,26 @@ def test_sure_tau_auto_is_sigma_over_20_of_each_batch():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         auto = SURE(tau="auto")(y, physics, model, generator=torch.Generator().manual_seed(1))
-    explicit = SURE(tau=0.0196 / 20)(y, physics, model, generator=torch.Generator().manual_seed(1))
+    explicit = SURE(tau=0.0196 / 10)(y, physics, model, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(auto, explicit)
     per_sample = Denoising(GaussianNoise(torch.tensor([0.05, 0.02, 0.1])))
-    assert float(SURE(tau="auto").step_size(per_sample)) == pytest.approx(0.001)
+    assert float(SURE(tau="auto").step_size(per_sample)) == pytest.approx(0.002)
     assert "tau=auto" in repr(SURE(tau="auto"))
-    with pytest.raises(LossConfigError, match="tau: auto .* Gaussian noise .* give tau as a number"):
-        SURE(noise="poisson", tau="auto")
+    poisson = Denoising(PoissonGaussianNoise(0.02, 0.05))
+    level = math.sqrt(0.02 * float(y.mean()) + 0.05**2)
+    for second_order, divisor in ((True, 6), (False, 10)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            auto = SURE(noise="poisson_gaussian", tau="auto", second_order=second_order)(
+                y, poisson, model, generator=torch.Generator().manual_seed(1))
+        assert float(SURE(noise="poisson_gaussian", tau="auto", second_order=second_order).step_size(poisson, y)) \
+            == pytest.approx(level / divisor)
+        explicit = SURE(noise="poisson_gaussian", tau=level / divisor, second_order=second_order)(
+            y, poisson, model, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(auto, explicit)
+    with pytest.raises(LossConfigError, match="needs the measurements: its step follows their noise level"):
+        SURE(noise="poisson", tau="auto").step_size(Denoising(PoissonNoise(0.05)))
+    with pytest.raises(LossConfigError, match="tau: auto sets the step of the Monte-Carlo .* divergence 'exact'"):
+        SURE(tau="auto", divergence="exact")
     with pytest.raises(LossConfigError, match="a number > 0 or 'auto', got 'big'"):
         SURE(tau="big")

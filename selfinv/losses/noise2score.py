@@ -22,7 +22,7 @@ Denoising only (the score is of the measurement density; ``A = I``).
 Validation (``validation_loss``), comparable from one validation to the next:
 
 * Gaussian noise: Stein's unbiased estimate of the per-entry MSE of the Tweedie denoiser itself
-  (``SURE``, ``τ = σ/20``): what a checkpoint is chosen for. The score-matching loss at
+  (``SURE``, ``tau: auto``): what a checkpoint is chosen for. The score-matching loss at
   ``σ_a = sigma_min`` measures it only through terms of order ``sigma_min²`` under the ``E‖u‖²``
   of the draw, and on the Gaussian claim row it chose a checkpoint 0.38 dB worse than the final one;
 * Poisson, Gamma (no SURE of that family here): the score-matching loss at the final perturbation

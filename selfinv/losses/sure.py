@@ -57,7 +57,24 @@ structure at that scale which makes the estimate fall below the local divergence
 (it then keeps the noise while its SURE looks better than the truth). Seen in
 scale-equivariant SR ×2 with ``τ = 0.01`` at ``σ = 0.0196``: the finite-difference
 divergence of the trained network was −0.05 per entry, its Jacobian's +0.52.
-Keep ``τ ≤ σ/10`` (Gaussian); the first forward pass warns above ``σ/4``.
+It must not be much smaller either: the trained network is then worse too. Measured on
+the denoising claim rows of ``selfinv reproduce`` (natural photographs, ReLU U-Net,
+12 000 steps; PSNR in dB, seed 0; ``σ_noise`` the root-mean-square noise level,
+``sqrt(mean(γ y))`` = 0.144 for Poisson):
+
+* Gaussian σ = 0.1 (supervised 32.15), τ/σ = 0.01: 29.22 · 0.05: 31.28 · **0.1: 31.76** ·
+  0.15: 31.66 · 0.2: 29.15 (falling);
+* Poisson γ = 0.05, second order (supervised 30.38), τ/σ_noise = 0.07: 28.27 · 0.10: 29.49 ·
+  0.14: 29.90 · **0.17: 30.30** · 0.21: 30.16 · 0.28: 28.17 (falling);
+* Poisson γ = 0.05, first order: 0.07: 26.61 · 0.14: 26.57.
+
+("falling": the test PSNR drops over the last 20 % of training, by 1.00 and 1.23 dB:
+the network learns to fool the estimate.) ``tau: auto`` takes
+``σ_noise/10`` (first order) and ``σ_noise/6`` (second order, whose ``1/τ²`` makes it
+noisier at small steps). A smooth network does not remove the trade-off: a U-Net with
+SiLU activations trained by SURE at ``τ = σ/10`` fell from its best checkpoint (step
+3 400) to 26.52 dB and reached 30.18 at ``σ/20`` (its supervised twin: 31.62). The
+first forward pass warns above a quarter of the noise level.
 
 ``divergence="exact"`` computes the diagonal derivatives by autograd instead
 (one backward pass per entry, two with the second-order term: only for small
@@ -91,6 +108,10 @@ from selfinv.utils import rng
 _SKEW_P = 0.2
 _SKEW_HI, _SKEW_LO = 2.0, -0.5  # mean 0, variance 1
 _SKEW_M3 = 1.5  # third moment
+#: ``tau: auto`` is the noise level over this (``SURE.step_size``; measured in the module docstring): the first-order
+#: (Gaussian) estimate is best at σ/10, the second-order Poisson one, which divides by τ², at about 1/6 of it
+AUTO_TAU_DIVISOR = 10
+AUTO_TAU_DIVISOR_SECOND_ORDER = 6
 
 
 def _smallest_sigma(sigma: object) -> float | None:
@@ -356,16 +377,19 @@ class SURE(Loss):
             ``physics.noise`` (σ, γ are read from it, scalars or per-sample).
         tau: finite-difference step of the Monte-Carlo derivatives, in the units of the
             measurements the loss receives (``selfinv fit`` normalises the data to order one,
-            ``selfinv.data.normalization``); keep it ``≤ σ/10`` of the noise in those units
-            (Gaussian; see the module docstring — the first forward pass warns above ``σ/4``).
-            ``"auto"`` (Gaussian noise): ``σ/20`` of the smallest noise level of each batch, in those
-            units — what to use when σ is estimated (``sigma: auto``) or the data's scale is unknown.
+            ``selfinv.data.normalization``); best near ``σ/10`` of the noise in those units (Gaussian;
+            about ``1/6`` of the noise level for second-order Poisson; see the module docstring — the first
+            forward pass warns above a quarter of it).
+            ``"auto"``: a tenth of the smallest σ of each batch (Gaussian), a sixth (second order) or a tenth
+            (first order) of the root-mean-square noise level ``sqrt(mean(γ y + σ²))`` of each batch
+            (Poisson(–Gaussian)), in those units — the best steps measured (module docstring), and what to
+            use when the noise level is estimated (``sigma: auto``) or the data's scale is unknown.
         divergence: ``"mc"`` (Monte Carlo) or ``"exact"`` (autograd; small images).
         margin: ignore a border of this width (data fit and divergence), e.g. for
             circular-boundary mismatch in deblurring.
         second_order: include the ``γ``-second-order Taylor term (Poisson / PG): 3 network evaluations a step
             instead of 2, and worth them — on the Poisson claim row (γ = 0.05, 12 000 steps) the first-order
-            form trains to 26.61 dB (2 seeds), the default to 28.27.
+            form trains to 26.6 dB whatever its step, the default to 30.30 at its best step (supervised 30.38).
         max_exact_entries: ``divergence="exact"`` refuses measurements with more entries per
             sample than this (it costs one double-backward pass per entry, and as much again
             in the backward pass of training).
@@ -406,9 +430,9 @@ class SURE(Loss):
         if isinstance(tau, str):
             if tau != "auto":
                 raise LossConfigError(f"tau must be a number > 0 or 'auto', got {tau!r}")
-            if noise != "gaussian" or divergence != "mc":
-                raise LossConfigError(f"tau: auto (σ/20) is for Gaussian noise with divergence: mc, got noise "
-                                      f"{noise!r}, divergence {divergence!r}; give tau as a number")
+            if divergence != "mc":
+                raise LossConfigError(f"tau: auto sets the step of the Monte-Carlo derivatives (divergence: mc), got "
+                                      f"divergence {divergence!r}, which takes no step")
         elif tau <= 0:
             raise LossConfigError(f"tau must be > 0, got {tau}")
         if margin < 0:
@@ -425,7 +449,8 @@ class SURE(Loss):
         self.noise = noise
         #: distribution of the first-order Monte-Carlo probe (``draw_probe``)
         self.probe = probe
-        #: the finite-difference step, or None for ``tau: auto`` (``σ/20`` per batch, ``step_size``)
+        #: the finite-difference step, or None for ``tau: auto`` (the noise level / ``AUTO_TAU_DIVISOR`` per batch,
+        #: ``step_size``)
         self.tau: float | None = None if isinstance(tau, str) else float(tau)
         self.divergence = divergence
         self.margin = int(margin)
@@ -460,29 +485,54 @@ class SURE(Loss):
             raise LossConfigError(f"SURE(noise={self.noise!r}) got {type(physics.noise).__name__} "
                                   f"({kind}) noise: {hint}")
 
-    def _check_step(self, physics: Physics) -> None:
+    def _check_step(self, physics: Physics, y: Tensor) -> None:
         """Warn (once per loss object) when the Monte-Carlo step is large against the noise the loss sees."""
         self._step_checked = True
-        sigma = _smallest_sigma(physics.noise.sigma)
-        if self.tau is not None and self.noise == "gaussian" and self.divergence == "mc" and sigma is not None \
-                and self.tau > sigma / 4:
-            warnings.warn(f"SURE: tau = {self.tau:g} is {self.tau / sigma:.2f} σ (σ = {sigma:.4g} in the units SURE "
-                          f"works in, after the data's normalisation if any): a network can learn to fool the "
-                          f"finite-difference divergence at that scale (its SURE falls below the true risk and it "
-                          f"keeps the noise); use tau <= σ/10, e.g. tau: {sigma / 20:.2g}, or tau: auto (σ/20 of each "
-                          f"batch)", stacklevel=2)
+        if self.tau is None or self.divergence != "mc":
+            return
+        if self.noise == "gaussian":
+            level, name = _smallest_sigma(physics.noise.sigma), "σ"
+        else:
+            level, name = float(self._noise_level(physics, y)), "the noise level sqrt(mean(γ y + σ²))"
+        if level is not None and level > 0 and self.tau > level / 4:
+            warnings.warn(f"SURE: tau = {self.tau:g} is {self.tau / level:.2f} × {name} (= {level:.4g} in the units "
+                          f"SURE works in, after the data's normalisation if any): a network can learn to fool the "
+                          f"finite-difference derivatives at that scale (its SURE falls below the true risk and it "
+                          f"keeps the noise); use tau: {level / self._auto_divisor:.2g} (1/{self._auto_divisor} of "
+                          f"it) or tau: auto", stacklevel=3)
 
-    def step_size(self, physics: Physics) -> float | Tensor:
-        """The finite-difference step ``τ``: the given one, or for ``tau: auto`` ``σ/20`` of the smallest noise
-        level of ``physics`` (a 0-dim tensor when σ is one: no host sync)."""
+    @property
+    def _auto_divisor(self) -> int:
+        return AUTO_TAU_DIVISOR_SECOND_ORDER if self.second_order else AUTO_TAU_DIVISOR
+
+    def _noise_level(self, physics: Physics, y: Tensor) -> Tensor:
+        """Poisson(–Gaussian): the root-mean-square noise level ``sqrt(mean(γ y + σ²))`` over the measured
+        entries of ``y`` (a 0-dim tensor)."""
+        w = self._weights(y.detach().clamp(min=0), physics)[1]
+        measured = physics.measurement_mask(y)
+        count = w.numel() if measured is None else measured.to(y).expand_as(y).sum().clamp(min=1)
+        return (w.sum() / count).sqrt()
+
+    def step_size(self, physics: Physics, y: Tensor | None = None) -> float | Tensor:
+        """The finite-difference step ``τ``: the given one, or for ``tau: auto`` ``σ_noise / 10``
+        (``AUTO_TAU_DIVISOR``; ``/ 6`` for the second-order Poisson estimate, ``AUTO_TAU_DIVISOR_SECOND_ORDER``):
+        Gaussian ``σ_noise = σ``, the smallest of the batch's; Poisson(–Gaussian) ``σ_noise = sqrt(mean(γ y + σ²))``
+        over the measured entries of the batch ``y`` (the root-mean-square noise level). A 0-dim tensor when it
+        is computed from tensors (no host sync)."""
         if self.tau is not None:
             return self.tau
+        if self.noise != "gaussian":
+            if y is None:
+                raise LossConfigError(f"SURE(noise={self.noise!r}, tau='auto') needs the measurements: its step "
+                                      f"follows their noise level sqrt(mean(γ y + σ²))")
+            return self._noise_level(physics, y) / self._auto_divisor
         sigma: object = physics.noise.sigma
         if sigma is None:
-            raise LossConfigError("SURE(tau='auto') needs the noise level σ of the physics (it sets τ = σ/20)")
+            raise LossConfigError(f"SURE(tau='auto') needs the noise level σ of the physics (it sets "
+                                  f"τ = σ/{self._auto_divisor})")
         if isinstance(sigma, Tensor):
-            return sigma.detach().min() / 20
-        return float(cast(float, sigma)) / 20
+            return sigma.detach().min() / AUTO_TAU_DIVISOR
+        return float(cast(float, sigma)) / AUTO_TAU_DIVISOR
 
     def _weights(self, y: Tensor, physics: Physics) -> tuple[Tensor, Tensor, Tensor | None]:
         """Per-entry ``(c, w, v)`` of the module docstring, shape of ``y``; 0 on unmeasured entries."""
@@ -503,12 +553,12 @@ class SURE(Loss):
                 generator: torch.Generator | None = None) -> Tensor:
         self.check(physics)
         if not self._step_checked:
-            self._check_step(physics)
+            self._check_step(physics, y)
 
         def h(v: Tensor) -> Tensor:
             return physics.A(model(v, physics))
 
-        tau = self.step_size(physics)
+        tau = self.step_size(physics, y)
         c, w, v = self._weights(y, physics)
         if self.margin:
             m = border_mask(y, self.margin)
