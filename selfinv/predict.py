@@ -68,7 +68,9 @@ def predict(checkpoint: str, input: str, output: str,
         checkpoint: a ``.ckpt`` written by ``selfinv fit``.
         input: measurement file or folder (PNG/TIFF/NPY/NPZ/MRC/DICOM/FITS/fastMRI HDF5, or a ``selfinv simulate``
             file).
-        output: output folder (one reconstruction per input file, named after it).
+        output: output folder (one reconstruction per input file, named after it), or, for an input that gives
+            one output file, that file's name (``denoised.tif``: a name ending in an image format's extension; the
+            format follows the extension unless ``format`` is given).
         format: output format; default: the input's when writable (TIFF/PNG/NPY/MRC/FITS, HDF5/NPZ with the input
             file's other arrays, DICOM for grayscale images), else TIFF.
         tile: tile size for image-domain physics; default: tiles of 512 for images larger than 1024.
@@ -104,8 +106,12 @@ def predict(checkpoint: str, input: str, output: str,
     if dtype not in ("input", "float32"):
         raise ValueError(f"--dtype must be 'input' or 'float32', got {dtype!r}")
     out_dir = Path(output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--output {out_dir} is a file; expected a folder for the reconstructions")
+    out_file = _output_file(out_dir)
+    if out_file is not None and format is None:
+        format = _FORMATS.get(out_file.suffix.lower(), "dicom" if out_file.suffix.lower() == ".dcm" else None)
+    if out_dir.exists() and not out_dir.is_dir() and out_file is None:
+        raise ValueError(f"--output {out_dir} is a file; expected a folder for the reconstructions (or a file name "
+                         f"ending in {', '.join(OUTPUT_FILE_EXTENSIONS)})")
     run = load_trained(checkpoint)
     physics = _physics(run, physics_args)
     with keeping_coils(physics.keeps_coils):
@@ -140,45 +146,75 @@ def predict(checkpoint: str, input: str, output: str,
     by_source: dict[str, list] = {}
     for m in measurements:
         by_source.setdefault(m.source, []).append(m)
+    if out_file is not None:
+        if out_file.exists() and any(Path(src).resolve() == out_file.resolve() for src in by_source):
+            raise ValueError(f"--output {out_file} is the input file itself: its reconstruction would replace the "
+                             f"measurement; give another name")
+        if len(by_source) != 1:
+            raise ValueError(f"--output {out_file} names one file, but --input holds {len(by_source)} measurement "
+                             f"files; give a folder for their reconstructions")
+        if out_file.suffix.lower() in CONTAINER_EXTENSIONS and Path(next(iter(by_source))).suffix.lower() \
+                not in CONTAINER_EXTENSIONS:
+            raise ValueError(f"--output {out_file}: an {out_file.suffix} output is the input's own HDF5 / NPZ file "
+                             f"with the reconstruction in place, and this input is not one; name a "
+                             f"{', '.join(sorted(set(_FORMATS)))} file")
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        out_dir = Path(tempfile.mkdtemp(prefix=".selfinv-predict-", dir=out_file.parent))
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-    names: set[str] = set()
-    bar = _progress(len(measurements), progress, "images")
-    image_domain = bool(registry.resolve("physics", run.config.physics.name, "physics").image_domain)
-    few_levels = -1
-    for source, ms in by_source.items():
-        slices = []
-        for m in ms:
-            slices.append(_reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex, progress,
-                                       dtype))
-            if np.issubdtype(slices[-1].dtype, np.integer) and slices[-1].dtype.itemsize > 1 \
-                    and np.ptp(slices[-1]) < FEW_LEVELS:  # counts in a 16/32-bit type (8-bit images are 8-bit)
-                few_levels = max(few_levels, int(np.ptp(slices[-1])))
-            bar.update(1)
-        suffix = Path(source).suffix.lower()
-        dicom = _dicom_writable(ms, slices, image_domain)
-        fmt = format or ("dicom" if dicom is None else _FORMATS.get(suffix, "tiff"))
-        # the input's pixel size carries over to images reconstructed over its field of view (image-domain
-        # operators); a sinogram's or k-space's has no such meaning
-        pixel = pixel_size_for(ms[0].pixel_size, tuple(ms[0].y.shape[-2:]), tuple(slices[0].shape[-2:])) \
-            if image_domain else None
-        stem = _stem(source, ms[0], names, key)
-        losses = "+".join(loss.name for loss in run.config.losses)
-        container = format is None and suffix in CONTAINER_EXTENSIONS and ms[0].kind in ("image", "kspace") \
-            and len({sl.shape for sl in slices}) == 1
-        if container:  # an HDF5 / NPZ file of the user's: the same file with the reconstruction in place
-            written.append(str(write_container(out_dir / f"{stem}{suffix}", np.stack(slices), source, key,
-                                               f"selfinv predict ({losses}) of {Path(source).name}")))
-        elif fmt == "dicom":
-            if dicom is not None:
-                raise ValueError(f"--format dicom: {source}: {dicom}; use --format tiff")
-            written.extend(_write_dicom(out_dir, stem, ms, slices, Path(source).is_dir(),
-                                        pixel if _resized(ms, slices) else None, f"selfinv {losses}"))
-        else:  # a FITS input's header (WCS, units) goes to a FITS output of an image over its field of view
-            fits_header = suffix in FITS_EXTENSIONS and (image_domain or not _resized(ms, slices))
-            written.extend(_write(out_dir, stem, fmt, slices, suffix, pixel, source if fits_header else None,
-                                  f"selfinv predict ({losses}) of {Path(source).name}", Path(source).name))
-    bar.close()
+    def write_all() -> tuple[list[str], int]:
+        written: list[str] = []
+        names: set[str] = set()
+        bar = _progress(len(measurements), progress, "images")
+        image_domain = bool(registry.resolve("physics", run.config.physics.name, "physics").image_domain)
+        few_levels = -1
+        for source, ms in by_source.items():
+            slices = []
+            for m in ms:
+                slices.append(_reconstruct(m, physics, run, estimator, tile, overlap, batch_size, complex, progress,
+                                           dtype))
+                if np.issubdtype(slices[-1].dtype, np.integer) and slices[-1].dtype.itemsize > 1 \
+                        and np.ptp(slices[-1]) < FEW_LEVELS:  # counts in a 16/32-bit type (8-bit images are 8-bit)
+                    few_levels = max(few_levels, int(np.ptp(slices[-1])))
+                bar.update(1)
+            suffix = Path(source).suffix.lower()
+            dicom = _dicom_writable(ms, slices, image_domain)
+            fmt = format or ("dicom" if dicom is None else _FORMATS.get(suffix, "tiff"))
+            # the input's pixel size carries over to images reconstructed over its field of view (image-domain
+            # operators); a sinogram's or k-space's has no such meaning
+            pixel = pixel_size_for(ms[0].pixel_size, tuple(ms[0].y.shape[-2:]), tuple(slices[0].shape[-2:])) \
+                if image_domain else None
+            stem = _stem(source, ms[0], names, key)
+            losses = "+".join(loss.name for loss in run.config.losses)
+            container = format is None and suffix in CONTAINER_EXTENSIONS and ms[0].kind in ("image", "kspace") \
+                and len({sl.shape for sl in slices}) == 1
+            if container:  # an HDF5 / NPZ file of the user's: the same file with the reconstruction in place
+                written.append(str(write_container(out_dir / f"{stem}{suffix}", np.stack(slices), source, key,
+                                                   f"selfinv predict ({losses}) of {Path(source).name}")))
+            elif fmt == "dicom":
+                if dicom is not None:
+                    raise ValueError(f"--format dicom: {source}: {dicom}; use --format tiff")
+                written.extend(_write_dicom(out_dir, stem, ms, slices, Path(source).is_dir(),
+                                            pixel if _resized(ms, slices) else None, f"selfinv {losses}"))
+            else:  # a FITS input's header (WCS, units) goes to a FITS output of an image over its field of view
+                fits_header = suffix in FITS_EXTENSIONS and (image_domain or not _resized(ms, slices))
+                written.extend(_write(out_dir, stem, fmt, slices, suffix, pixel, source if fits_header else None,
+                                      f"selfinv predict ({losses}) of {Path(source).name}", Path(source).name))
+        bar.close()
+        return written, few_levels
+
+    try:
+        written, few_levels = write_all()
+    except BaseException:
+        if out_file is not None:  # nothing half-written is left beside the requested file
+            import shutil
+
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    if out_file is not None:
+        written = [str(_move_single(written, out_dir, out_file))]
+        out_dir = out_file
     averaged = " (each the mean of the reconstructions of its pair)" if any(m.y2 is not None for m in measurements) \
         else ""
     print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}{averaged}")
@@ -186,6 +222,30 @@ def predict(checkpoint: str, input: str, output: str,
         print(f"note: the reconstructions were rounded to the input's integer type and span {few_levels} levels: "
               f"rounding adds an error of 0.29 (rms) to each value; --dtype float32 writes them unrounded")
     return written
+
+
+#: the endings of an ``--output`` that names a file rather than a folder
+OUTPUT_FILE_EXTENSIONS = tuple(_FORMATS) + (".dcm", ".h5", ".hdf5", ".npz")
+
+
+def _output_file(path: Path) -> Path | None:
+    """``path`` when it names an output file (an image format's extension, not an existing folder), else None."""
+    return path if path.suffix.lower() in OUTPUT_FILE_EXTENSIONS and not path.is_dir() else None
+
+
+def _move_single(written: list[str], folder: Path, target: Path) -> Path:
+    """Move the one file written into the temporary ``folder`` to ``target`` (replacing it) and remove ``folder``;
+    refuse (and remove the folder) when the input gave several files."""
+    import shutil
+
+    try:
+        if len(written) != 1 or not Path(written[0]).is_file():
+            raise ValueError(f"--output {target} names one file, but this input gives {len(written)} output files "
+                             f"(e.g. one per slice or a DICOM series); give a folder")
+        os.replace(written[0], target)
+        return target
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_physics_fits(measurements: list, physics: type, name: str) -> None:

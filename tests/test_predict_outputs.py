@@ -153,3 +153,40 @@ def test_predict_with_pairs_writes_the_mean_of_the_two_reconstructions(checkpoin
     (tmp_path / "b" / "im1.npy").unlink()
     assert _predict(checkpoint, tmp_path / "a", tmp_path / "out_bad", "--pairs", str(tmp_path / "b")) == 2
     assert "--pairs holds 1 measurement(s) but --input 2" in capsys.readouterr().err
+
+
+def test_output_naming_a_file_writes_that_file(checkpoint, tmp_path, capsys, one_thread):
+    """``--output denoised.tif`` for one input file writes exactly that file (its format from the extension; no
+    folder of that name, nothing left beside it); several input files, or an output file of a container type for
+    an image input, are refused in one line; a name without an image extension stays a folder."""
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(100, 200, (24, 24), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    tifffile.imwrite(tmp_path / "in2.tif", image)
+    (tmp_path / "out").mkdir()
+    capsys.readouterr()
+    assert _predict(checkpoint, tmp_path / "in.tif", tmp_path / "out" / "denoised.tif") == 0
+    assert "to " + str(tmp_path / "out" / "denoised.tif") in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["denoised.tif"]
+    assert tifffile.imread(tmp_path / "out" / "denoised.tif").shape == (24, 24)
+    assert _predict(checkpoint, tmp_path / "in.tif", tmp_path / "out" / "denoised.png") == 0  # format by extension
+    assert np.asarray(Image.open(tmp_path / "out" / "denoised.png")).dtype == np.uint16
+    assert _predict(checkpoint, tmp_path / "in.tif", tmp_path / "out" / "denoised.tif") == 0  # replaced
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["denoised.png", "denoised.tif"]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in ("in.tif", "in2.tif"):
+        tifffile.imwrite(folder / name, image)
+    capsys.readouterr()
+    assert _predict(checkpoint, folder, tmp_path / "both.tif") == 2
+    assert "--output " + str(tmp_path / "both.tif") + " names one file, but --input holds 2 measurement files" \
+        in capsys.readouterr().err
+    assert _predict(checkpoint, tmp_path / "in.tif", tmp_path / "x.h5") == 2
+    assert "an .h5 output is the input's own HDF5 / NPZ file" in capsys.readouterr().err
+    assert not (tmp_path / "both.tif").exists() and not (tmp_path / "x.h5").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".selfinv")) == []
+    assert _predict(checkpoint, tmp_path / "in.tif", tmp_path / "plain") == 0
+    assert [p.name for p in (tmp_path / "plain").iterdir()] == ["in.tif"]

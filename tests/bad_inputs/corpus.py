@@ -747,9 +747,13 @@ _cli_clear("cli_predict_overlap_ge_tile", "predict --tile 8 --overlap 8",
 _cli_clear("cli_predict_tile_on_mri", "predict --tile with an MRI checkpoint (k-space is not local)",
            ("predict", "--checkpoint", "<mri_ckpt>", "--output", "<out>", "--input", "<file>", "--tile", "8"),
            ("tile", ("mri", "denoising")), setup=npy_file("k.npy", lambda: image((1, 2, 16, 16))))
-_cli_clear("cli_predict_output_is_a_file", "predict --output naming an existing file",
-           ("predict", "--checkpoint", "<ckpt>", "--output", "<file>", "--input", "<file>"), ("y.npy",),
-           setup=npy_file("y.npy", image))
+_cli_clear("cli_predict_output_is_a_file", "predict --output naming its own input file",
+           ("predict", "--checkpoint", "<ckpt>", "--output", "<file>", "--input", "<file>"),
+           ("y.npy", "is the input file itself"), setup=npy_file("y.npy", image))
+_cli_clear("cli_predict_output_is_a_text_file", "predict --output naming an existing file that is no image",
+           ("predict", "--checkpoint", "<ckpt>", "--output", "<notes>", "--input", "<file>"),
+           ("notes.txt", "is a file; expected a folder"),
+           setup=setups(npy_file("y.npy", image), text_file("notes.txt", "my notes", key="notes")))
 _cli_clear("cli_predict_missing_required", "predict without --input", ("predict", "--checkpoint", "<ckpt>",
                                                                        "--output", "<out>"), ("--input",))
 _cli_clear("cli_simulate_without_output", "simulate without --output", SIMULATE, ("--output",))
