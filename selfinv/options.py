@@ -218,8 +218,10 @@ def build_dataclass(cls: type, data: Any, where: str = "") -> Any:
     ``ConfigError`` naming the dotted field."""
     types_ = field_types(cls)
     if not isinstance(data, Mapping):
+        hint = f"; a file or folder goes to --{where}.path {data}" if isinstance(data, str) and where \
+            and "path" in types_ else ""
         raise ConfigError(f"{where or cls.__name__}: expected a mapping with fields {list(types_)}, got "
-                          f"{_got(data)}")
+                          f"{_got(data)}{hint}")
     for key in data:
         if key not in types_:
             raise unknown_key(where, str(key), list(types_), "config field" if where else "config section")

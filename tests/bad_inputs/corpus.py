@@ -626,6 +626,8 @@ def _cli_clear(id, description, argv, mentions, setup=None, patches=(), process=
     case(id, "cli", description, setup, cli(*argv, patches=patches, process=process), "clear", mentions=mentions, **kw)
 
 
+_cli_clear("cli_data_given_a_file_name", "fit --data my.tif (the file belongs to --data.path)",
+           FIT + ("--data", "my.tif"), ("expected a mapping", "--data.path my.tif"))
 _cli_clear("cli_sigma_auto_typo", "noise sigma 'auto_typo' (a typo of auto)",
            FIT + ("--physics.noise.args", "{sigma: auto_typo}"), ("sigma", "auto_typo"))
 _cli_clear("cli_sigma_string", "noise sigma given as the string '0.1x'",
