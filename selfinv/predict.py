@@ -163,6 +163,7 @@ def predict(checkpoint: str, input: str, output: str,
 
         out_dir = Path(tempfile.mkdtemp(prefix=".selfinv-predict-", dir=out_file.parent))
     out_dir.mkdir(parents=True, exist_ok=True)
+
     def write_all() -> tuple[list[str], int]:
         written: list[str] = []
         names: set[str] = set()
