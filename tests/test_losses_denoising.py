@@ -224,6 +224,49 @@ def test_mc_divergence_variance_is_hutchinsons(probe):
     assert 2 * float((torch.diagonal(J) ** 2).sum()) > 8 * se_var
 
 
+def test_mc_divergence_central_difference_is_exact_for_quadratic_maps():
+    """For ``f(v) = v + c v²`` (entry-wise) the central difference returns the Hutchinson estimate ``ωᵀJ(y)ω``
+    exactly, probe by probe (the ``τ²`` terms vanish); the forward one adds ``τ c Σ ω³``, which does not."""
+    y = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(0), dtype=DT)
+    c, tau = 0.7, 0.05
+    def f(v):
+        return v + c * v**2
+    central = mc_divergence(f, y, tau, torch.Generator().manual_seed(1), central=True)
+    forward = mc_divergence(f, y, tau, torch.Generator().manual_seed(1))
+    omega = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=DT)
+    hutchinson = ((1 + 2 * c * y) * omega**2).flatten(1).sum(1)
+    torch.testing.assert_close(central, hutchinson)
+    torch.testing.assert_close(forward, hutchinson + tau * c * (omega**3).flatten(1).sum(1))
+    assert (forward - hutchinson).abs().min() > 1e-3
+
+
+@pytest.mark.parametrize("fname", ["filter", "cnn"])
+@pytest.mark.parametrize("noise", ["gaussian", "poisson"])
+def test_sure_with_central_differences_is_unbiased_and_costs_three_evaluations(noise, fname):
+    physics = Denoising(SURE_CASES[noise]())
+    model = FUNCTIONS[fname]()
+    loss = SURE(noise=noise, tau=1e-3, difference="central", second_order=False)
+    assert loss.evaluations_per_step == 3 and "difference='central'" in repr(loss)
+    calls = []
+    handle = model.register_forward_hook(lambda mod, args, out: calls.append(out.shape[0])) \
+        if isinstance(model, nn.Module) else None
+    x = clean_image().expand(200, 1, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    d, const = [], []
+    for _ in range(20):
+        y = physics(x, generator=g)
+        calls.clear()
+        d.append(float(loss(y, physics, model, generator=g)) - per_entry_risk(model, y, physics, x))
+        const.append(float(physics.noise.variance(x).mean()))
+    if handle is not None:  # per_entry_risk evaluated the model once more
+        assert sum(calls) == (loss.evaluations_per_step + 1) * len(x)
+    mean, se = mean_and_se(d)
+    assert 4 * se < 0.1 * min(const)  # forgetting the constant would be caught
+    assert abs(mean) < 4 * se, (mean, se)
+    with pytest.raises(LossConfigError, match="difference must be 'forward' or 'central', got 'backward'"):
+        SURE(difference="backward")
+
+
 def test_sure_rademacher_probe_refused_by_second_order_poisson_sure():
     with pytest.raises(LossConfigError, match="skewed two-point probe"):
         SURE(noise="poisson", probe="rademacher")
