@@ -214,8 +214,8 @@ def predict(checkpoint: str, input: str, output: str,
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
     if out_file is not None:
-        written = [str(_move_single(written, out_dir, out_file))]
-        out_dir = out_file
+        out_dir = _move_single(written, out_dir, out_file)  # out_file, or its name with the format written
+        written = [str(out_dir)]
     averaged = " (each the mean of the reconstructions of its pair)" if any(m.y2 is not None for m in measurements) \
         else ""
     print(f"wrote {len(written)} reconstruction(s) of {len(measurements)} measurement(s) to {out_dir}{averaged}")
@@ -243,6 +243,10 @@ def _move_single(written: list[str], folder: Path, target: Path) -> Path:
         if len(written) != 1 or not Path(written[0]).is_file():
             raise ValueError(f"--output {target} names one file, but this input gives {len(written)} output files "
                              f"(e.g. one per slice or a DICOM series); give a folder")
+        made = Path(written[0]).suffix.lower()
+        if _FORMATS.get(made) != _FORMATS.get(target.suffix.lower()) and made != target.suffix.lower():
+            # the format asked for could not hold the data (e.g. a stack as PNG: a TIFF, said in a note above)
+            target = target.with_suffix(made)
         os.replace(written[0], target)
         return target
     finally:

@@ -176,6 +176,14 @@ def test_output_naming_a_file_writes_that_file(checkpoint, tmp_path, capsys, one
     assert np.asarray(Image.open(tmp_path / "out" / "denoised.png")).dtype == np.uint16
     assert _predict(checkpoint, tmp_path / "in.tif", tmp_path / "out" / "denoised.tif") == 0  # replaced
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["denoised.png", "denoised.tif"]
+    tifffile.imwrite(tmp_path / "stack.tif", rng.integers(100, 200, (3, 24, 24), dtype=np.uint16),
+                     photometric="minisblack")
+    capsys.readouterr()
+    assert _predict(checkpoint, tmp_path / "stack.tif", tmp_path / "out" / "s.png") == 0  # PNG cannot hold it
+    out = capsys.readouterr().out
+    assert "wrote TIFF instead" in out and "to " + str(tmp_path / "out" / "s.tif") in out
+    assert tifffile.imread(tmp_path / "out" / "s.tif").shape == (3, 24, 24)
+    assert not (tmp_path / "out" / "s.png").exists()
     folder = tmp_path / "folder"
     folder.mkdir()
     for name in ("in.tif", "in2.tif"):
