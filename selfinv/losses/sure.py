@@ -72,8 +72,9 @@ the denoising claim rows of ``selfinv reproduce`` (natural photographs, ReLU U-N
 the network learns to fool the estimate.) ``tau: auto`` takes
 ``σ_noise/10`` (first order) and ``σ_noise/6`` (second order, whose ``1/τ²`` makes it
 noisier at small steps). A central difference (``difference="central"``, one more evaluation) buys the Gaussian row
-+0.10 dB over 3 training seeds at σ/10 (31.87 / 31.70 / 31.71 against 31.76 / 31.72 / 31.49;
-supervised 32.15 / 31.86 / 32.13) but does not move the cliff (28.14 at σ/5).
++0.03 dB over 3 training seeds at σ/10 (31.87 / 31.58 / 31.62 against 31.76 / 31.72 / 31.49;
+supervised 32.15 / 31.86 / 32.13; +0.10 with the shifted inputs in separate batches, i.e. other
+floating-point sums: the gain is of the size of that noise) and does not move the cliff (28.14 at σ/5).
 A smooth network does not remove the trade-off: a U-Net with
 SiLU activations trained by SURE at ``τ = σ/10`` fell from its best checkpoint (step
 3 400) to 26.52 dB and reached 30.18 at ``σ/20`` (its supervised twin: 31.62). The
