@@ -183,6 +183,12 @@ def finetune_config(pretrained: dict, y: Tensor, losses: str | Sequence[Mapping]
     return from_dict(d), None
 
 
+#: ``patch_size`` default for image-domain measurements larger than twice this a side: crops of this size. Measured on
+#: a 660 x 550 micrograph in photon counts (100 steps of Poisson SURE, 2 threads): 7.9 s and 36.39 dB with these
+#: crops against 178 s and 36.34 dB on the whole measurement (36.31 before fine-tuning)
+LARGE_MEASUREMENT_PATCH = 128
+
+
 def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tensor] | None = None,
              losses: str | Sequence[Mapping] | None = None, steps: int = 200, lr: float = 1e-4,
              batch_size: int = 4, patch_size: int | None = None,
@@ -196,7 +202,9 @@ def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tens
         losses: ``'sure'``, ``'unsure'``, ``'mc+ei'``... (args of the same-named pretrained loss reused) or
             a list of ``{name, args, weight}``; None = the pretrained losses.
         steps, lr, batch_size: Adam steps, learning rate and items per step.
-        patch_size: crop size of the items (pixel-wise operators only); None = whole measurement.
+        patch_size: crop size of the items (image-domain operators only); None = the whole measurement, or crops
+            of ``LARGE_MEASUREMENT_PATCH`` (128) for an image-domain measurement more than twice that a side
+            without per-measurement operator parameters (as fast per step as a small image, and no worse).
         physics_args, noise: overrides of the operator (``{'acceleration': 8}``) and noise model
             (``{'name': 'gaussian', 'args': {'sigma': 0.15}}``; ``{'args': {'sigma': 'auto'}}`` = estimated
             from ``y``).
@@ -229,6 +237,9 @@ def finetune(checkpoint: str | os.PathLike, y: Tensor, params: Mapping[str, Tens
             patch_size = next((size for size in sizes if blank_free_areas(y, size)), sizes[-1])
         warnings.warn(f"{int(blank.sum())} blank (NaN) pixel(s) of {y.numel()}: the {patch_size}-pixel crops avoid "
                       f"them and the reconstruction keeps them blank", UserWarning, stacklevel=2)
+    if patch_size is None and blank is None and not params and run.module.physics.image_domain \
+            and min(y.shape[-2:]) > 2 * LARGE_MEASUREMENT_PATCH:
+        patch_size = LARGE_MEASUREMENT_PATCH
     filled = y if blank is None else y.masked_fill(blank, float(y[~blank].median()))
     check_measurement(filled[None], run.module.physics.noise, "the measurement to fine-tune on")
     y = norm.apply(y.float())
@@ -322,7 +333,8 @@ def finetune_cmd(checkpoint: str, measurement: str, output: str, loss: Optional[
         loss: ``sure``, ``unsure``, ``r2r``, ``mc+ei``... (names joined by ``+``; args of the same-named
             pretrained loss are reused) or a YAML list of ``{name, args, weight}``; default: pretrained losses.
         steps: Adam steps. lr: learning rate. batch_size: items per step.
-        patch_size: random crops of this size (denoising only); default whole measurement.
+        patch_size: random crops of this size (image-domain operators); default the whole measurement, or
+            128-pixel crops of an image-domain measurement more than 256 pixels a side.
         sigma: the noise level of ``measurement`` (a number or ``auto`` = estimated from it).
         noise: noise model override as YAML ``{name: ..., args: {...}}``.
         physics_args: operator overrides as YAML, e.g. ``{acceleration: 8}``.

@@ -264,3 +264,19 @@ def test_cli_finetune_refuses_before_training(pretrained, noisy, tmp_path, capsy
         err = capsys.readouterr().err
         assert expected.format(out=out) in err, err
         assert not (tmp_path / f"run{i}").exists() and not out.exists()
+
+
+def test_finetune_crops_a_large_image_domain_measurement_by_default(pretrained, tmp_path):
+    """Above 256 pixels a side the default items are 128-pixel crops (the data config says so); at or below,
+    and whenever patch_size is given, nothing changes."""
+    big = torch.rand(1, 260, 300, generator=torch.Generator().manual_seed(0))
+    r = finetune(pretrained, big, losses="sure", steps=1, batch_size=1, output_dir=str(tmp_path / "big"),
+                 noise={"name": "gaussian", "args": {"sigma": 0.15}})
+    assert r.config.data.patch_size == 128 and r.x_after.shape[-2:] == (260, 300)
+    small = torch.rand(1, 256, 200, generator=torch.Generator().manual_seed(1))
+    r = finetune(pretrained, small, losses="sure", steps=1, batch_size=1, output_dir=str(tmp_path / "small"),
+                 noise={"name": "gaussian", "args": {"sigma": 0.15}})
+    assert r.config.data.patch_size == 200  # the whole measurement (its width)
+    r = finetune(pretrained, big, losses="sure", steps=1, batch_size=1, patch_size=64,
+                 output_dir=str(tmp_path / "given"), noise={"name": "gaussian", "args": {"sigma": 0.15}})
+    assert r.config.data.patch_size == 64
